@@ -1,0 +1,363 @@
+"""Unit configuration: pydantic models validated at start-up, loaded from TOML, saved atomically.
+
+Every section forbids unknown keys so a typo in the field is an error at start-up, not a silently
+ignored setting at the roadside. :func:`load` turns validation errors into :class:`ConfigError` whose
+message names the key path, the bad value and what is allowed; the CLI prints it and exits 2 without
+a traceback. :func:`config_hash` is the sha256 of a canonical JSON form: it goes into every packet so
+the registry knows exactly which settings produced a measurement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- device / site
+
+
+class DeviceConfig(_Section):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = "radarcam-dev"
+    state_dir: Path = Path("/var/lib/radarcam")
+    """Outbox, evidence, audit log. The systemd unit's StateDirectory."""
+    key_path: Path | None = None
+    """Ed25519 signing key (PEM, 0600). Default: ``$CREDENTIALS_DIRECTORY/signing-key`` or state_dir/keys."""
+    runtime_dir: Path = Path("/run/radarcam")
+    """Control socket for the console; ring-buffer spill on tmpfs."""
+
+
+class TimeWindow(_Section):
+    """A limit that applies only on some days / hours (e.g. school zones)."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    )
+    start: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "00:00"
+    end: Annotated[str, Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$")] = "24:00"
+    limit_kmh: Annotated[float, Field(gt=0, le=300)]
+
+
+class LaneConfig(_Section):
+    id: Annotated[str, Field(min_length=1, max_length=16)]
+    direction: Literal["inbound", "outbound"] = "inbound"
+    limit_kmh: Annotated[float, Field(gt=0, le=300)]
+    class_limits_kmh: dict[
+        Literal["car", "truck", "bus", "motorcycle"], Annotated[float, Field(gt=0, le=300)]
+    ] = Field(default_factory=dict)
+    windows: list[TimeWindow] = Field(default_factory=list)
+    roi: tuple[float, float, float, float] | None = None
+    """Lane region in the camera frame as fractions (x, y, w, h); None = whole frame."""
+
+
+class SiteConfig(_Section):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = "SITE-0001"
+    name: Annotated[str, Field(max_length=120)] = "Test site"
+    name_local: Annotated[str, Field(max_length=120)] | None = None
+    """Site name in the local script (e.g. Arabic), rendered shaped and right-to-left on the data bar."""
+    latitude: Annotated[float, Field(ge=-90, le=90)] = 33.9716
+    longitude: Annotated[float, Field(ge=-180, le=180)] = -6.8498
+    timezone: str = "Africa/Casablanca"
+    jurisdiction: Literal["MA", "SA", "EG", "MR"] = "MA"
+    mount_angle_deg: Annotated[float, Field(ge=0, le=45)] = 0.0
+    """Horizontal angle between the beam and the direction of travel (cosine correction)."""
+    lanes: Annotated[list[LaneConfig], Field(min_length=1)] = Field(
+        default_factory=lambda: [LaneConfig(id="1", direction="inbound", limit_kmh=60.0)]
+    )
+
+    @model_validator(mode="after")
+    def _unique_lanes(self) -> SiteConfig:
+        ids = [lane.id for lane in self.lanes]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"lane ids must be unique, got {ids}")
+        return self
+
+
+# --------------------------------------------------------------------------- radar / tracker
+
+
+class RadarCalibration(_Section):
+    reference: str = "UNCALIBRATED"
+    """Certificate / report number of the last metrological verification."""
+    date: str | None = None
+    valid_until: str | None = None
+    authority: str | None = None
+    scale_factor: Annotated[float, Field(gt=0.8, lt=1.2)] = 1.0
+    """Multiplicative correction from the calibration report (1.0 = none)."""
+
+
+class RadarConfig(_Section):
+    driver: Literal["ops24x"] = "ops24x"
+    port: str = "/dev/radar"
+    baudrate: int = 115200
+    model: str = "OPS243-A"
+    serial_number: str | None = None
+    units: Literal["mps", "kmh", "mph"] = "kmh"
+    """Units the module is told to report in (the driver converts everything to km/h)."""
+    min_speed_kmh: Annotated[float, Field(ge=0, le=100)] = 10.0
+    direction_filter: Literal["both", "inbound", "outbound"] = "both"
+    sample_rate: Literal["auto", "SX", "S1", "S2", "SL", "SC", "SV"] = "auto"
+    """Module sampling rate command; ``auto`` picks one fast enough for the site's highest limit."""
+    objects: Annotated[int, Field(ge=1, le=9)] = 1
+    reconnect_min_s: Annotated[float, Field(gt=0)] = 0.5
+    reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
+    max_line_bytes: Annotated[int, Field(ge=64, le=65536)] = 1024
+    calibration: RadarCalibration = Field(default_factory=RadarCalibration)
+
+
+class TrackerConfig(_Section):
+    gap_ms: Annotated[int, Field(ge=50, le=5000)] = 400
+    """A pass ends after this long without a reading in its direction."""
+    min_readings: Annotated[int, Field(ge=1, le=100)] = 4
+    max_accel_mps2: Annotated[float, Field(gt=0)] = 12.0
+    """Above this between consecutive readings the pass is physically implausible."""
+    max_spread_kmh: Annotated[float, Field(gt=0)] = 12.0
+    two_target_kmh: Annotated[float, Field(gt=0)] = 8.0
+    """Simultaneous objects differing by more than this mean two vehicles in the beam."""
+    max_pass_s: Annotated[float, Field(gt=0)] = 10.0
+
+
+class ToleranceConfig(_Section):
+    fixed_kmh: Annotated[float, Field(ge=0, le=20)] = 3.0
+    threshold_kmh: Annotated[float, Field(gt=0, le=300)] = 100.0
+    percent: Annotated[float, Field(ge=0, le=20)] = 3.0
+
+
+class EnforcementConfig(_Section):
+    tolerance: ToleranceConfig | None = None
+    """Overrides the jurisdiction's tolerance when set."""
+    enforce_invalid_passes: bool = False
+    """Never true in the field: implausible passes are recorded but not enforced."""
+    default_vehicle_class: Literal["car", "truck", "bus", "motorcycle"] = "car"
+
+
+# --------------------------------------------------------------------------- camera / anpr
+
+
+class CameraConfig(_Section):
+    backend: Literal["picamera2", "opencv", "synthetic"] = "picamera2"
+    source: str = ""
+    """OpenCV: V4L2 index or path, RTSP/HTTP URL or video file. Ignored by picamera2/synthetic."""
+    width: Annotated[int, Field(ge=160, le=8192)] = 1920
+    height: Annotated[int, Field(ge=120, le=8192)] = 1080
+    fps: Annotated[float, Field(gt=0, le=240)] = 30.0
+    exposure_us: Annotated[int, Field(ge=0, le=100000)] = 1000
+    """Short exposure freezes motion (~1/1000 s at 90 km/h). 0 = auto."""
+    analogue_gain: Annotated[float, Field(ge=0, le=64)] = 0.0
+    preview_width: Annotated[int, Field(ge=64, le=1920)] = 640
+    preview_height: Annotated[int, Field(ge=48, le=1080)] = 360
+    ring_seconds: Annotated[float, Field(gt=0, le=30)] = 2.0
+    pre_trigger_ms: Annotated[int, Field(ge=0, le=10000)] = 600
+    post_trigger_ms: Annotated[int, Field(ge=0, le=10000)] = 600
+    evidence_frames: Annotated[int, Field(ge=1, le=10)] = 2
+    jpeg_quality: Annotated[int, Field(ge=30, le=100)] = 90
+    reconnect_s: Annotated[float, Field(gt=0)] = 2.0
+
+
+class AnprConfig(_Section):
+    enabled: bool = True
+    detector_model: Path | None = None
+    """Default: the committed model in models/ (or the installed share dir)."""
+    ocr_model: Path | None = None
+    threads: Annotated[int, Field(ge=1, le=8)] = 2
+    countries: list[Literal["MA", "SA", "EG", "MR"]] = Field(default_factory=lambda: ["MA"])
+    deadline_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    """A violation waits at most this long for its plate read; after that it is sealed ``plate: pending``."""
+    min_confidence: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+
+# --------------------------------------------------------------------------- uplink
+
+
+class TlsConfig(_Section):
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+class UplinkConfig(_Section):
+    enabled: bool = True
+    host: str = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    protocol: Literal["mqttv5", "mqttv311"] = "mqttv5"
+    client_id: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    topic_prefix: str = "radarcam/v1"
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    max_inflight: Annotated[int, Field(ge=1, le=1000)] = 20
+    reconnect_min_s: Annotated[float, Field(gt=0)] = 0.5
+    reconnect_max_s: Annotated[float, Field(gt=0)] = 60.0
+    packet_max_bytes: Annotated[int, Field(ge=65536, le=64 * 1024 * 1024)] = 1024 * 1024
+    retention_days: Annotated[float, Field(ge=0)] = 30.0
+    quota_mb: Annotated[float, Field(gt=0)] = 2048.0
+    stats_interval_s: Annotated[int, Field(ge=10, le=86400)] = 300
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        if not v or any(c in v for c in "#+\0") or v.startswith("/") or v.endswith("/"):
+            raise ValueError("topic prefix must be non-empty, without wildcards or leading/trailing '/'")
+        return v
+
+
+# --------------------------------------------------------------------------- gpio / console / daemon
+
+
+class GpioConfig(_Section):
+    enabled: bool = False
+    pin_factory: Literal["auto", "lgpio", "mock"] = "auto"
+    flash_pin: int | None = None
+    flash_pulse_ms: Annotated[float, Field(gt=0, le=100)] = 2.0
+    led_ok_pin: int | None = None
+    led_fault_pin: int | None = None
+    relay_pin: int | None = None
+    tamper_pin: int | None = None
+    tamper_active_high: bool = False
+
+
+class ConsoleConfig(_Section):
+    bind: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8443
+    https: bool = True
+    """Plain HTTP only for a lab bench; never in the field."""
+    state_dir: Path = Path("/var/lib/radarcam-console")
+    session_hours: Annotated[float, Field(gt=0, le=24)] = 8.0
+    max_failed_logins: Annotated[int, Field(ge=1, le=100)] = 5
+    lockout_minutes: Annotated[float, Field(gt=0)] = 15.0
+
+
+class ClockConfig(_Section):
+    source: Literal["auto", "chrony", "timedatectl", "adjtimex", "assume-synced", "assume-unsynced"] = "auto"
+    jump_threshold_ms: Annotated[int, Field(ge=1)] = 500
+    max_error_ms: Annotated[float, Field(gt=0)] = 100.0
+    """Above this estimated error the clock is reported unsynchronised."""
+
+
+class Config(_Section):
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    site: SiteConfig = Field(default_factory=SiteConfig)
+    radar: RadarConfig = Field(default_factory=RadarConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    enforcement: EnforcementConfig = Field(default_factory=EnforcementConfig)
+    camera: CameraConfig = Field(default_factory=CameraConfig)
+    anpr: AnprConfig = Field(default_factory=AnprConfig)
+    uplink: UplinkConfig = Field(default_factory=UplinkConfig)
+    gpio: GpioConfig = Field(default_factory=GpioConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    clock: ClockConfig = Field(default_factory=ClockConfig)
+
+
+# --------------------------------------------------------------------------- load / save / hash
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message is meant for a technician."""
+
+
+def _describe(err: dict[str, Any]) -> str:
+    path = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
+    value = err.get("input")
+    etype = err.get("type", "")
+    if etype == "extra_forbidden":
+        return f"{path}: unknown key (value {value!r}); check the spelling against docs/operations.md"
+    allowed = ""
+    ctx = err.get("ctx") or {}
+    if "expected" in ctx:
+        allowed = f"; allowed: {ctx['expected']}"
+    shown = repr(value) if not isinstance(value, dict) else "{...}"
+    return f"{path}: {err.get('msg', 'invalid')} (got {shown}){allowed}"
+
+
+def parse(data: dict[str, Any], *, source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors(include_url=False)]
+        raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Reads and validates a TOML file. Raises :class:`ConfigError` with a readable message."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read configuration: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return parse(data, source=str(p))
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """JSON/TOML-safe dict (paths as strings, no None values: TOML has no null)."""
+    return _drop_none(cfg.model_dump(mode="json"))
+
+
+def _drop_none(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_drop_none(v) for v in obj]
+    return obj
+
+
+def canonical_json(cfg: Config) -> bytes:
+    return json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def config_hash(cfg: Config) -> str:
+    """sha256 (hex) of the canonical form: same settings, same hash, whatever the file's layout."""
+    return hashlib.sha256(canonical_json(cfg)).hexdigest()
+
+
+def dumps(cfg: Config) -> str:
+    return tomli_w.dumps(to_dict(cfg))
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+    """Write-temp + fsync + rename + fsync(dir): after a power cut the file is old or new, never half."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def save(cfg: Config, path: str | os.PathLike[str]) -> None:
+    """Validates again (the model may have been edited) and writes atomically."""
+    Config.model_validate(cfg.model_dump())
+    atomic_write(path, dumps(cfg).encode("utf-8"))

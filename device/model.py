@@ -1,0 +1,176 @@
+"""The vocabulary every stage speaks: readings, passes, decisions, frames, plate reads, violations.
+
+These are plain frozen dataclasses so they are cheap to create on the radar thread and safe to hand
+between threads. Times are integers in nanoseconds: ``*_mono_ns`` on ``time.monotonic_ns()`` (the
+clock that lines up radar and camera), ``*_utc_ns`` on the wall clock (evidence). Speeds are floats in
+km/h converted from the module's units without rounding; the raw value and unit are kept alongside so
+every number in a packet can be traced back to the bytes the radar sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # numpy only for type hints: the radar path never needs it
+    import numpy as np
+
+
+class Direction(StrEnum):
+    """Direction of travel relative to the radar (OPS24x convention: positive speed = inbound)."""
+
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One speed report for one object from the radar module."""
+
+    t_mono_ns: int
+    """Host monotonic time at which the line (or frame) carrying this reading was received."""
+    speed_kmh: float
+    """Absolute speed in km/h, converted from ``speed_raw``/``unit`` without rounding."""
+    direction: Direction | None
+    magnitude: float | None = None
+    sensor_time: float | None = None
+    """The module's own timestamp in seconds (OT/OM/JSON ``time``), when reported."""
+    speed_raw: float | None = None
+    """The signed number exactly as the module sent it, in ``unit``."""
+    unit: str = "mps"
+    """Unit of ``speed_raw``: ``mps``, ``kmh``, ``mph``, ``fps``, ``cmps``."""
+    obj_index: int = 0
+    """Position of this object in a multi-object report (0 = strongest / first)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """One vehicle crossing the beam, built by the tracker from consecutive readings."""
+
+    pass_id: str
+    start_mono_ns: int
+    end_mono_ns: int
+    direction: Direction | None
+    readings: tuple[Reading, ...]
+    peak_kmh: float
+    peak_mono_ns: int
+    """Time of the peak reading: the trigger time used to pick camera frames."""
+    median_kmh: float
+    spread_kmh: float
+    lane: str | None = None
+    valid: bool = True
+    invalid_reasons: tuple[str, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.readings)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The enforcement outcome for one pass, with every number that led to it."""
+
+    violation: bool
+    jurisdiction: str
+    lane: str | None
+    vehicle_class: str
+    limit_kmh: float
+    measured_kmh: float
+    """Raw peak as measured by the radar (km/h, unrounded)."""
+    cosine_factor: float
+    mount_angle_deg: float
+    corrected_kmh: float
+    """``measured_kmh`` after cosine correction for the mount angle."""
+    tolerance_kmh: float
+    enforced_kmh: float
+    """``corrected_kmh`` minus the metrological tolerance: the speed the fine is based on."""
+    excess_kmh: float
+    rule_id: str | None = None
+    degree: str | None = None
+    fine_min: float | None = None
+    fine_max: float | None = None
+    currency: str | None = None
+    points: int = 0
+    settleable: bool = True
+    reason: str = ""
+    verified_schedule: bool = True
+    """False for jurisdiction tables not yet checked against the law (stubs)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One camera frame. ``image`` is BGR uint8 (OpenCV order), never copied by the ring."""
+
+    t_mono_ns: int
+    frame_no: int
+    image: np.ndarray
+    exposure_us: int | None = None
+    analogue_gain: float | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClockStamp:
+    """Wall-clock time of an event plus how far it can be trusted."""
+
+    utc_ns: int
+    mono_ns: int
+    synchronized: bool
+    source: str
+    """``ntp``, ``gps``, ``pps``, ``rtc``, ``none`` or ``unknown``."""
+    offset_ns: int | None = None
+    max_error_ns: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceImage:
+    """A JPEG that goes into the packet, with the capture times of the frame it came from."""
+
+    role: str
+    """``overview`` (full frame with data bar), ``plate`` (close-up crop), ``context``."""
+    jpeg: bytes
+    t_mono_ns: int
+    t_utc_ns: int
+    frame_no: int
+    width: int
+    height: int
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.jpeg).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class PlateRead:
+    """The plate as read on the device (after voting across frames)."""
+
+    text: str | None
+    """As printed, groups joined by ``-``, ASCII digits, letters in the plate's script."""
+    text_latin: str | None
+    country: str | None
+    confidence: float
+    char_confidences: tuple[float, ...] = ()
+    box: tuple[int, int, int, int] | None = None
+    """(x, y, w, h) of the plate in the frame ``frame_no``."""
+    frame_no: int | None = None
+    frames_voted: int = 1
+    ocr_model: str | None = None
+    ocr_model_sha256: str | None = None
+    detector_model: str | None = None
+    detector_model_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """Everything known about one breach, ready to be sealed into a packet."""
+
+    violation_id: str
+    pass_: Pass
+    decision: Decision
+    clock: ClockStamp
+    images: tuple[EvidenceImage, ...] = ()
+    plate: PlateRead | None = None
+    plate_pending: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
