@@ -110,11 +110,21 @@ class RadarConfig(_Section):
     direction_filter: Literal["both", "inbound", "outbound"] = "both"
     sample_rate: Literal["auto", "SX", "S1", "S2", "SL", "SC", "SV"] = "auto"
     """Module sampling rate command; ``auto`` picks one fast enough for the site's highest limit."""
-    objects: Annotated[int, Field(ge=1, le=9)] = 1
+    objects: Annotated[int, Field(ge=1, le=9)] = 2
+    """Objects per report (O1..O9). At least 2 so a second vehicle in the beam (same or opposite
+    direction) is reported rather than masked by the strongest one: the tracker needs it."""
     reconnect_min_s: Annotated[float, Field(gt=0)] = 0.5
     reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
     max_line_bytes: Annotated[int, Field(ge=64, le=65536)] = 1024
     calibration: RadarCalibration = Field(default_factory=RadarCalibration)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> RadarConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError(
+                f"reconnect_max_s ({self.reconnect_max_s}) must be >= reconnect_min_s ({self.reconnect_min_s})"
+            )
+        return self
 
 
 class TrackerConfig(_Section):
@@ -207,6 +217,8 @@ class UplinkConfig(_Section):
     retention_days: Annotated[float, Field(ge=0)] = 30.0
     quota_mb: Annotated[float, Field(gt=0)] = 2048.0
     stats_interval_s: Annotated[int, Field(ge=10, le=86400)] = 300
+    ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """A packet published but not acknowledged by the registry within this is published again."""
 
     @field_validator("topic_prefix")
     @classmethod
@@ -229,6 +241,8 @@ class GpioConfig(_Section):
     relay_pin: int | None = None
     tamper_pin: int | None = None
     tamper_active_high: bool = False
+    tamper_bounce_ms: Annotated[float, Field(ge=0, le=1000)] = 50.0
+    """Switch debounce; 0 = none."""
 
 
 class ConsoleConfig(_Section):
@@ -240,6 +254,13 @@ class ConsoleConfig(_Section):
     session_hours: Annotated[float, Field(gt=0, le=24)] = 8.0
     max_failed_logins: Annotated[int, Field(ge=1, le=100)] = 5
     lockout_minutes: Annotated[float, Field(gt=0)] = 15.0
+    login_attempts_per_minute: Annotated[int, Field(ge=1, le=1000)] = 20
+    """Per client address, over all account names (against password spraying)."""
+    allowed_file_dirs: list[Path] = Field(default_factory=lambda: [Path("/etc/radarcam")])
+    """The only directories the console may point TLS / password file settings into."""
+    argon2_time_cost: Annotated[int, Field(ge=1, le=20)] = 3
+    argon2_memory_kib: Annotated[int, Field(ge=8192, le=1048576)] = 65536
+    """argon2id cost (default: RFC 9106 low-memory profile, ~0.5 s per login on a Pi 4)."""
 
 
 class ClockConfig(_Section):
@@ -247,6 +268,8 @@ class ClockConfig(_Section):
     jump_threshold_ms: Annotated[int, Field(ge=1)] = 500
     max_error_ms: Annotated[float, Field(gt=0)] = 100.0
     """Above this estimated error the clock is reported unsynchronised."""
+    refresh_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    """How often the sync state is re-read (in the background; stamps only read the cached state)."""
 
 
 class Config(_Section):

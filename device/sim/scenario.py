@@ -129,7 +129,10 @@ class Scenario:
 
 
 def random_plate_ma(rng: random.Random) -> tuple[str, str]:
-    """A Moroccan plate ``digits-letter-region`` as printed and in Latin transliteration."""
+    """A Moroccan plate ``digits-letter-region`` as printed and in Latin transliteration.
+
+    Kept for callers of the skeleton; :func:`generate` uses the ANPR plate generator instead.
+    """
     digits = str(rng.randint(1, 99999))
     letter = rng.choice(list(MA_LETTERS))
     region = str(rng.randint(1, 89))
@@ -156,6 +159,8 @@ def generate(
     one vehicle is in the beam at a time (``min_gap_s`` of clear beam between them) unless ``rate_per_s``
     asks for denser traffic than that allows; then overlaps are real and the tracker must cope.
     """
+    from device.anpr.synth import random_plate  # the ANPR generator: plates the OCR grammar accepts
+
     rng = random.Random(seed)
     lanes = dict(lanes or {"1": 60.0, "2": 60.0})
     lane_directions = dict(
@@ -176,7 +181,7 @@ def generate(
             speed = limit + tol + tolerance_margin_kmh + rng.uniform(0, 45)
         else:
             speed = rng.uniform(max(15.0, limit - 30), limit - 2)
-        plate, latin = random_plate_ma(rng)
+        plate, latin = random_plate("MA", rng)
         cls = rng.choices(["car", "truck", "bus", "motorcycle"], weights=[80, 10, 5, 5])[0]
         v = Vehicle(
             vid=i,

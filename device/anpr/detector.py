@@ -1,0 +1,69 @@
+"""Plate detector runtime: CenterNet-style heatmap + box regression on a downscaled grayscale frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from device.anpr.card import CardError, ModelCard, load_card
+from device.anpr.preprocess import detector_input
+from device.anpr.runtime import Model
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    box: tuple[int, int, int, int]
+    """(x, y, w, h) in frame pixels."""
+    score: float
+
+
+class PlateDetector:
+    def __init__(self, path: Path, *, threads: int = 2):
+        self.card: ModelCard = load_card(path)
+        if self.card.task != "detector" or self.card.detector is None:
+            raise CardError(f"{path}: not a detector model card")
+        self.spec = self.card.detector
+        self.model = Model(path, threads=threads)
+        self.path = Path(path)
+
+    def detect(self, frame_bgr: np.ndarray, *, threshold: float | None = None) -> list[Detection]:
+        inp = self.card.input
+        img, scale = detector_input(frame_bgr, inp.height, inp.width)
+        self.model.set_input(img, pixel_scale=inp.pixel_scale, pixel_offset=inp.pixel_offset)
+        out = self.model.run()[0][0]
+        heat = out[..., 0]
+        thr = self.spec.score_threshold if threshold is None else threshold
+        peaks = (heat >= thr) & (heat >= cv2.dilate(heat, np.ones((3, 3), np.uint8)))
+        ys, xs = np.nonzero(peaks)
+        order = np.argsort(-heat[ys, xs])[: self.spec.max_plates * 3]
+        s = self.spec.stride
+        fh, fw = frame_bgr.shape[:2]
+        dets: list[Detection] = []
+        for k in order:
+            iy, ix = int(ys[k]), int(xs[k])
+            dx, dy, lw, lh = (float(v) for v in out[iy, ix, 1:5])
+            cx, cy = (ix + dx) * s / scale, (iy + dy) * s / scale
+            w, h = np.exp(np.clip(lw, -4, 6)) * s / scale, np.exp(np.clip(lh, -4, 6)) * s / scale
+            x0, y0 = max(0, int(round(cx - w / 2))), max(0, int(round(cy - h / 2)))
+            x1, y1 = min(fw, int(round(cx + w / 2))), min(fh, int(round(cy + h / 2)))
+            if x1 - x0 < 4 or y1 - y0 < 2:
+                continue
+            box = (x0, y0, x1 - x0, y1 - y0)
+            if any(_iou(box, d.box) > 0.3 for d in dets):
+                continue
+            dets.append(Detection(box, float(heat[iy, ix])))
+            if len(dets) >= self.spec.max_plates:
+                break
+        return dets
+
+
+def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0, min(ax1, bx1) - max(a[0], b[0]))
+    ih = max(0, min(ay1, by1) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0

@@ -1,0 +1,98 @@
+"""Plate OCR: any fixed-slot TFLite model described by its card, decoded under the plate grammars."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from device.anpr.card import CardError, ModelCard, load_card
+from device.anpr.grammar import Grammar, decode_best
+from device.anpr.preprocess import to_gray
+from device.anpr.runtime import Model
+
+
+@dataclass(frozen=True, slots=True)
+class OcrResult:
+    text: str | None
+    country: str | None
+    confidence: float
+    char_confidences: tuple[float, ...] = ()
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class PlateOcr:
+    def __init__(self, path: Path, *, threads: int = 2):
+        self.card: ModelCard = load_card(path)
+        if self.card.task != "ocr" or self.card.ocr is None:
+            raise CardError(f"{path}: not an OCR model card")
+        self.spec = self.card.ocr
+        self.model = Model(path, threads=threads)
+        self.path = Path(path)
+        shape = self.model.inputs[0].shape
+        inp = self.card.input
+        if tuple(shape[1:3]) != (inp.height, inp.width):
+            raise CardError(f"{path}: card input {inp.height}x{inp.width} but model expects {shape}")
+        n = self.spec.slots * len(self.spec.alphabet)
+        self._chars = self.spec.chars_output
+        if self._chars is None:
+            fits = [i for i, o in enumerate(self.model.outputs) if int(np.prod(o.shape)) == n]
+            if not fits:
+                raise CardError(f"{path}: no output of size slots x alphabet = {n}")
+            self._chars = fits[0]
+        self._grammars: dict[str, Grammar] = {
+            c: Grammar(c, self.spec.alphabet, self.spec.pad) for c in self.spec.countries
+        }
+
+    @property
+    def countries(self) -> list[str]:
+        return list(self.spec.countries)
+
+    def _prepare(self, crop_bgr: np.ndarray) -> np.ndarray:
+        inp = self.card.input
+        if inp.channels == 1:
+            img = to_gray(crop_bgr)
+        else:
+            img = crop_bgr if crop_bgr.ndim == 3 else cv2.cvtColor(crop_bgr, cv2.COLOR_GRAY2BGR)
+            if inp.color == "rgb":
+                img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        interp = cv2.INTER_AREA if img.shape[0] > inp.height else cv2.INTER_LINEAR
+        return cv2.resize(img, (inp.width, inp.height), interpolation=interp)
+
+    def scores(self, crop_bgr: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """(slots x classes) probabilities and the country head's probabilities (empty without one)."""
+        inp = self.card.input
+        self.model.set_input(self._prepare(crop_bgr), pixel_scale=inp.pixel_scale, pixel_offset=inp.pixel_offset)
+        outs = self.model.run()
+        chars = outs[self._chars].reshape(self.spec.slots, len(self.spec.alphabet))
+        if self.spec.scores == "logits":
+            chars = _softmax(chars)
+        country: dict[str, float] = {}
+        if self.spec.country_codes:
+            idx = self.spec.country_output
+            if idx is None:
+                idx = next(i for i, o in enumerate(self.model.outputs)
+                           if int(np.prod(o.shape)) == len(self.spec.country_codes))
+            cp = outs[idx].reshape(-1)
+            country = {c: float(p) for c, p in zip(self.spec.country_codes, cp, strict=True)}
+        return chars, country
+
+    def read(self, crop_bgr: np.ndarray, countries: list[str] | None = None) -> OcrResult:
+        wanted = [c for c in (countries or self.spec.countries) if c in self._grammars]
+        if not wanted:
+            raise ValueError(f"OCR model supports {self.spec.countries}, asked for {countries}")
+        chars, cprobs = self.scores(crop_bgr)
+        best = decode_best(chars, [self._grammars[c] for c in wanted], cprobs if len(wanted) > 1 else None)
+        if best is None:
+            return OcrResult(None, None, 0.0)
+        country, dec = best
+        conf = dec.confidence
+        if len(wanted) > 1 and cprobs:
+            conf *= cprobs.get(country, 1.0)
+        return OcrResult(dec.text, country, float(conf), dec.char_confidences)

@@ -1,0 +1,133 @@
+"""PlateReader: detector + OCR + grammar + frame voting, the one entry point other stages use."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from device.anpr.detector import PlateDetector
+from device.anpr.ocr import PlateOcr
+from device.anpr.translit import to_latin
+from device.anpr.vote import vote
+from device.config import AnprConfig
+from device.model import PlateRead
+
+DETECTOR_FILE = "anpr_detector.tflite"
+OCR_FILE = "anpr_ocr.tflite"
+INSTALLED_MODELS = Path("/usr/share/radarcam/models")
+# Loose crop around a detector box: the OCR was trained on crops with margins of this order.
+MARGIN_X, MARGIN_Y = 0.05, 0.12
+
+
+class ImageError(ValueError):
+    """The input is not a usable image (empty, 1x1, wrong type, absurdly large)."""
+
+
+def default_models_dir() -> Path:
+    repo = Path(__file__).resolve().parents[2] / "models"
+    if (repo / OCR_FILE).is_file():
+        return repo
+    return INSTALLED_MODELS
+
+
+def check_image(image: object, *, min_side: int = 8, max_pixels: int = 60_000_000) -> np.ndarray:
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"expected a numpy image, got {type(image).__name__}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise ImageError(f"unsupported image shape {image.shape}")
+    h, w = image.shape[:2]
+    if h < min_side or w < min_side:
+        raise ImageError(f"image too small ({w}x{h}); need at least {min_side}x{min_side}")
+    if h * w > max_pixels:
+        raise ImageError(f"image too large ({w}x{h} > {max_pixels} pixels)")
+    if image.dtype != np.uint8:
+        raise ImageError(f"expected uint8 pixels, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    return image
+
+
+class PlateReader:
+    def __init__(self, cfg: AnprConfig, *, models_dir: Path | None = None):
+        self.cfg = cfg
+        base = Path(models_dir) if models_dir is not None else default_models_dir()
+        self.ocr_path = Path(cfg.ocr_model) if cfg.ocr_model else base / OCR_FILE
+        self.det_path = Path(cfg.detector_model) if cfg.detector_model else base / DETECTOR_FILE
+        self.ocr = PlateOcr(self.ocr_path, threads=cfg.threads)
+        self.detector = PlateDetector(self.det_path, threads=cfg.threads)
+        supported = set(self.ocr.countries)
+        self.countries = [c for c in cfg.countries if c in supported]
+        if not self.countries:
+            raise ValueError(f"configured countries {cfg.countries} not supported by {self.ocr_path} "
+                             f"({sorted(supported)})")
+
+    def _countries(self, country: str | None) -> list[str]:
+        if country is None:
+            return self.countries
+        if country not in self.ocr.countries:
+            raise ValueError(f"country {country!r} not supported by the OCR model ({self.ocr.countries})")
+        return [country]
+
+    def _stamp(self, read: PlateRead) -> PlateRead:
+        return replace(
+            read,
+            ocr_model=self.ocr.card.name + "@" + self.ocr.card.version,
+            ocr_model_sha256=self.ocr.card.sha256,
+            detector_model=self.detector.card.name + "@" + self.detector.card.version,
+            detector_model_sha256=self.detector.card.sha256,
+        )
+
+    def read_crop(self, crop_bgr: np.ndarray, *, country: str | None = None) -> PlateRead:
+        crop = check_image(crop_bgr, min_side=4)
+        res = self.ocr.read(crop, self._countries(country))
+        text = res.text if res.text and res.confidence >= self.cfg.min_confidence else None
+        latin = to_latin(text, res.country) if text and res.country else None
+        return self._stamp(PlateRead(
+            text=text,
+            text_latin=latin,
+            country=res.country if text else None,
+            confidence=res.confidence,
+            char_confidences=res.char_confidences if text else (),
+        ))
+
+    def read_image(self, image_bgr: np.ndarray, *, country: str | None = None) -> list[PlateRead]:
+        """Every detected plate, read; texted reads first, by confidence. Boxes in frame pixels."""
+        img = check_image(image_bgr)
+        h, w = img.shape[:2]
+        reads: list[PlateRead] = []
+        for det in self.detector.detect(img):
+            x, y, bw, bh = det.box
+            mx, my = int(round(bw * MARGIN_X)), int(round(bh * MARGIN_Y))
+            crop = img[max(0, y - my) : min(h, y + bh + my), max(0, x - mx) : min(w, x + bw + mx)]
+            if crop.shape[0] < 4 or crop.shape[1] < 4:
+                continue
+            reads.append(replace(self.read_crop(crop, country=country), box=det.box, frame_no=0))
+        reads.sort(key=lambda r: (r.text is not None, r.confidence), reverse=True)
+        return reads
+
+    def read_frames(self, images: list[np.ndarray], *, country: str | None = None) -> PlateRead | None:
+        """Votes the best read of each frame of one pass; ``frame_no`` is the index into ``images``."""
+        per_frame: list[PlateRead] = []
+        for i, im in enumerate(images):
+            reads = [r for r in self.read_image(im, country=country) if r.text]
+            if reads:
+                per_frame.append(replace(reads[0], frame_no=i))
+        return vote(per_frame)
+
+    def models(self) -> dict:
+        """Inventory for packets and selftest: names, files, sha256, versions, runtime backend."""
+        out = {}
+        for role, m in (("detector", self.detector), ("ocr", self.ocr)):
+            out[role] = {
+                "name": m.card.name,
+                "version": m.card.version,
+                "path": str(m.path),
+                "sha256": m.card.sha256,
+                "quantisation": m.card.quantisation,
+                "runtime": m.model.backend,
+                "threads": self.cfg.threads,
+            }
+        out["countries"] = list(self.countries)
+        return out

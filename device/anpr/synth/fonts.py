@@ -1,0 +1,140 @@
+"""Debian fonts used by the plate generator, split into training and held-out pools.
+
+The held-out pool is never used for training: accuracy on it says how the OCR copes with type faces it
+has not seen (real plates use faces we do not have). Fonts missing from this machine are skipped; a
+font lacking any glyph a plate needs is dropped (PIL would otherwise silently draw boxes).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from PIL import ImageFont
+
+_ROOT = Path("/usr/share/fonts")
+
+ARABIC_TRAIN = (
+    "opentype/fonts-hosny-amiri/Amiri-Bold.ttf",
+    "opentype/fonts-hosny-amiri/Amiri-Regular.ttf",
+    "truetype/fonts-arabeyes/ae_AlArabiya.ttf",
+    "truetype/fonts-arabeyes/ae_AlBattar.ttf",
+    "truetype/fonts-arabeyes/ae_AlHor.ttf",
+    "truetype/fonts-arabeyes/ae_AlManzomah.ttf",
+    "truetype/fonts-arabeyes/ae_AlYarmook.ttf",
+    "truetype/fonts-arabeyes/ae_Arab.ttf",
+    "truetype/fonts-arabeyes/ae_Cortoba.ttf",
+    "truetype/fonts-arabeyes/ae_Dimnah.ttf",
+    "truetype/fonts-arabeyes/ae_Furat.ttf",
+    "truetype/fonts-arabeyes/ae_Granada.ttf",
+    "truetype/fonts-arabeyes/ae_Hani.ttf",
+    "truetype/fonts-arabeyes/ae_Hor.ttf",
+    "truetype/fonts-arabeyes/ae_Khalid.ttf",
+    "truetype/fonts-arabeyes/ae_Mashq.ttf",
+    "truetype/fonts-arabeyes/ae_Nada.ttf",
+    "truetype/fonts-arabeyes/ae_Nice.ttf",
+    "truetype/fonts-arabeyes/ae_Ouhod-Bold.ttf",
+    "truetype/fonts-arabeyes/ae_Petra.ttf",
+    "truetype/fonts-arabeyes/ae_Rehan.ttf",
+    "truetype/fonts-arabeyes/ae_Salem.ttf",
+    "truetype/fonts-arabeyes/ae_Sharjah.ttf",
+    "truetype/fonts-arabeyes/ae_Sindbad.ttf",
+    "truetype/fonts-arabeyes/ae_Tarablus.ttf",
+    "truetype/kacst-one/KacstOne.ttf",
+    "truetype/kacst-one/KacstOne-Bold.ttf",
+    "truetype/kacst/KacstBook.ttf",
+    "truetype/kacst/KacstFarsi.ttf",
+    "truetype/kacst/KacstLetter.ttf",
+    "truetype/kacst/KacstNaskh.ttf",
+    "truetype/kacst/KacstOffice.ttf",
+    "truetype/kacst/KacstPoster.ttf",
+    "truetype/kacst/KacstTitle.ttf",
+    "truetype/noto/NotoNaskhArabic-Regular.ttf",
+    "truetype/noto/NotoSansArabic-Regular.ttf",
+    "truetype/noto/NotoSansArabic-Bold.ttf",
+    "truetype/noto/NotoKufiArabic-Regular.ttf",
+    "truetype/scheherazade/Scheherazade-Regular.ttf",
+    "truetype/dejavu/DejaVuSans.ttf",
+    "truetype/dejavu/DejaVuSans-Bold.ttf",
+    "truetype/freefont/FreeSerif.ttf",
+)
+ARABIC_HELDOUT = (
+    "truetype/noto/NotoKufiArabic-Bold.ttf",
+    "truetype/noto/NotoNaskhArabic-Bold.ttf",
+    "truetype/scheherazade/Scheherazade-Bold.ttf",
+    "truetype/fonts-arabeyes/ae_Jet.ttf",
+    "truetype/fonts-arabeyes/ae_Graph.ttf",
+    "truetype/fonts-arabeyes/ae_Kayrawan.ttf",
+    "truetype/fonts-arabeyes/ae_Metal.ttf",
+    "truetype/fonts-arabeyes/ae_Electron.ttf",
+    "truetype/fonts-arabeyes/ae_Nagham.ttf",
+    "truetype/kacst/KacstScreen.ttf",
+    "truetype/kacst/KacstTitleL.ttf",
+    "truetype/dejavu/DejaVuSansCondensed-Bold.ttf",
+)
+LATIN_TRAIN = (
+    "truetype/dejavu/DejaVuSans.ttf",
+    "truetype/dejavu/DejaVuSans-Bold.ttf",
+    "truetype/dejavu/DejaVuSansCondensed.ttf",
+    "truetype/dejavu/DejaVuSansMono-Bold.ttf",
+    "truetype/liberation/LiberationSans-Regular.ttf",
+    "truetype/liberation/LiberationSans-Bold.ttf",
+    "truetype/liberation/LiberationSansNarrow-Regular.ttf",
+    "truetype/liberation/LiberationSansNarrow-Bold.ttf",
+    "truetype/liberation/LiberationMono-Bold.ttf",
+    "truetype/liberation/LiberationSerif-Bold.ttf",
+    "truetype/freefont/FreeSans.ttf",
+    "truetype/freefont/FreeSansBold.ttf",
+    "truetype/freefont/FreeMonoBold.ttf",
+    "truetype/noto/NotoSans-Regular.ttf",
+    "truetype/noto/NotoSans-Bold.ttf",
+    "truetype/kacst-one/KacstOne-Bold.ttf",
+    "truetype/noto/NotoSansArabic-Bold.ttf",
+)
+LATIN_HELDOUT = (
+    "truetype/noto/NotoSansDisplay-Bold.ttf",
+    "truetype/noto/NotoSansDisplay-Regular.ttf",
+    "truetype/dejavu/DejaVuSansCondensed-Bold.ttf",
+    "truetype/dejavu/DejaVuSansMono.ttf",
+    "truetype/freefont/FreeSerifBold.ttf",
+    "truetype/noto/NotoSansMono-Bold.ttf",
+    "truetype/liberation/LiberationSans-BoldItalic.ttf",
+)
+
+_ARABIC_NEEDED = "أابجحدرسصطعفقكلمنهوىي٠١٢٣٤٥٦٧٨٩"
+_LATIN_NEEDED = "0123456789ABCDEFGHJKLMNPRSTUVWXYZ"
+
+
+@functools.lru_cache(maxsize=512)
+def font(path: str, size: int) -> ImageFont.FreeTypeFont:
+    layout = ImageFont.Layout.RAQM if ImageFont.core.HAVE_RAQM else ImageFont.Layout.BASIC
+    return ImageFont.truetype(path, size, layout_engine=layout)
+
+
+def _covers(path: str, chars: str) -> bool:
+    f = font(path, 32)
+    missing = bytes(f.getmask("\ue000"))  # private-use code point: draws the .notdef glyph
+    for c in chars:
+        m = f.getmask(c)
+        if m.size[0] == 0 or bytes(m) == missing:
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=8)
+def pool(script: str, split: str) -> tuple[str, ...]:
+    """Absolute paths of the usable fonts: ``script`` arabic|latin, ``split`` train|heldout|all."""
+    table = {
+        ("arabic", "train"): ARABIC_TRAIN,
+        ("arabic", "heldout"): ARABIC_HELDOUT,
+        ("latin", "train"): LATIN_TRAIN,
+        ("latin", "heldout"): LATIN_HELDOUT,
+    }
+    names = (
+        table[(script, "train")] + table[(script, "heldout")] if split == "all" else table[(script, split)]
+    )
+    need = _ARABIC_NEEDED if script == "arabic" else _LATIN_NEEDED
+    out = tuple(str(_ROOT / n) for n in names if (_ROOT / n).is_file() and _covers(str(_ROOT / n), need))
+    if not out:
+        raise RuntimeError(f"no usable {script} fonts ({split}) under {_ROOT}")
+    return out

@@ -1,0 +1,438 @@
+"""How far the wall clock can be trusted, and when it jumped.
+
+Evidence carries UTC, and UTC is only evidence if the clock was synchronised: every packet therefore
+says whether it was, by which source, and with what error bound. Reading that state costs a subprocess
+(chronyc) or a syscall (adjtimex), so :class:`ClockMonitor` refreshes it in the background and
+:meth:`ClockMonitor.stamp` only combines the cached state with ``time.time_ns()`` /
+``time.monotonic_ns()``: no subprocess ever runs on the radar or camera path.
+
+Sign convention for ``offset_ns`` (both sources agree): the correction still to be applied to the
+system clock, i.e. *true time − system time*; positive means the system clock is behind.
+
+Jump detection: ``utc − mono`` is constant while the clock only slews (NTP slews at most 500 ppm); a
+change above ``jump_threshold_ms`` between two refreshes means someone stepped the clock (chrony
+``makestep``, a manual ``date -s``, an RTC read after boot). That is an audited event.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from device.config import ClockConfig
+from device.model import ClockStamp
+
+log = logging.getLogger(__name__)
+
+SUBPROCESS_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class SyncState:
+    """One reading of the synchronisation state (what the packet's clock fields are built from)."""
+
+    synchronized: bool
+    source: str
+    """``ntp``, ``gps``, ``pps``, ``rtc``, ``none`` or ``unknown`` (as in :class:`ClockStamp`)."""
+    method: str
+    """How it was read: ``chrony``, ``timedatectl``, ``adjtimex``, ``assume`` or ``error``."""
+    offset_ns: int | None = None
+    max_error_ns: int | None = None
+    detail: str = ""
+    """Human-readable extra: reference name, stratum, leap status, or the error that occurred."""
+
+
+class ClockSourceError(RuntimeError):
+    """A clock source could not be read (tool missing, daemon not running, unparseable output)."""
+
+
+# --------------------------------------------------------------------------- chrony
+
+
+_REFCLOCK_SOURCES = {"GPS": "gps", "NMEA": "gps", "GNSS": "gps", "PPS": "pps", "RTC": "rtc", "PHC": "pps"}
+
+
+def parse_chronyc_tracking(text: str) -> SyncState:
+    """Parses ``chronyc -c tracking`` (one CSV line, 14 fields).
+
+    Fields: ref id (hex), ref name, stratum, ref time, system time (correction, s), last offset, RMS
+    offset, frequency, residual freq, skew, root delay, root dispersion, update interval, leap status.
+    Max error follows chrony's documented bound: |system time| + root delay / 2 + root dispersion.
+    """
+    line = next((ln for ln in text.splitlines() if ln.strip()), "")
+    fields = line.strip().split(",")
+    if len(fields) < 14:
+        raise ClockSourceError(f"chronyc tracking: expected 14 CSV fields, got {len(fields)}: {line[:120]!r}")
+    try:
+        ref_id = int(fields[0], 16)
+        name = fields[1]
+        stratum = int(fields[2])
+        correction_s = float(fields[4])
+        root_delay_s = float(fields[10])
+        root_dispersion_s = float(fields[11])
+    except ValueError as exc:
+        raise ClockSourceError(f"chronyc tracking: unparseable field ({exc}): {line[:120]!r}") from None
+    leap = fields[13].strip()
+    max_error_s = abs(correction_s) + root_delay_s / 2 + root_dispersion_s
+    synced = leap != "Not synchronised" and ref_id != 0 and 0 < stratum < 16
+    if not synced:
+        source = "none"
+    else:
+        # Reference clocks have ASCII ref ids ("GPS", "PPS"); chrony prints that name in field 2.
+        refid_ascii = ref_id.to_bytes(4, "big").rstrip(b"\0").decode("ascii", "replace").upper()
+        source = _REFCLOCK_SOURCES.get(name.strip().upper(), _REFCLOCK_SOURCES.get(refid_ascii, "ntp"))
+    return SyncState(
+        synchronized=synced,
+        source=source,
+        method="chrony",
+        offset_ns=round(correction_s * 1e9),
+        max_error_ns=round(max_error_s * 1e9),
+        detail=f"ref={name} stratum={stratum} leap={leap}",
+    )
+
+
+def read_chrony(chronyc: str = "chronyc") -> SyncState:
+    exe = shutil.which(chronyc)
+    if exe is None:
+        raise ClockSourceError("chronyc not installed")
+    try:
+        proc = subprocess.run(
+            [exe, "-c", "-n", "tracking"],
+            capture_output=True,
+            text=True,
+            timeout=SUBPROCESS_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ClockSourceError(f"chronyc tracking failed: {exc}") from None
+    if proc.returncode != 0:
+        raise ClockSourceError(f"chronyc tracking exit {proc.returncode}: {proc.stderr.strip()[:200]}")
+    return parse_chronyc_tracking(proc.stdout)
+
+
+# --------------------------------------------------------------------------- timedatectl
+
+
+def parse_timedatectl(text: str) -> SyncState:
+    """Parses ``timedatectl show -p NTPSynchronized`` (``NTPSynchronized=yes|no``). No error bound."""
+    for line in text.splitlines():
+        key, _, value = line.strip().partition("=")
+        if key == "NTPSynchronized":
+            if value not in ("yes", "no"):
+                raise ClockSourceError(f"timedatectl: unexpected NTPSynchronized value {value!r}")
+            synced = value == "yes"
+            return SyncState(synced, "ntp" if synced else "none", "timedatectl", detail=line.strip())
+    raise ClockSourceError(f"timedatectl: no NTPSynchronized in output {text[:120]!r}")
+
+
+def read_timedatectl() -> SyncState:
+    exe = shutil.which("timedatectl")
+    if exe is None:
+        raise ClockSourceError("timedatectl not installed")
+    try:
+        proc = subprocess.run(
+            [exe, "show", "-p", "NTPSynchronized"],
+            capture_output=True,
+            text=True,
+            timeout=SUBPROCESS_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ClockSourceError(f"timedatectl failed: {exc}") from None
+    if proc.returncode != 0:
+        raise ClockSourceError(f"timedatectl exit {proc.returncode}: {proc.stderr.strip()[:200]}")
+    return parse_timedatectl(proc.stdout)
+
+
+# --------------------------------------------------------------------------- adjtimex
+
+
+class _Timeval(ctypes.Structure):
+    _fields_ = (("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long))
+
+
+class _Timex(ctypes.Structure):
+    """``struct timex`` from <sys/timex.h> (the legacy ``adjtimex`` symbol's layout on every arch).
+
+    ``long`` fields map to ``c_long`` so the same definition is right on arm64, armhf and x86_64.
+    """
+
+    _fields_ = (
+        ("modes", ctypes.c_uint),
+        ("offset", ctypes.c_long),
+        ("freq", ctypes.c_long),
+        ("maxerror", ctypes.c_long),
+        ("esterror", ctypes.c_long),
+        ("status", ctypes.c_int),
+        ("constant", ctypes.c_long),
+        ("precision", ctypes.c_long),
+        ("tolerance", ctypes.c_long),
+        ("time", _Timeval),
+        ("tick", ctypes.c_long),
+        ("ppsfreq", ctypes.c_long),
+        ("jitter", ctypes.c_long),
+        ("shift", ctypes.c_int),
+        ("stabil", ctypes.c_long),
+        ("jitcnt", ctypes.c_long),
+        ("calcnt", ctypes.c_long),
+        ("errcnt", ctypes.c_long),
+        ("stbcnt", ctypes.c_long),
+        ("tai", ctypes.c_int),
+        ("_padding", ctypes.c_int * 11),
+    )
+
+
+STA_PPSSIGNAL = 0x0100
+STA_PPSTIME = 0x0004
+STA_UNSYNC = 0x0040
+STA_NANO = 0x2000
+TIME_ERROR = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Adjtimex:
+    """The raw kernel answer, kept so the numbers in a packet can be traced to the syscall."""
+
+    state: int
+    status: int
+    offset_ns: int
+    maxerror_us: int
+    esterror_us: int
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def adjtimex_raw() -> Adjtimex:
+    """adjtimex(2) with ``modes = 0``: read-only, allowed for any user and any seccomp @system-service."""
+    global _libc  # a CDLL handle is a process-wide cache, not state
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    tx = _Timex()
+    tx.modes = 0
+    ret = _libc.adjtimex(ctypes.byref(tx))
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise ClockSourceError(f"adjtimex failed: errno {err}")
+    offset_ns = tx.offset if tx.status & STA_NANO else tx.offset * 1000
+    return Adjtimex(ret, tx.status, offset_ns, tx.maxerror, tx.esterror)
+
+
+def state_from_adjtimex(raw: Adjtimex) -> SyncState:
+    """The kernel's view: synchronised unless STA_UNSYNC is set or the clock state is TIME_ERROR."""
+    synced = not (raw.status & STA_UNSYNC) and raw.state != TIME_ERROR
+    if not synced:
+        source = "none"
+    elif raw.status & STA_PPSTIME and raw.status & STA_PPSSIGNAL:
+        source = "pps"
+    else:
+        source = "ntp"
+    return SyncState(
+        synchronized=synced,
+        source=source,
+        method="adjtimex",
+        offset_ns=raw.offset_ns,
+        max_error_ns=raw.maxerror_us * 1000,
+        detail=f"state={raw.state} status=0x{raw.status:04x} esterror_us={raw.esterror_us}",
+    )
+
+
+def read_adjtimex() -> SyncState:
+    return state_from_adjtimex(adjtimex_raw())
+
+
+# --------------------------------------------------------------------------- source selection
+
+
+def read_auto() -> SyncState:
+    """chrony when it answers (most detail: reference, stratum), else the kernel via adjtimex.
+
+    timedatectl is not in the chain: its NTPSynchronized is itself derived from adjtimex, with less
+    information and a D-Bus round trip.
+    """
+    try:
+        return read_chrony()
+    except ClockSourceError as exc:
+        state = read_adjtimex()
+        return replace(state, detail=f"{state.detail} (chrony: {exc})")
+
+
+def reader_for(source: str) -> Callable[[], SyncState]:
+    if source == "auto":
+        return read_auto
+    if source == "chrony":
+        return read_chrony
+    if source == "timedatectl":
+        return read_timedatectl
+    if source == "adjtimex":
+        return read_adjtimex
+    if source == "assume-synced":
+        return lambda: SyncState(True, "unknown", "assume", 0, 0, "assumed synchronised (test setting)")
+    if source == "assume-unsynced":
+        return lambda: SyncState(False, "none", "assume", detail="assumed unsynchronised (test setting)")
+    raise ValueError(f"unknown clock source {source!r}")
+
+
+# --------------------------------------------------------------------------- monitor
+
+
+JumpCallback = Callable[[int, int], None]
+
+
+class ClockMonitor:
+    """Cached synchronisation state + cheap stamps + clock-jump events.
+
+    ``reader``, ``wall_ns`` and ``mono_ns`` are injectable so tests can simulate a stepped clock.
+    ``on_jump(old_offset_ns, new_offset_ns)`` receives the two ``utc − mono`` values in nanoseconds.
+    """
+
+    def __init__(
+        self,
+        cfg: ClockConfig,
+        *,
+        on_jump: JumpCallback | None = None,
+        reader: Callable[[], SyncState] | None = None,
+        wall_ns: Callable[[], int] = time.time_ns,
+        mono_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self._cfg = cfg
+        self._reader = reader or reader_for(cfg.source)
+        self._wall = wall_ns
+        self._mono = mono_ns
+        self._on_jump = on_jump
+        self._lock = threading.Lock()
+        self._state = SyncState(False, "unknown", "none", detail="not read yet")
+        self._last_refresh_mono: int | None = None
+        self._base_offset: int | None = None
+        self._jumps = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- hot path
+
+    def _pair(self) -> tuple[int, int]:
+        """UTC and monotonic read back to back; the monotonic value is the midpoint around the UTC read."""
+        m1 = self._mono()
+        u = self._wall()
+        m2 = self._mono()
+        return u, (m1 + m2) // 2
+
+    def stamp(self) -> ClockStamp:
+        """Now, with the cached sync state. A step of the clock since the last refresh (seen as a change
+        of ``utc - mono``) makes this stamp unsynchronised at once: evidence must not claim a trusted
+        time in the seconds before the background refresh reports the jump."""
+        utc, mono = self._pair()
+        st = self._state  # one attribute read: a consistent (immutable) snapshot without the lock
+        base = self._base_offset
+        stepped = base is not None and abs(utc - mono - base) > self._cfg.jump_threshold_ms * 1_000_000
+        return ClockStamp(
+            utc_ns=utc,
+            mono_ns=mono,
+            synchronized=st.synchronized and not stepped,
+            source=st.source,
+            offset_ns=st.offset_ns,
+            max_error_ns=st.max_error_ns,
+        )
+
+    def utc_for_mono(self, mono_ns: int) -> int:
+        """UTC of an earlier monotonic instant (a radar reading, a frame) using the current offset."""
+        utc, mono = self._pair()
+        return mono_ns + (utc - mono)
+
+    @property
+    def state(self) -> SyncState:
+        return self._state
+
+    @property
+    def jumps(self) -> int:
+        return self._jumps
+
+    # -- refresh (background)
+
+    def refresh(self) -> SyncState:
+        """Reads the source (may run a subprocess), applies ``max_error_ms``, checks for a jump."""
+        try:
+            state = self._reader()
+        except Exception as exc:  # any reader failure means "cannot vouch for the clock"
+            state = SyncState(False, "unknown", "error", detail=str(exc)[:300])
+        limit_ns = int(self._cfg.max_error_ms * 1e6)
+        if state.synchronized and state.max_error_ns is not None and state.max_error_ns > limit_ns:
+            state = replace(
+                state,
+                synchronized=False,
+                detail=f"{state.detail}; max error {state.max_error_ns} ns above {limit_ns} ns",
+            )
+        utc, mono = self._pair()
+        offset = utc - mono
+        jump: tuple[int, int] | None = None
+        with self._lock:
+            threshold_ns = self._cfg.jump_threshold_ms * 1_000_000
+            if self._base_offset is not None and abs(offset - self._base_offset) > threshold_ns:
+                jump = (self._base_offset, offset)
+                self._jumps += 1
+            self._base_offset = offset
+            self._state = state
+            self._last_refresh_mono = mono
+        if jump is not None:
+            log.warning("clock jump: utc-mono moved by %d ns", jump[1] - jump[0])
+            if self._on_jump is not None:
+                try:
+                    self._on_jump(*jump)
+                except Exception:
+                    log.exception("clock jump callback failed")
+        return state
+
+    def maybe_refresh(self) -> bool:
+        """Refreshes when ``refresh_s`` has passed since the last refresh; for a caller's own loop
+        (the supervisor) instead of :meth:`start`'s thread. Returns True when it refreshed."""
+        last = self._last_refresh_mono
+        if last is not None and self._mono() - last < self._cfg.refresh_s * 1e9:
+            return False
+        self.refresh()
+        return True
+
+    def start(self) -> None:
+        """Refreshes once now (so the first stamp is already meaningful), then every ``refresh_s``."""
+        self.refresh()
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="clock", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._cfg.refresh_s):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=SUBPROCESS_TIMEOUT_S + 1)
+            self._thread = None
+
+    def __enter__(self) -> ClockMonitor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def status(self) -> dict[str, object]:
+        """For the retained ``status`` JSON."""
+        st = self._state
+        return {
+            "synchronized": st.synchronized,
+            "source": st.source,
+            "method": st.method,
+            "offset_ns": st.offset_ns,
+            "max_error_ns": st.max_error_ns,
+            "detail": st.detail,
+            "jumps": self._jumps,
+        }

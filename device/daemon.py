@@ -1,0 +1,620 @@
+"""The wiring: radar -> tracker -> enforcement -> evidence -> ANPR -> sealing -> outbox -> MQTT.
+
+Read :meth:`Daemon.start` top to bottom for the data flow. Threads and what they own:
+
+* ``radar``    RadarReader: serial bytes -> readings, put on ``readings`` without ever blocking.
+* ``measure``  readings -> PassTracker -> Enforcer -> stats; violations go to ``candidates``.
+* ``camera``   CameraThread: frames -> FrameRing (pre-trigger buffer).
+* ``evidence`` candidate -> frames from the ring -> plate read (deadline) -> JPEGs -> sealed in the outbox.
+* ``anpr``     plate reads (inside EvidenceBuilder), so a slow model never holds up a measurement.
+* ``uplink``   UplinkClient: outbox -> MQTT, PUBACK -> sent, registry ack -> acked.
+* main thread  the supervisor: heartbeats, sd_notify WATCHDOG only while every stage is alive,
+  status/stats publishing, SIGTERM (drain, exit within 10 s) and SIGHUP (reload, audited).
+
+A violation is *recorded* only once the outbox transaction that seals it has committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device import __version__
+from device import config as cfgmod
+from device.capture.camera import CameraThread, open_camera
+from device.capture.ring import FrameRing
+from device.clock import ClockMonitor
+from device.config import Config
+from device.enforcement import Enforcer
+from device.health import Heartbeats, cpu_temperature_c, disk_free, watchdog_tick
+from device.model import Pass, PlateRead, Reading, Violation
+from device.sdnotify import Notifier
+from device.sensors.radar import make_driver
+from device.sensors.serial_reader import RadarReader
+from device.sensors.tracker import PassTracker
+from device.stats import TrafficStats
+from device.uplink.keys import SigningKey, load_signing_key
+from device.uplink.outbox import Outbox
+from device.uplink.packet import PacketContext, event_payload, violation_payload
+from device.violations import Candidate, EvidenceBuilder
+
+log = logging.getLogger("radarcam.daemon")
+
+READINGS_QUEUE = 20_000
+CANDIDATE_QUEUE = 256
+STATUS_EVERY_S = 5.0
+
+
+class StartupError(RuntimeError):
+    """A stage that cannot start: the daemon exits non-zero and says why (systemd restarts it)."""
+
+
+@dataclass
+class SimInputs:
+    """What replaces hardware in the demo and emulated HIL tests (the radar comes in over a real pty)."""
+
+    scenario: Any
+    epoch_mono_ns: int
+
+
+@dataclass
+class Timings:
+    """Per-violation latency bookkeeping (demo, benchmarks, status)."""
+
+    decided_ns: dict[str, int] = field(default_factory=dict)
+    sealed_ns: dict[str, int] = field(default_factory=dict)
+    seq_of: dict[str, int] = field(default_factory=dict)
+    acked_ns: dict[int, int] = field(default_factory=dict)
+
+
+def default_key_path(cfg: Config) -> Path:
+    if cfg.device.key_path is not None:
+        return cfg.device.key_path
+    cred = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred and (Path(cred) / "signing-key").exists():
+        return Path(cred) / "signing-key"
+    return cfg.device.state_dir / "keys" / "signing-key.pem"
+
+
+def max_limit_kmh(cfg: Config) -> float:
+    limits = [lane.limit_kmh for lane in cfg.site.lanes]
+    for lane in cfg.site.lanes:
+        limits += list(lane.class_limits_kmh.values()) + [w.limit_kmh for w in lane.windows]
+    return max(limits)
+
+
+class _ObservedOutbox(Outbox):
+    """The outbox, noting when each seq is acked (for latency figures); behaviour unchanged."""
+
+    timings: Timings
+
+    def mark_acked(self, seqs):  # type: ignore[override]
+        now = time.monotonic_ns()
+        for s in seqs:
+            self.timings.acked_ns.setdefault(int(s), now)
+        return super().mark_acked(seqs)
+
+
+class Daemon:
+    """One unit. ``start()`` builds every stage from config; ``run()`` supervises until stopped."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        config_path: Path | None = None,
+        sim: SimInputs | None = None,
+        notifier: Notifier | None = None,
+        plate_reader: object | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.config_hash = cfgmod.config_hash(cfg)
+        self.sim = sim
+        self.notifier = notifier or Notifier()
+        self.timings = Timings()
+        self.heartbeats = Heartbeats()
+        self.stats = TrafficStats()
+        self.recent_passes: deque[dict] = deque(maxlen=50)
+        self.recent_violations: deque[dict] = deque(maxlen=20)
+        self.counters = {"readings": 0, "readings_dropped": 0, "passes": 0, "violations": 0, "sealed": 0}
+        self.last_speed: dict[str, Any] | None = None
+        self.restart_required: list[str] = []
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._readings: queue.Queue[Reading] = queue.Queue(READINGS_QUEUE)
+        self._candidates: queue.Queue[Candidate | None] = queue.Queue(CANDIDATE_QUEUE)
+        self._amendments: queue.Queue[tuple[Violation, PlateRead | None]] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._cfg_lock = threading.Lock()
+        self.on_sealed: Callable[[Violation, int], None] | None = None
+
+    # ------------------------------------------------------------------ start-up, top to bottom
+    def start(self) -> None:
+        cfg = self.cfg
+        cfg.device.state_dir.mkdir(parents=True, exist_ok=True)
+
+        # Trust: the signing key and the clock, before anything is measured.
+        self.key: SigningKey = self._load_key()
+        self.clock = ClockMonitor(cfg.clock, on_jump=self._clock_jumped)
+        self.clock.start()  # own thread: chronyc/timedatectl never run on a hot path
+        self.plate_reader = self._plate_reader()  # loads the models now: a broken model fails start-up
+
+        # Evidence store: the outbox, then the uplink that drains it.
+        self.outbox = _ObservedOutbox(
+            cfg.device.state_dir / "outbox.sqlite",
+            self.key,
+            quota_bytes=int(cfg.uplink.quota_mb * 1024 * 1024),
+            retention_s=cfg.uplink.retention_days * 86400,
+        )
+        self.outbox.timings = self.timings
+        self.ctx = self._packet_context()
+        self.uplink = None
+        if cfg.uplink.enabled:
+            from device.uplink.mqtt import UplinkClient
+
+            self.uplink = UplinkClient(cfg.uplink, cfg.device.id, self.outbox)
+            self.uplink.start()
+            self.heartbeats.register("uplink", 30.0, lambda: self.uplink.heartbeat_ns)
+
+        # Camera: frames into the pre-trigger ring.
+        self.ring = FrameRing(cfg.camera.ring_seconds, cfg.camera.fps)
+        self.camera = open_camera(
+            cfg.camera,
+            scenario=self.sim.scenario if self.sim else None,
+            epoch_mono_ns=self.sim.epoch_mono_ns if self.sim else None,
+        )
+        self.camera_thread = CameraThread(self.camera, self.ring)
+        self.camera_thread.start()
+        self._threads.append(self.camera_thread)
+        self.heartbeats.register("camera", 10.0, lambda: self.camera_thread.heartbeat_ns)
+
+        # Evidence building (frames + plate read with a deadline).
+        self.evidence = EvidenceBuilder(cfg, self.ring, self.plate_reader, on_late_plate=self._late_plate)
+        self._spawn("evidence", self._evidence_loop, silence_s=30.0)
+        self.heartbeats.register("anpr", max(60.0, cfg.anpr.deadline_s * 4), self.evidence.anpr_progress_ns)
+
+        # Measurement: tracker + enforcement, fed by the radar reader.
+        self.tracker = PassTracker(cfg.tracker, cfg.site.lanes)
+        self.enforcer = Enforcer(cfg.site, cfg.enforcement)
+        self._spawn("measure", self._measure_loop, silence_s=5.0)
+        self.radar = RadarReader(
+            cfg.radar, make_driver(cfg.radar), self._on_reading, max_limit_kmh=max_limit_kmh(cfg)
+        )
+        self.radar.start()
+        self._threads.append(self.radar)
+        self.heartbeats.register("radar", 5.0, lambda: self.radar.heartbeat_ns)
+
+        # Optional hardware: GPIO (flash, LEDs, tamper) and the console's control socket.
+        self.gpio = self._gpio()
+        self.control = self._control_server()
+
+        self._seal_event("startup", {"firmware": __version__, "config_hash": self.config_hash})
+        self.started_mono_ns = time.monotonic_ns()
+        self.notifier.ready()
+        self.notifier.status("running")
+        log.info("started", extra={"stage": "daemon"})
+
+    # ------------------------------------------------------------------ stage loops
+    def _on_reading(self, r: Reading) -> None:
+        """Radar thread callback: must never block."""
+        try:
+            self._readings.put_nowait(r)
+        except queue.Full:
+            self.counters["readings_dropped"] += 1
+
+    def _measure_loop(self) -> None:
+        while not self._stop.is_set():
+            self.heartbeats.beat("measure")
+            try:
+                r = self._readings.get(timeout=0.05)
+            except queue.Empty:
+                r = None
+            passes: list[Pass] = []
+            if r is not None:
+                self.counters["readings"] += 1
+                self.last_speed = {"kmh": r.speed_kmh, "direction": r.direction, "t_mono_ns": r.t_mono_ns}
+                passes += self.tracker.push(r)
+            passes += self.tracker.flush(time.monotonic_ns())
+            for p in passes:
+                self._on_pass(p)
+        for p in self.tracker.close():
+            self._on_pass(p)
+
+    def _on_pass(self, p: Pass) -> None:
+        with self._cfg_lock:
+            d = self.enforcer.decide(p)
+        self.counters["passes"] += 1
+        self.stats.add(p, d)
+        self.recent_passes.appendleft(
+            {
+                "pass_id": p.pass_id,
+                "lane": p.lane,
+                "direction": p.direction,
+                "peak_kmh": p.peak_kmh,
+                "readings": p.count,
+                "valid": p.valid,
+                "invalid_reasons": list(p.invalid_reasons),
+                "limit_kmh": d.limit_kmh,
+                "enforced_kmh": d.enforced_kmh,
+                "violation": d.violation,
+                "t_mono_ns": p.end_mono_ns,
+            }
+        )
+        if not d.violation:
+            return
+        self.counters["violations"] += 1
+        if self.gpio is not None:
+            self.gpio.flash()
+        now = time.monotonic_ns()
+        cand = Candidate(pass_=p, decision=d, decided_mono_ns=now, clock=self.clock.stamp())
+        try:
+            self._candidates.put(cand, timeout=1.0)
+        except queue.Full:  # never silently: the pass stays in stats and the log names it
+            log.error("evidence queue full, violation for pass %s not recorded", p.pass_id)
+
+    def _evidence_loop(self) -> None:
+        while True:
+            self.heartbeats.beat("evidence")
+            self._seal_amendments()
+            try:
+                cand = self._candidates.get(timeout=0.2)
+            except queue.Empty:
+                cand = None if self._stop.is_set() else ...
+            if cand is ...:
+                continue
+            if cand is None:  # stopping: queue drained
+                self.evidence.close()  # waits for reads in flight; their amendments are sealed next
+                self._seal_amendments()
+                return
+            try:
+                v = self.evidence.build(cand)
+                self.timings.decided_ns[v.violation_id] = cand.decided_mono_ns
+                self._seal_violation(v)
+            except Exception:
+                log.exception("could not record violation for pass %s", cand.pass_.pass_id)
+
+    # ------------------------------------------------------------------ sealing
+    def _seal_violation(self, v: Violation) -> None:
+        payload = violation_payload(v, self.ctx)
+        sealed = self.outbox.seal(payload, kind="violation")
+        now = time.monotonic_ns()
+        self.timings.sealed_ns[v.violation_id] = now
+        self.timings.seq_of[v.violation_id] = sealed.seq
+        self.counters["sealed"] += 1
+        self.recent_violations.appendleft(self._violation_summary(v, sealed.seq))
+        log.info(
+            "violation sealed seq=%d packet=%s speed=%.2f limit=%.0f plate=%s",
+            sealed.seq,
+            v.violation_id,
+            v.decision.measured_kmh,
+            v.decision.limit_kmh,
+            v.plate.text if v.plate else ("pending" if v.plate_pending else None),
+            extra={"stage": "seal", "packet_id": v.violation_id},
+        )
+        if self.uplink is not None:
+            self.uplink.wake()
+        if self.on_sealed is not None:
+            self.on_sealed(v, sealed.seq)
+
+    def _late_plate(self, v: Violation, plate: PlateRead | None) -> None:
+        """ANPR thread: hand the late read to the evidence thread, which sealed the violation itself."""
+        self._amendments.put((v, plate))
+
+    def _seal_amendments(self) -> None:
+        while True:
+            try:
+                v, plate = self._amendments.get_nowait()
+            except queue.Empty:
+                return
+            body = {"amends": v.violation_id, "amends_seq": self.timings.seq_of.get(v.violation_id)}
+            body["plate"] = _plate_full(plate)
+            self._seal_event("plate_amendment", body)
+
+    def _seal_event(self, kind: str, body: dict) -> int:
+        payload = event_payload(kind, body, self.ctx, self.clock.stamp())
+        sealed = self.outbox.seal(payload, kind="event")
+        if getattr(self, "uplink", None) is not None:
+            self.uplink.wake()
+        log.info("event %s sealed seq=%d", kind, sealed.seq, extra={"stage": "seal"})
+        return sealed.seq
+
+    def _clock_jumped(self, old_offset_ns: int, new_offset_ns: int) -> None:
+        if getattr(self, "outbox", None) is None:
+            return
+        self._seal_event(
+            "clock_jump",
+            {
+                "old_offset_ns": old_offset_ns,
+                "new_offset_ns": new_offset_ns,
+                "jump_ns": new_offset_ns - old_offset_ns,
+            },
+        )
+
+    def _tamper(self, opened: bool) -> None:
+        self._seal_event("tamper", {"cabinet_open": bool(opened)})
+
+    # ------------------------------------------------------------------ supervision
+    def _spawn(self, name: str, target: Callable[[], None], *, silence_s: float) -> None:
+        self.heartbeats.register(name, silence_s)
+        t = threading.Thread(target=self._guard(name, target), name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _guard(self, name: str, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except Exception:  # a dead stage stops the watchdog pings: systemd restarts us
+                log.exception("stage %s died", name)
+
+        return run
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def run(self) -> None:
+        """Supervisor loop (main thread) until SIGTERM / :meth:`request_stop`."""
+        interval = self.notifier.watchdog_interval_s() or 10.0
+        next_status = 0.0
+        next_stats = time.monotonic() + self.cfg.uplink.stats_interval_s
+        while not self._stop.wait(min(0.5, interval / 3)):
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload(audit=[{"source": "SIGHUP"}])
+            watchdog_tick(self.heartbeats, self.notifier)  # WATCHDOG=1 only while every stage is alive
+            now = time.monotonic()
+            if now >= next_status:
+                next_status = now + STATUS_EVERY_S
+                st = self.status()
+                if self.uplink is not None:
+                    self.uplink.publish_status(st)
+                if self.gpio is not None:
+                    self.gpio.set_status(st["state"])
+            if now >= next_stats:
+                next_stats = now + self.cfg.uplink.stats_interval_s
+                snap = self.stats.snapshot(self.clock.stamp().utc_ns)
+                if self.uplink is not None:
+                    self.uplink.publish_stats(snap)
+        self.stop()
+
+    def stop(self, timeout_s: float = 8.0) -> None:
+        """Drain: measurement first (close open passes), then evidence, then give the uplink a moment."""
+        self.notifier.stopping()
+        self._stop.set()
+        deadline = time.monotonic() + timeout_s
+        if getattr(self, "radar", None) is not None:
+            self.radar.stop(timeout=1.0)
+        for t in self._threads:
+            if t.name == "measure":
+                t.join(max(0.1, deadline - time.monotonic()))
+        with contextlib.suppress(queue.Full):
+            self._candidates.put(None, timeout=1.0)
+        for t in self._threads:
+            if t.name == "evidence":
+                t.join(max(0.1, deadline - time.monotonic() - 2.0))
+        if getattr(self, "camera_thread", None) is not None:
+            self.camera_thread.stop()
+        if getattr(self, "control", None) is not None:
+            self.control.stop()
+        if getattr(self, "gpio", None) is not None:
+            self.gpio.close()
+        if getattr(self, "uplink", None) is not None:
+            self.uplink.stop()
+        if getattr(self, "outbox", None) is not None:
+            self.outbox.close()
+        if getattr(self, "clock", None) is not None:
+            self.clock.stop()
+        log.info("stopped", extra={"stage": "daemon"})
+
+    # ------------------------------------------------------------------ reload / status / control
+    LIVE_SECTIONS = ("site", "enforcement", "tracker", "anpr")
+
+    def reload(self, audit: list[dict] | None = None) -> dict:
+        """Re-reads the config file; live-applies site/enforcement/tracker/anpr, flags the rest."""
+        if self.config_path is None:
+            raise StartupError("no config file to reload")
+        new = cfgmod.load(self.config_path)  # ConfigError propagates: the old config stays in force
+        old_hash = self.config_hash
+        changed = [
+            s
+            for s in type(new).model_fields
+            if getattr(new, s).model_dump() != getattr(self.cfg, s).model_dump()
+        ]
+        with self._cfg_lock:
+            self.enforcer = Enforcer(new.site, new.enforcement)
+            self.cfg = new
+            self.evidence.update_config(new)
+        self.restart_required = sorted(set(changed) - set(self.LIVE_SECTIONS))
+        self.config_hash = cfgmod.config_hash(new)
+        self.ctx = self._packet_context()
+        seq = self._seal_event(
+            "config_changed",
+            {
+                "old_config_hash": old_hash,
+                "new_config_hash": self.config_hash,
+                "sections": changed,
+                "restart_required": self.restart_required,
+                "audit": audit or [],
+            },
+        )
+        log.info("config reloaded: %s -> %s sections=%s", old_hash[:12], self.config_hash[:12], changed)
+        return {"config_hash": self.config_hash, "event_seq": seq, "restart_required": self.restart_required}
+
+    def status(self) -> dict:
+        stale = self.heartbeats.stale()
+        components = {
+            "radar": self.radar.health(),
+            "camera": self._camera_health(),
+            "uplink": self.uplink.health() if self.uplink else {"state": "disabled"},
+            "outbox": self.outbox.stats(),
+            "anpr": {"state": "ok" if self.plate_reader is not None else "disabled"},
+        }
+        bad = [n for n, c in components.items() if c.get("state") in ("down", "fault")]
+        degraded = [n for n, c in components.items() if c.get("state") == "degraded"]
+        stamp = self.clock.stamp()
+        state = "fault" if (stale or bad) else ("degraded" if degraded or not stamp.synchronized else "ok")
+        return {
+            "state": state,
+            "device_id": self.cfg.device.id,
+            "firmware": __version__,
+            "config_hash": self.config_hash,
+            "restart_required": self.restart_required,
+            "uptime_s": (time.monotonic_ns() - self.started_mono_ns) / 1e9,
+            "stale_stages": stale,
+            "components": components,
+            "counters": dict(self.counters),
+            "clock": {
+                "synchronized": stamp.synchronized,
+                "source": stamp.source,
+                "offset_ns": stamp.offset_ns,
+                "max_error_ns": stamp.max_error_ns,
+                "utc_ns": stamp.utc_ns,
+            },
+            "disk": disk_free(self.cfg.device.state_dir),
+            "cpu_temp_c": cpu_temperature_c(),
+            "tamper": {"cabinet_open": bool(self.gpio.tamper_open)} if self.gpio is not None else None,
+            "live_speed": self.last_speed,
+        }
+
+    def _camera_health(self) -> dict:
+        """The backend's view plus the ring's: no frame for 2 s means the camera is lost."""
+        h = self.camera_thread.health()
+        latest = self.ring.latest()
+        age = None if latest is None else (time.monotonic_ns() - latest.t_mono_ns) / 1e9
+        h["last_frame_age_s"] = age
+        if age is None or age > 2.0:
+            h["state"] = "down"
+        return h
+
+    # ------------------------------------------------------------------ builders for optional parts
+    def _load_key(self) -> SigningKey:
+        path = default_key_path(self.cfg)
+        try:
+            return load_signing_key(path)
+        except FileNotFoundError:
+            raise StartupError(
+                f"signing key {path} missing: run `radarcam keys init --path {path}`"
+            ) from None
+
+    def _packet_context(self) -> PacketContext:
+        models = self.plate_reader.models() if getattr(self, "plate_reader", None) is not None else None
+        return PacketContext(
+            device_id=self.cfg.device.id,
+            firmware_version=__version__,
+            config_hash=self.config_hash,
+            key_id=self.key.key_id,
+            site=self.cfg.site,
+            radar=self.cfg.radar,
+            anpr_models=models,
+        )
+
+    def _plate_reader(self) -> object | None:
+        if not self.cfg.anpr.enabled:
+            return None
+        from device.anpr.reader import PlateReader
+
+        return PlateReader(self.cfg.anpr)
+
+    def _gpio(self) -> Any:
+        if not self.cfg.gpio.enabled:
+            return None
+        from device.sensors.gpio import UnitGpio
+
+        g = UnitGpio(self.cfg.gpio)
+        g.on_tamper = self._tamper
+        return g
+
+    def _control_server(self) -> Any:
+        from device.control import ControlServer
+
+        path = self.cfg.device.runtime_dir / "control.sock"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("no control socket (%s): console unavailable", exc)
+            return None
+        from device.control_handlers import handlers_for
+
+        srv = ControlServer(path, handlers_for(self))
+        srv.start()
+        return srv
+
+    def _violation_summary(self, v: Violation, seq: int) -> dict:
+        return {
+            "packet_id": v.violation_id,
+            "seq": seq,
+            "lane": v.pass_.lane,
+            "direction": v.pass_.direction,
+            "measured_kmh": v.decision.measured_kmh,
+            "enforced_kmh": v.decision.enforced_kmh,
+            "limit_kmh": v.decision.limit_kmh,
+            "degree": v.decision.degree,
+            "fine": [v.decision.fine_min, v.decision.fine_max, v.decision.currency],
+            "plate": _plate_dict(v.plate),
+            "plate_pending": v.plate_pending,
+            "utc_ns": v.clock.utc_ns,
+            "images": [img for img in v.images if img.role == "plate"][:1] or list(v.images[:1]),
+        }
+
+
+def _plate_full(p: PlateRead | None) -> dict | None:
+    """Every field of a late plate read, for the amendment packet."""
+    if p is None:
+        return None
+    from dataclasses import asdict
+
+    d = asdict(p)
+    d["char_confidences"] = list(p.char_confidences)
+    d["box"] = list(p.box) if p.box else None
+    return d
+
+
+def _plate_dict(p: PlateRead | None) -> dict | None:
+    if p is None:
+        return None
+    return {"text": p.text, "text_latin": p.text_latin, "country": p.country, "confidence": p.confidence}
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Structured one-line JSON logs on stdout: journald keeps them, `journalctl -o cat` shows them."""
+
+    class _Json(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            d = {
+                "t": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+                "level": record.levelname,
+                "logger": record.name,
+                "stage": getattr(record, "stage", record.threadName),
+                "msg": record.getMessage(),
+            }
+            if getattr(record, "packet_id", None):
+                d["packet_id"] = record.packet_id
+            if record.exc_info:
+                d["exc"] = self.formatException(record.exc_info)
+            return json.dumps(d, ensure_ascii=False, default=str)
+
+    h = logging.StreamHandler()
+    h.setFormatter(_Json())
+    root = logging.getLogger()
+    root.handlers[:] = [h]
+    root.setLevel(level)

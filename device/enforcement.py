@@ -1,0 +1,130 @@
+"""Pass -> enforcement Decision: limit, cosine correction, tolerance, then the jurisdiction schedule.
+
+The order, and every intermediate number, is recorded in the Decision (see docs/radar.md):
+
+1. ``limit``: the lane's limit, or its per-class limit when one is set for the vehicle class; if a time
+   window of the lane matches the local time (site timezone, ``start <= hh:mm < end`` on a listed
+   day), the lower of that and the window's limit.
+2. ``corrected = measured_peak * cosine_factor`` with ``cosine_factor = 1 / cos(mount_angle)``: the
+   radar sees only the speed component along its beam.
+3. ``tolerance = fixed_kmh`` if ``corrected <= threshold_kmh`` else ``corrected * percent / 100``
+   (the enforcement config's tolerance when set, else the jurisdiction's); ``enforced = corrected -
+   tolerance``.
+4. ``excess = enforced - limit`` (on the *enforced* speed, unrounded). A violation needs ``excess > 0``
+   and a band of the jurisdiction containing it (bands are ``[min, max)``).
+
+Invalid passes (plausibility failed) are never violations unless ``enforce_invalid_passes`` is set.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from device.config import EnforcementConfig, LaneConfig, SiteConfig
+from device.jurisdictions import Jurisdiction, JurisdictionError, Tolerance, load_jurisdiction
+from device.model import Decision, Pass
+
+__all__ = ["Decision", "Enforcer", "Jurisdiction", "JurisdictionError", "load_jurisdiction"]
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _minutes(hhmm: str) -> int:
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
+
+
+class Enforcer:
+    def __init__(self, site: SiteConfig, enforcement: EnforcementConfig) -> None:
+        self.site = site
+        self.cfg = enforcement
+        self.jurisdiction = load_jurisdiction(site.jurisdiction)
+        self.tolerance: Tolerance = (
+            Tolerance(**enforcement.tolerance.model_dump())
+            if enforcement.tolerance is not None
+            else self.jurisdiction.tolerance
+        )
+        self.tz = ZoneInfo(site.timezone)
+        self.cosine_factor = 1.0 / math.cos(math.radians(site.mount_angle_deg))
+
+    def lane_for(self, p: Pass) -> LaneConfig:
+        """The pass's lane by id; else the first lane of its direction; else the first lane."""
+        lanes = self.site.lanes
+        for lane in lanes:
+            if lane.id == p.lane:
+                return lane
+        if p.direction is not None:
+            for lane in lanes:
+                if lane.direction == p.direction.value:
+                    return lane
+        return lanes[0]
+
+    def limit_for(self, lane: LaneConfig, vehicle_class: str, when: datetime) -> tuple[float, str]:
+        """(limit km/h, how it was chosen) for this lane, class and instant."""
+        limit = lane.class_limits_kmh.get(vehicle_class, lane.limit_kmh)  # type: ignore[call-overload]
+        how = f"class {vehicle_class}" if vehicle_class in lane.class_limits_kmh else "lane"
+        local = when.astimezone(self.tz)
+        day = _DAYS[local.weekday()]
+        minute = local.hour * 60 + local.minute
+        for w in lane.windows:
+            if day in w.days and _minutes(w.start) <= minute < _minutes(w.end) and w.limit_kmh < limit:
+                limit, how = w.limit_kmh, f"window {','.join(w.days)} {w.start}-{w.end}"
+                break
+        return limit, how
+
+    def decide(self, p: Pass, *, vehicle_class: str | None = None, when: datetime | None = None) -> Decision:
+        vclass = vehicle_class or self.cfg.default_vehicle_class
+        when = when or datetime.now(UTC)
+        if when.tzinfo is None:
+            raise ValueError("decide(when=...) needs an aware datetime")
+        lane = self.lane_for(p)
+        limit, how = self.limit_for(lane, vclass, when)
+        measured = p.peak_kmh
+        corrected = measured * self.cosine_factor
+        tol = self.tolerance.deduction_kmh(corrected)
+        enforced = corrected - tol
+        excess = enforced - limit
+        j = self.jurisdiction
+        base = dict(
+            jurisdiction=j.code,
+            lane=lane.id,
+            vehicle_class=vclass,
+            limit_kmh=limit,
+            measured_kmh=measured,
+            cosine_factor=self.cosine_factor,
+            mount_angle_deg=self.site.mount_angle_deg,
+            corrected_kmh=corrected,
+            tolerance_kmh=tol,
+            enforced_kmh=enforced,
+            excess_kmh=excess,
+            currency=j.currency,
+            verified_schedule=j.verified,
+        )
+        if not p.valid and not self.cfg.enforce_invalid_passes:
+            return Decision(violation=False, reason=f"invalid pass: {', '.join(p.invalid_reasons)}", **base)
+        if excess <= 0:
+            return Decision(violation=False, reason=f"within limit ({how} limit {limit:g} km/h)", **base)
+        band = j.band_for(excess)
+        if band is None:
+            return Decision(
+                violation=False,
+                reason=f"excess {excess:.2f} km/h below the first {j.code} band ({how} limit {limit:g} km/h)",
+                **base,
+            )
+        return Decision(
+            violation=True,
+            rule_id=band.id,
+            degree=band.degree,
+            fine_min=band.fine_min,
+            fine_max=band.fine_max,
+            points=band.points,
+            settleable=band.settleable,
+            reason=(
+                f"{how} limit {limit:g} km/h, excess {excess:.2f} km/h -> {band.id}"
+                + (f" ({band.note})" if band.note else "")
+                + ("" if j.verified else " [UNVERIFIED schedule]")
+            ),
+            **base,
+        )

@@ -1,0 +1,273 @@
+"""`radarcam selftest`: the roadside check list, each failure with the fix a technician can apply.
+
+Runs standalone (daemon stopped: opens the radar port and camera itself) or inside the daemon through
+the console's control socket (``live=daemon``: reads the running stages' health instead of opening
+devices the daemon holds).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from device.config import Config
+
+
+@dataclass(frozen=True)
+class Check:
+    check: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _run(name: str, fn: Callable[[], tuple[bool, str, str]]) -> Check:
+    try:
+        ok, detail, fix = fn()
+    except Exception as exc:  # a crashing check is a failed check, with the reason
+        return Check(name, False, f"{type(exc).__name__}: {exc}", "see the journal: journalctl -u radarcam")
+    return Check(name, ok, detail, "" if ok else fix)
+
+
+def check_key(cfg: Config) -> tuple[bool, str, str]:
+    from device.daemon import default_key_path
+    from device.uplink.keys import load_signing_key
+
+    path = default_key_path(cfg)
+    fix = f"radarcam keys init --path {path}  (then chown radarcam: and chmod 600)"
+    if not path.exists():
+        return False, f"{path} missing", fix
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        return False, f"{path} mode {mode:o} readable by others", f"chmod 600 {path}"
+    key = load_signing_key(path)
+    return True, f"key id {key.key_id}", fix
+
+
+def check_radar_standalone(cfg: Config, seconds: float = 3.0) -> tuple[bool, str, str]:
+    from device.daemon import max_limit_kmh
+    from device.sensors.radar import make_driver
+    from device.sensors.serial_reader import RadarReader
+
+    got: list[Any] = []
+    reader = RadarReader(cfg.radar, make_driver(cfg.radar), got.append, max_limit_kmh=max_limit_kmh(cfg))
+    reader.start()
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not got:
+            time.sleep(0.05)
+        h = reader.health()
+    finally:
+        reader.stop()
+    fix = (
+        f"check the cable and that {cfg.radar.port} exists (ls -l /dev/radar /dev/ttyACM*), the udev rule, "
+        "and that the radar is powered; wave a hand in front of it during the test"
+    )
+    if h.get("state") == "down":
+        return False, f"port {cfg.radar.port}: {h.get('last_error')}", fix
+    if not got:
+        return False, f"port open but no reading in {seconds:.0f} s (bytes in: {h.get('bytes_in')})", fix
+    return True, f"{len(got)} readings, last {got[-1].speed_kmh:.1f} km/h", fix
+
+
+def check_camera_standalone(cfg: Config, seconds: float = 2.0) -> tuple[bool, str, str]:
+    from device.capture.camera import open_camera
+
+    cam = open_camera(cfg.camera)
+    cam.start()
+    frames = 0
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            if cam.read(timeout=1.0) is not None:
+                frames += 1
+        fps = frames / (time.monotonic() - t0)
+    finally:
+        cam.stop()
+    fix = "check the camera ribbon/USB cable, `rpicam-hello --list-cameras`, and camera.backend/source"
+    ok = fps >= 0.8 * cfg.camera.fps
+    return ok, f"{fps:.1f} fps of {cfg.camera.fps:g} configured", fix
+
+
+def check_clock(cfg: Config) -> tuple[bool, str, str]:
+    from device.clock import ClockMonitor
+
+    mon = ClockMonitor(cfg.clock)
+    mon.refresh()
+    s = mon.stamp()
+    detail = f"source {s.source}, synchronised={s.synchronized}"
+    if s.max_error_ns is not None:
+        detail += f", max error {s.max_error_ns / 1e6:.1f} ms"
+    return (
+        s.synchronized,
+        detail,
+        "check NTP (chronyc sources) or the GPS/PPS receiver; packets say so meanwhile",
+    )
+
+
+def check_disk(cfg: Config, min_free_mb: float = 500.0) -> tuple[bool, str, str]:
+    from device.health import disk_free
+
+    d = disk_free(cfg.device.state_dir if cfg.device.state_dir.exists() else Path("/"))
+    free_mb = d["free_bytes"] / 1e6
+    return (
+        free_mb >= min_free_mb,
+        f"{free_mb:.0f} MB free",
+        "replace the SD card / free space; acked packets age out",
+    )
+
+
+def check_broker(cfg: Config, timeout: float = 5.0) -> tuple[bool, str, str]:
+    import paho.mqtt.client as mqtt
+
+    u = cfg.uplink
+    if not u.enabled:
+        return True, "uplink disabled", ""
+    done = threading.Event()
+    result: dict[str, Any] = {}
+
+    def on_connect(client, userdata, flags, reason_code, properties=None):
+        result["rc"] = str(reason_code)
+        result["ok"] = not reason_code.is_failure
+        done.set()
+
+    proto = mqtt.MQTTv5 if u.protocol == "mqttv5" else mqtt.MQTTv311
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{cfg.device.id}-selftest", protocol=proto)
+    if u.tls.enabled:
+        c.tls_set(
+            ca_certs=str(u.tls.ca_file) if u.tls.ca_file else None,
+            certfile=str(u.tls.cert_file) if u.tls.cert_file else None,
+            keyfile=str(u.tls.key_file) if u.tls.key_file else None,
+        )
+    if u.username:
+        pw = u.password_file.read_text().strip() if u.password_file else None
+        c.username_pw_set(u.username, pw)
+    c.on_connect = on_connect
+    fix = f"check network route to {u.host}:{u.port}, TLS files and credentials (radarcam config show)"
+    try:
+        c.connect(u.host, u.port, keepalive=10)
+    except OSError as exc:
+        return False, f"{u.host}:{u.port}: {exc}", fix
+    c.loop_start()
+    try:
+        done.wait(timeout)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    if not done.is_set():
+        return False, f"{u.host}:{u.port}: no CONNACK within {timeout:.0f} s", fix
+    tls = "TLS" if u.tls.enabled else "plain (no TLS!)"
+    return bool(result.get("ok")), f"{u.host}:{u.port} {tls}: {result.get('rc')}", fix
+
+
+def check_models(cfg: Config, reader: Any | None = None) -> tuple[bool, str, str]:
+    import random
+
+    if not cfg.anpr.enabled:
+        return True, "ANPR disabled", ""
+    from device.anpr.reader import PlateReader
+    from device.anpr.synth import random_plate, render_plate
+
+    reader = reader or PlateReader(cfg.anpr)
+    country = cfg.site.jurisdiction
+    rng = random.Random(12345)
+    text, _ = random_plate(country, rng)
+    crop = render_plate(text, country, rng, height_px=64)
+    read = reader.read_crop(crop, country=country)
+    names = ", ".join(f"{k}:{(v or {}).get('sha256', '')[:12]}" for k, v in reader.models().items())
+    fix = "reinstall the models (models/*.tflite) or check anpr.*_model paths in the config"
+    return read.text == text, f"reference plate {text!r} read as {read.text!r} ({names})", fix
+
+
+def check_gpio(cfg: Config) -> tuple[bool, str, str]:
+    if not cfg.gpio.enabled:
+        return True, "GPIO disabled", ""
+    from device.sensors.gpio import UnitGpio
+
+    g = UnitGpio(cfg.gpio)
+    try:
+        g.flash()
+        tamper = g.tamper_open
+    finally:
+        g.close()
+    return (
+        True,
+        f"flash pulsed, cabinet {'OPEN' if tamper else 'closed'}",
+        "check wiring and gpio pin numbers",
+    )
+
+
+def run_standalone(cfg: Config) -> list[Check]:
+    return [
+        _run("signing key", lambda: check_key(cfg)),
+        _run("radar", lambda: check_radar_standalone(cfg)),
+        _run("camera", lambda: check_camera_standalone(cfg)),
+        _run("gpio", lambda: check_gpio(cfg)),
+        _run("clock", lambda: check_clock(cfg)),
+        _run("disk", lambda: check_disk(cfg)),
+        _run("broker", lambda: check_broker(cfg)),
+        _run("anpr models", lambda: check_models(cfg)),
+    ]
+
+
+def run_live(daemon: Any) -> list[Check]:
+    """Inside the running daemon: reads stage health instead of opening busy devices."""
+    cfg = daemon.cfg
+
+    def radar() -> tuple[bool, str, str]:
+        h = daemon.radar.health()
+        ok = h.get("state") == "ok"
+        return (
+            ok,
+            f"{h.get('state')}: {h.get('readings')} readings, port {h.get('port')}",
+            "check radar cable/port",
+        )
+
+    def camera() -> tuple[bool, str, str]:
+        h = daemon.camera.health()
+        fps = h.get("fps_measured") or 0.0
+        ok = fps >= 0.8 * cfg.camera.fps
+        return (
+            ok,
+            f"{fps:.1f} fps of {cfg.camera.fps:g}, dropped {h.get('dropped')}",
+            "check camera cable/source",
+        )
+
+    def uplink() -> tuple[bool, str, str]:
+        if daemon.uplink is None:
+            return True, "uplink disabled", ""
+        h = daemon.uplink.health()
+        return (
+            bool(h.get("connected")),
+            f"connected={h.get('connected')}",
+            "check broker address, TLS, network",
+        )
+
+    return [
+        _run("signing key", lambda: (True, f"key id {daemon.key.key_id}", "")),
+        _run("radar", radar),
+        _run("camera", camera),
+        _run("gpio", lambda: check_gpio(cfg) if daemon.gpio is None else (True, "GPIO running", "")),
+        _run("clock", lambda: check_clock(cfg)),
+        _run("disk", lambda: check_disk(cfg)),
+        _run("broker", uplink),
+        _run("anpr models", lambda: check_models(cfg, daemon.plate_reader)),
+    ]
+
+
+def as_dicts(checks: list[Check]) -> list[dict]:
+    return [asdict(c) for c in checks]
+
+
+def print_table(checks: list[Check]) -> None:
+    w = max(len(c.check) for c in checks)
+    for c in checks:
+        print(f"{'PASS' if c.ok else 'FAIL'}  {c.check:<{w}}  {c.detail}")
+        if not c.ok and c.fix:
+            print(f"{'':6}{'':<{w}}  fix: {c.fix}")

@@ -1,0 +1,214 @@
+"""The radar reader thread: serial port -> driver -> readings, surviving unplugs.
+
+It never blocks on the consumer: readings go into a bounded deque drained by a small dispatcher thread
+that calls ``on_reading``; if the consumer stalls, the oldest readings are dropped and counted
+(``dropped`` in health) instead of the serial buffer overflowing unseen. When the port vanishes (USB
+unplug, pty closed) the reader closes it, reports ``down`` and retries with exponential backoff
+(``reconnect_min_s`` doubling to ``reconnect_max_s``); once open again it is ``degraded`` until the
+first complete line arrives, then ``ok``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import serial
+
+from device.config import RadarConfig
+from device.model import Reading
+from device.sensors.radar import RadarDriver
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 0.05
+QUEUE_MAX = 10_000
+
+
+class RadarReader(threading.Thread):
+    def __init__(
+        self,
+        cfg: RadarConfig,
+        driver: RadarDriver,
+        on_reading: Callable[[Reading], None],
+        *,
+        max_limit_kmh: float,
+    ) -> None:
+        super().__init__(name="radar-reader", daemon=True)
+        self.cfg = cfg
+        self.driver = driver
+        self.on_reading = on_reading
+        self.max_limit_kmh = max_limit_kmh
+        self.heartbeat_ns = time.monotonic_ns()
+        self._stop_evt = threading.Event()
+        self._lock = threading.Lock()
+        self._state = "starting"
+        self._reconnects = 0
+        self._bytes_in = 0
+        self._readings = 0
+        self._dropped = 0
+        self._callback_errors = 0
+        self._driver_errors = 0
+        self._history: collections.deque[tuple[int, str]] = collections.deque(maxlen=32)
+        self._last_reading_ns: int | None = None
+        self._last_error: str | None = None
+        self._ser: serial.Serial | None = None
+        self._queue: collections.deque[Reading] = collections.deque()
+        self._cond = threading.Condition()
+        self._dispatcher = threading.Thread(target=self._dispatch, name="radar-dispatch", daemon=True)
+
+    # ------------------------------------------------------------------ public
+
+    def health(self) -> dict[str, Any]:
+        stats = self.driver.stats
+        with self._lock:
+            age = (
+                None if self._last_reading_ns is None else (time.monotonic_ns() - self._last_reading_ns) / 1e9
+            )
+            return {
+                "state": self._state,
+                "port": self.cfg.port,
+                "reconnects": self._reconnects,
+                "bytes_in": self._bytes_in,
+                "readings": self._readings,
+                "skipped": stats.get("skipped", 0),
+                "dropped": self._dropped,
+                "callback_errors": self._callback_errors,
+                "driver_errors": self._driver_errors,
+                "last_reading_age_s": age,
+                "last_error": self._last_error,
+                "driver": stats,
+                "product": getattr(self.driver, "product", None),
+                "state_history": [state for _, state in self._history],
+            }
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop_evt.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self.is_alive():
+            self.join(timeout)
+        if self._dispatcher.is_alive():
+            self._dispatcher.join(timeout)
+
+    # ------------------------------------------------------------------ thread bodies
+
+    def run(self) -> None:
+        self._dispatcher.start()
+        delay = self.cfg.reconnect_min_s
+        first = True
+        while not self._stop_evt.is_set():
+            self.heartbeat_ns = time.monotonic_ns()
+            try:
+                self._open()
+            except (serial.SerialException, OSError, ValueError) as exc:
+                self._set(state="down", error=f"open {self.cfg.port}: {exc}")
+                if self._stop_evt.wait(delay):
+                    break
+                delay = min(delay * 2, self.cfg.reconnect_max_s)
+                continue
+            if not first:
+                with self._lock:
+                    self._reconnects += 1
+            first = False
+            delay = self.cfg.reconnect_min_s
+            try:
+                self._read_loop()
+            except (serial.SerialException, OSError) as exc:
+                self._set(state="down", error=f"read {self.cfg.port}: {exc}")
+                log.warning("radar port %s lost: %s", self.cfg.port, exc)
+            finally:
+                self._close()
+        self._set(state="stopped")
+
+    def _open(self) -> None:
+        ser = serial.Serial(self.cfg.port, self.cfg.baudrate, timeout=READ_TIMEOUT_S, write_timeout=1.0)
+        try:
+            ser.reset_input_buffer()
+            self.driver.reset()
+            self._set(state="degraded")
+            # Replies may arrive late or between data lines: the driver treats them as non-readings
+            # (and learns the units from the units reply), so we never wait for them here.
+            for cmd in self.driver.init_commands(self.cfg, self.max_limit_kmh):
+                ser.write(cmd)
+            ser.flush()
+        except BaseException:
+            ser.close()
+            raise
+        self._ser = ser
+        log.info("radar port %s open", self.cfg.port)
+
+    def _close(self) -> None:
+        ser, self._ser = self._ser, None
+        if ser is not None:
+            with contextlib.suppress(serial.SerialException, OSError):
+                ser.close()
+
+    def _read_loop(self) -> None:
+        ser = self._ser
+        assert ser is not None
+        lines_at_open = self.driver.stats.get("lines", 0)
+        while not self._stop_evt.is_set():
+            self.heartbeat_ns = time.monotonic_ns()
+            waiting = ser.in_waiting
+            data = ser.read(min(max(waiting, 1), 65536))
+            if not data:
+                continue
+            t = time.monotonic_ns()
+            try:
+                readings = self.driver.feed(data, t)
+            except Exception as exc:  # a parser bug must cost these bytes, not the radar thread
+                log.exception("radar driver failed on %d bytes", len(data))
+                with self._lock:
+                    self._driver_errors += 1
+                    self._last_error = f"driver: {exc!r}"
+                continue
+            with self._lock:
+                self._bytes_in += len(data)
+                if self._state != "ok" and self.driver.stats.get("lines", 0) > lines_at_open:
+                    self._enter("ok")
+                if readings:
+                    self._readings += len(readings)
+                    self._last_reading_ns = t
+            if readings:
+                with self._cond:
+                    q = self._queue
+                    for r in readings:
+                        if len(q) >= QUEUE_MAX:
+                            q.popleft()
+                            self._dropped += 1
+                        q.append(r)
+                    self._cond.notify()
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stop_evt.is_set():
+                    self._cond.wait(0.5)
+                if not self._queue and self._stop_evt.is_set():
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+            for r in batch:
+                try:
+                    self.on_reading(r)
+                except Exception:  # a consumer bug must not kill the radar path
+                    self._callback_errors += 1
+                    log.exception("on_reading failed")
+
+    def _set(self, *, state: str, error: str | None = None) -> None:
+        with self._lock:
+            self._enter(state)
+            if error is not None:
+                self._last_error = error
+
+    def _enter(self, state: str) -> None:
+        """Record a state change (caller holds the lock); repeated states are not history."""
+        if state != self._state:
+            self._state = state
+            self._history.append((time.monotonic_ns(), state))

@@ -1,0 +1,205 @@
+"""``radarcam keys|packet|registry`` sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _key_path(args: argparse.Namespace) -> Path:
+    if getattr(args, "path", None):
+        return Path(args.path)
+    from device import config as cfgmod
+
+    cfg = cfgmod.load(args.config) if getattr(args, "config", None) else cfgmod.Config()
+    if cfg.device.key_path:
+        return cfg.device.key_path
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds and (Path(creds) / "signing-key").exists():
+        return Path(creds) / "signing-key"
+    return cfg.device.state_dir / "keys" / "signing-key.pem"
+
+
+def _keys_init(args: argparse.Namespace) -> int:
+    from device.uplink.keys import KeyFileError, generate_key
+
+    path = _key_path(args)
+    try:
+        key = generate_key(path, force=args.force)
+    except KeyFileError as exc:
+        print(f"radarcam: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"path": str(path), "key_id": key.key_id, "fingerprint": key.fingerprint}, indent=2))
+    return 0
+
+
+def _keys_show(args: argparse.Namespace) -> int:
+    from device.uplink.keys import KeyFileError, load_signing_key, public_pem
+
+    try:
+        key = load_signing_key(_key_path(args))
+    except KeyFileError as exc:
+        print(f"radarcam: {exc}", file=sys.stderr)
+        return 1
+    if args.pem:
+        sys.stdout.write(public_pem(key))
+        return 0
+    info = {"path": str(key.path), "key_id": key.key_id, "fingerprint": key.fingerprint}
+    info["public_key_pem"] = public_pem(key)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def summarise(obj: Any) -> Any:
+    """JSON-safe view of a payload: JPEG bytes become size + sha256, other bytes hex."""
+    import hashlib
+
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if k == "jpeg" and isinstance(v, bytes):
+                out[k] = {"bytes": len(v), "sha256": hashlib.sha256(v).hexdigest()}
+            else:
+                out[k] = summarise(v)
+        return out
+    if isinstance(obj, list | tuple):
+        return [summarise(v) for v in obj]
+    if isinstance(obj, bytes):
+        return obj.hex()
+    return obj
+
+
+def _packet_verify(args: argparse.Namespace) -> int:
+    from device.uplink.keys import KeyFileError, load_public_key
+    from device.uplink.packet import PacketError, verify
+
+    try:
+        pub = load_public_key(args.pubkey)
+    except KeyFileError as exc:
+        print(f"radarcam: {exc}", file=sys.stderr)
+        return 1
+    rc = 0
+    results = []
+    for f in args.files:
+        try:
+            data = Path(f).read_bytes()
+            payload = verify(data, pub)
+        except OSError as exc:
+            print(f"{f}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+            rc = 1
+            continue
+        except PacketError as exc:
+            print(f"{f}: INVALID: {exc}", file=sys.stderr)
+            rc = 1
+            continue
+        results.append({"file": f, "valid": True, "packet": summarise(payload)})
+    for r in results:
+        print(json.dumps(r, indent=2, ensure_ascii=False))
+    return rc
+
+
+def _parse_device_keys(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        device, sep, pem = item.partition("=")
+        if not sep or not device or not pem:
+            raise SystemExit(f"radarcam: --device-key wants DEVICE=PEM, got {item!r}")
+        out[device] = pem
+    return out
+
+
+def _registry_run(args: argparse.Namespace) -> int:
+    from device.config import TlsConfig
+    from device.uplink.keys import KeyFileError
+    from device.uplink.registry import Registry, load_keys
+
+    host, _, port = args.broker.rpartition(":")
+    try:
+        keys: dict[str, Any] = dict(load_keys(args.keys_dir)) if args.keys_dir else {}
+        keys.update(load_keys(_parse_device_keys(args.device_key)))
+    except KeyFileError as exc:
+        print(f"radarcam: {exc}", file=sys.stderr)
+        return 1
+    if not keys:
+        print("radarcam: no device keys (--device-key DEVICE=PEM or --keys-dir)", file=sys.stderr)
+        return 2
+    tls = None
+    if args.ca:
+        tls = TlsConfig(enabled=True, ca_file=args.ca, cert_file=args.cert, key_file=args.key)
+    reg = Registry(
+        args.db, host=host or "127.0.0.1", port=int(port), tls=tls, group=args.group, keys=keys,
+        topic_prefix=args.prefix,
+    )  # fmt: skip
+    reg.start(timeout=args.connect_timeout)
+    print(f"registry {reg.instance}: subscribed on {args.broker} for {sorted(keys)}", file=sys.stderr)
+    try:
+        while True:
+            time.sleep(args.stats_every)
+            print(json.dumps(reg.stats(), sort_keys=True), file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        reg.close()
+    return 0
+
+
+def _registry_export(args: argparse.Namespace) -> int:
+    from device.uplink.registry import Registry
+
+    reg = Registry(args.db, keys=_parse_device_keys(args.device_key))
+    try:
+        n = reg.export(args.out)
+    finally:
+        reg.close()
+    print(f"exported {n} packets to {args.out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    k = sub.add_parser("keys", help="device signing key (Ed25519)")
+    ksub = k.add_subparsers(dest="keys_cmd", required=True)
+    ki = ksub.add_parser("init", help="create the device key (0600); refuses to overwrite without --force")
+    ki.add_argument("--path", help="key file (default: config device.key_path or state_dir/keys)")
+    ki.add_argument("--config", help="config file to take device.key_path / state_dir from")
+    ki.add_argument("--force", action="store_true", help="replace an existing key (old packets stay valid)")
+    ki.set_defaults(func=_keys_init)
+    ks = ksub.add_parser("show", help="key id, fingerprint and public key")
+    ks.add_argument("--path")
+    ks.add_argument("--config")
+    ks.add_argument("--pem", action="store_true", help="print only the public key PEM")
+    ks.set_defaults(func=_keys_show)
+
+    p = sub.add_parser("packet", help="evidence packets")
+    psub = p.add_subparsers(dest="packet_cmd", required=True)
+    pv = psub.add_parser(
+        "verify", help="verify COSE_Sign1 packets and print them as JSON (images summarised)"
+    )
+    pv.add_argument("files", nargs="+", metavar="FILE")
+    pv.add_argument("--pubkey", required=True, help="device public key (PEM)")
+    pv.set_defaults(func=_packet_verify)
+
+    r = sub.add_parser("registry", help="reference registry (receiving end)")
+    rsub = r.add_subparsers(dest="registry_cmd", required=True)
+    rr = rsub.add_parser("run", help="subscribe, verify, store, ack")
+    rr.add_argument("--db", required=True, help="SQLite path or postgresql:// URL")
+    rr.add_argument("--broker", default="127.0.0.1:1883", help="host:port")
+    rr.add_argument("--device-key", action="append", default=[], metavar="DEVICE=PEM")
+    rr.add_argument("--keys-dir", help="directory of <device>.pub.pem files")
+    rr.add_argument("--group", default="registry", help="shared-subscription group")
+    rr.add_argument("--prefix", default="radarcam/v1", help="topic prefix")
+    rr.add_argument("--ca", help="CA file (enables TLS)")
+    rr.add_argument("--cert", help="client certificate (mutual TLS)")
+    rr.add_argument("--key", help="client key (mutual TLS)")
+    rr.add_argument("--connect-timeout", type=float, default=30.0)
+    rr.add_argument("--stats-every", type=float, default=60.0)
+    rr.set_defaults(func=_registry_run)
+    re_ = rsub.add_parser("export", help="write DIR/<device>-<seq>.cose and DIR/<device>.pub.pem")
+    re_.add_argument("--db", required=True)
+    re_.add_argument("--out", required=True)
+    re_.add_argument("--device-key", action="append", default=[], metavar="DEVICE=PEM")
+    re_.set_defaults(func=_registry_export)

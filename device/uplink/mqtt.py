@@ -1,0 +1,291 @@
+"""Device side of the uplink: publishes outbox rows over MQTT until the registry acknowledges them.
+
+Delivery is end-to-end: a row is ``sent`` on PUBACK (the broker has it) and ``acked`` only when the
+registry says it stored it. Anything not acked is published again after a reconnect, after a restart
+(the outbox is the queue, not paho's memory) and after ``ack_timeout_s``; the registry de-duplicates.
+paho runs the network loop (with its exponential reconnect backoff); one worker thread here fills the
+bounded in-flight window and applies PUBACKs/acks to the outbox in batches (one fsync per batch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import ssl
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from device.config import UplinkConfig
+from device.uplink import topics
+from device.uplink.outbox import Outbox
+
+_UNSUPPORTED_PROTOCOL = (1, 132)  # 3.1.1 "unacceptable protocol version", 5 "unsupported protocol version"
+
+
+class UplinkClient:
+    def __init__(self, cfg: UplinkConfig, device_id: str, outbox: Outbox) -> None:
+        self.cfg = cfg
+        self.device_id = device_id
+        self.outbox = outbox
+        self.protocol = cfg.protocol
+        self.heartbeat_ns = time.monotonic_ns()
+        self._prefix = cfg.topic_prefix
+        self._status_topic = topics.topic(self._prefix, device_id, topics.STATUS)
+        self._ack_topic = topics.topic(self._prefix, device_id, topics.ACK)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._connected = False
+        self._inflight: dict[int, float] = {}  # seq -> monotonic publish time (awaiting registry ack)
+        self._mids: dict[int, int] = {}  # paho mid -> seq
+        self._pubacked: deque[int] = deque()
+        self._acked: deque[int] = deque()
+        self._fallback = False
+        self._last_status: dict[str, Any] = {}
+        self.reconnects = 0
+        self.connect_failures = 0
+        self.resends = 0
+        self.published = 0
+        self.last_ack_ns: int | None = None
+        self.last_error: str | None = None
+        self._client = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ paho client
+
+    def _build(self):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        v5 = self.protocol == "mqttv5"
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.cfg.client_id or f"radarcam-{self.device_id}",
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else True,
+        )
+        if self.cfg.username:
+            pw = self.cfg.password_file.read_text().strip() if self.cfg.password_file else None
+            c.username_pw_set(self.cfg.username, pw)
+        tls = self.cfg.tls
+        if tls.enabled:
+            c.tls_set(
+                ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+                cert_reqs=ssl.CERT_NONE if tls.insecure_skip_verify else ssl.CERT_REQUIRED,
+            )
+            if tls.insecure_skip_verify:
+                c.tls_insecure_set(True)
+        will_props = None
+        if v5:
+            will_props = Properties(PacketTypes.WILLMESSAGE)
+            will_props.ContentType = "application/json"
+        c.will_set(
+            self._status_topic, self._status_json("offline"), qos=1, retain=True, properties=will_props
+        )
+        c.max_inflight_messages_set(self.cfg.max_inflight)
+        c.reconnect_delay_set(min_delay=self.cfg.reconnect_min_s, max_delay=self.cfg.reconnect_max_s)
+        c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_message = self._on_message
+        self._props_cose = self._props_json = None
+        if v5:
+            self._props_cose = Properties(PacketTypes.PUBLISH)
+            self._props_cose.ContentType = topics.COSE_CONTENT_TYPE
+            self._props_json = Properties(PacketTypes.PUBLISH)
+            self._props_json.ContentType = "application/json"
+        if v5:
+            c.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, clean_start=True)
+        else:
+            c.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s)
+        return c
+
+    def _status_json(self, state: str, extra: dict[str, Any] | None = None) -> bytes:
+        d = {"device_id": self.device_id, "state": state, "utc_ns": time.time_ns(), **(extra or {})}
+        return json.dumps(d, sort_keys=True, default=str).encode()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"broker refused connection: {reason_code}"
+            if self.protocol == "mqttv5" and reason_code.value in _UNSUPPORTED_PROTOCOL:
+                self._fallback = True
+                self._wake.set()
+            return
+        client.subscribe(self._ack_topic, qos=1)
+        with self._lock:
+            self._connected = True
+            self._inflight.clear()  # everything not acked is published again on this connection
+            self.reconnects += 1
+            status = dict(self._last_status)
+        client.publish(
+            self._status_topic,
+            self._status_json("online", status),
+            qos=1,
+            retain=True,
+            properties=self._props_json,
+        )
+        self._wake.set()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self.connect_failures += 1
+        self.last_error = "cannot connect to broker (network, TLS handshake or refused)"
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._lock:
+            self._connected = False
+            self._inflight.clear()
+        if not self._stop.is_set():
+            self.last_error = f"disconnected: {reason_code}"
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            seq = self._mids.pop(mid, None)
+        if seq is not None:
+            self._pubacked.append(seq)
+            self._wake.set()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        try:
+            doc = json.loads(msg.payload)
+            seqs = [int(s) for s in doc.get("seqs", [])]
+        except (ValueError, TypeError, AttributeError):
+            self.last_error = f"unreadable ack on {msg.topic}"
+            return
+        self._acked.extend(seqs)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ worker
+
+    def _drain_callbacks(self) -> None:
+        sent = [self._pubacked.popleft() for _ in range(len(self._pubacked))]
+        acked = [self._acked.popleft() for _ in range(len(self._acked))]
+        if sent:
+            self.outbox.mark_sent_many(sent)
+        if acked:
+            self.outbox.mark_acked(acked)
+            self.last_ack_ns = time.time_ns()
+            with self._lock:
+                for s in acked:
+                    self._inflight.pop(s, None)
+
+    def _fill_window(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if not self._connected:
+                return
+            for seq, t in list(self._inflight.items()):
+                if now - t > self.cfg.ack_timeout_s:
+                    del self._inflight[seq]
+                    self.resends += 1
+            room = self.cfg.max_inflight - len(self._inflight)
+            busy = set(self._inflight)
+        if room <= 0:
+            return
+        rows = [r for r in self.outbox.next_unacked(room + len(busy)) if r.seq not in busy][:room]
+        for r in rows:
+            t = topics.packet_topic(self._prefix, self.device_id, r.kind)
+            with self._lock:
+                if not self._connected:
+                    return
+                info = self._client.publish(t, r.data, qos=1, properties=self._props_cose)
+                self._mids[info.mid] = r.seq
+                self._inflight[r.seq] = now
+                self.published += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.heartbeat_ns = time.monotonic_ns()
+            self._wake.wait(0.25)
+            self._wake.clear()
+            try:
+                if self._fallback:
+                    self._fallback = False
+                    self._switch_to_311()
+                self._drain_callbacks()
+                self._fill_window()
+            except Exception as exc:  # keep the uplink alive; the supervisor sees last_error
+                self.last_error = f"uplink worker: {exc!r}"
+                time.sleep(0.2)
+
+    def _switch_to_311(self) -> None:
+        old = self._client
+        self.protocol = "mqttv311"
+        old.loop_stop()
+        old.disconnect()
+        self._client = self._build()
+        self._client.loop_start()
+
+    # ------------------------------------------------------------------ public API
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._client = self._build()
+        self._client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Clean stop: retained ``offline`` status, disconnect, worker joined."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        c = self._client
+        if c is not None:
+            if self._connected:
+                info = c.publish(self._status_topic, self._status_json("offline"), qos=1, retain=True)
+                with contextlib.suppress(RuntimeError, ValueError):
+                    info.wait_for_publish(timeout=2)
+            c.disconnect()
+            c.loop_stop()
+        self._drain_callbacks()
+        self._connected = False
+
+    def wake(self) -> None:
+        """Call after sealing: the worker publishes at once instead of at its next tick."""
+        self._wake.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            inflight = len(self._inflight)
+        return {
+            "connected": self._connected,
+            "protocol": self.protocol,
+            "broker": f"{self.cfg.host}:{self.cfg.port}",
+            "tls": self.cfg.tls.enabled,
+            "inflight": inflight,
+            "published": self.published,
+            "resends": self.resends,
+            "last_ack": self.last_ack_ns,
+            "reconnects": max(0, self.reconnects - 1),
+            "connect_failures": self.connect_failures,
+            "last_error": self.last_error,
+        }
+
+    def _publish_json(self, leaf: str, d: dict[str, Any], *, retain: bool) -> bool:
+        c = self._client
+        if c is None or not self._connected:
+            return False
+        payload = json.dumps(d, sort_keys=True, default=str).encode()
+        c.publish(topics.topic(self._prefix, self.device_id, leaf), payload, 1, retain, self._props_json)
+        return True
+
+    def publish_status(self, d: dict[str, Any]) -> bool:
+        """Retained JSON health on ``status`` (re-sent on every reconnect); False when offline."""
+        self._last_status = dict(d)
+        return self._publish_json(
+            topics.STATUS, {"device_id": self.device_id, "state": "online", **d}, retain=True
+        )
+
+    def publish_stats(self, d: dict[str, Any]) -> bool:
+        return self._publish_json(topics.STATS, d, retain=False)

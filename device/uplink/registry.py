@@ -1,0 +1,386 @@
+"""Reference registry: the receiving end a central operator can run or copy.
+
+For each packet: verify the COSE signature against the registered device key, check that the signed
+``device_id`` matches the topic, then store it durably and only THEN publish the ack. Identical
+re-deliveries (QoS 1 is at-least-once, devices resend after timeouts) are stored once and acked again;
+a known ``seq`` or ``packet_id`` arriving with different bytes is rejected as a replay. A ``seq`` below the
+highest seen but not yet stored is a late delivery and fills the gap. Every row records whether its
+``prev_hash`` matches the stored predecessor, so gaps and broken links are visible in :meth:`chain`.
+Several instances may run in one MQTT 5 shared-subscription group against one database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from device.config import TlsConfig
+from device.uplink import topics
+from device.uplink.keys import load_public_key, parse_public_pem, public_pem
+from device.uplink.outbox import GENESIS_HASH
+from device.uplink.packet import PacketError, verify
+
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS packets (
+    device_id TEXT NOT NULL, seq INTEGER NOT NULL, packet_id TEXT NOT NULL, kind TEXT NOT NULL,
+    data BLOB NOT NULL, sha256 TEXT NOT NULL, prev_hash TEXT NOT NULL, prev_ok INTEGER,
+    received_ns INTEGER NOT NULL, deliveries INTEGER NOT NULL DEFAULT 1, instance TEXT,
+    PRIMARY KEY (device_id, seq), UNIQUE (device_id, packet_id)
+);
+CREATE TABLE IF NOT EXISTS devices (device_id TEXT PRIMARY KEY, public_pem TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rejections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT, topic TEXT NOT NULL, seq INTEGER,
+    reason TEXT NOT NULL, sha256 TEXT NOT NULL, received_ns INTEGER NOT NULL, data BLOB
+);
+"""
+_PG_SCHEMA = (
+    _SQLITE_SCHEMA.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+    .replace("BLOB", "BYTEA")
+    .replace("INTEGER", "BIGINT")
+)
+
+
+class _Db:
+    """SQLite (path or ``sqlite:///path``) or PostgreSQL (``postgresql://...``, needs psycopg)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.pg = url.startswith(("postgresql://", "postgres://"))
+        if self.pg:
+            import psycopg  # optional dependency: pip install 'radarcam[postgres]'
+
+            self.conn = psycopg.connect(url, autocommit=True)
+            with self.conn.transaction():
+                for stmt in filter(str.strip, _PG_SCHEMA.split(";")):
+                    self.conn.execute(stmt)
+        else:
+            path = url.removeprefix("sqlite:///") if url.startswith("sqlite:") else url
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute("PRAGMA busy_timeout=30000")
+            self.conn.executescript(_SQLITE_SCHEMA)
+
+    def q(self, sql: str, params: tuple = ()) -> list[tuple]:
+        if self.pg:
+            sql = sql.replace("?", "%s")
+        cur = self.conn.execute(sql, params)
+        try:
+            return [tuple(r) for r in cur.fetchall()]
+        except Exception:  # statements without a result set
+            return []
+
+    def begin(self) -> None:
+        self.q("BEGIN" if self.pg else "BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.q("COMMIT")
+
+    def rollback(self) -> None:
+        self.q("ROLLBACK")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def load_keys(keys: dict[str, Any] | str | os.PathLike[str]) -> dict[str, Ed25519PublicKey]:
+    """A dict device -> key (or PEM path), or a directory of ``<device>.pub.pem`` files."""
+    if isinstance(keys, dict):
+        return {d: (k if isinstance(k, Ed25519PublicKey) else load_public_key(k)) for d, k in keys.items()}
+    out = {}
+    for p in sorted(Path(keys).glob("*.pub.pem")):
+        out[p.name.removesuffix(".pub.pem")] = load_public_key(p)
+    return out
+
+
+class Registry:
+    def __init__(
+        self,
+        db_url: str | os.PathLike[str],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        tls: TlsConfig | None = None,
+        group: str = "registry",
+        keys: dict[str, Any] | str | os.PathLike[str],
+        topic_prefix: str = "radarcam/v1",
+        instance: str | None = None,
+    ) -> None:
+        self.db = _Db(str(db_url))
+        self.host, self.port, self.tls, self.group = host, port, tls, group
+        self.keys = self._remember_keys(load_keys(keys))
+        self.prefix = topic_prefix
+        self.instance = instance or f"registry-{uuid.uuid4().hex[:8]}"
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._client = None
+        self.received = 0
+        self.stored = 0
+        self.duplicates = 0
+        self.rejected = 0
+        self.acks_sent = 0
+        self.last_error: str | None = None
+
+    def _remember_keys(self, given: dict[str, Ed25519PublicKey]) -> dict[str, Ed25519PublicKey]:
+        """Registered keys are kept in the database so ``export`` can write them without being told."""
+        for device, key in given.items():
+            pem = public_pem(key)
+            self.db.q(
+                "INSERT INTO devices(device_id, public_pem) VALUES(?, ?)"
+                " ON CONFLICT(device_id) DO UPDATE SET public_pem=excluded.public_pem",
+                (device, pem),
+            )
+        stored = {d: parse_public_pem(pem.encode(), source=f"registry key for {d}") for d, pem in
+                  self.db.q("SELECT device_id, public_pem FROM devices")}  # fmt: skip
+        return stored | given
+
+    # ------------------------------------------------------------------ packet handling (no MQTT)
+
+    def _reject(
+        self, device: str | None, topic: str, reason: str, data: bytes, seq: int | None = None
+    ) -> dict:
+        with self._lock:
+            self.db.q(
+                "INSERT INTO rejections(device_id, topic, seq, reason, sha256, received_ns, data)"
+                " VALUES(?, ?, ?, ?, ?, ?, ?)",
+                (device, topic, seq, reason, hashlib.sha256(data).hexdigest(), time.time_ns(), data),
+            )
+            self.rejected += 1
+        return {"result": "rejected", "reason": reason}
+
+    def handle(self, topic: str, data: bytes) -> dict[str, Any]:
+        """Verify + store one packet. Returns ``{"result": stored|duplicate|rejected, ...}``; acks are
+        the caller's job (so this is testable without a broker and the ack never precedes the commit)."""
+        self.received += 1
+        parsed = topics.device_from_topic(self.prefix, topic)
+        if parsed is None or parsed[1] not in (topics.VIOLATION, topics.EVENT):
+            return self._reject(None, topic, "not a packet topic", data)
+        device, leaf = parsed
+        key = self.keys.get(device)
+        if key is None:
+            return self._reject(device, topic, f"unknown device {device!r} (no registered key)", data)
+        try:
+            payload = verify(data, key)
+        except PacketError as exc:
+            return self._reject(device, topic, f"verification failed: {exc}", data)
+        seq = payload.get("seq")
+        if payload.get("device_id") != device:
+            return self._reject(
+                device, topic, f"signed device_id {payload.get('device_id')!r} != topic", data, seq
+            )
+        if not isinstance(seq, int) or seq < 1 or not isinstance(payload.get("prev_hash"), str):
+            return self._reject(device, topic, "missing or invalid seq / prev_hash", data)
+        kind = payload.get("kind")
+        if (kind == "violation") != (leaf == topics.VIOLATION):
+            return self._reject(device, topic, f"kind {kind!r} published on {leaf!r}", data, seq)
+        digest = hashlib.sha256(data).hexdigest()
+        packet_id = str(payload.get("packet_id"))
+        with self._lock:
+            self.db.begin()
+            try:
+                res = self._store(device, seq, packet_id, str(kind), data, digest, payload["prev_hash"])
+                self.db.commit()
+            except BaseException:
+                self.db.rollback()
+                raise
+            if res["result"] == "duplicate":
+                self.duplicates += 1
+            elif res["result"] == "stored":
+                self.stored += 1
+        if res["result"] == "replay":
+            return self._reject(device, topic, res["reason"], data, seq)
+        return res
+
+    def _store(
+        self, device: str, seq: int, packet_id: str, kind: str, data: bytes, digest: str, prev_hash: str
+    ) -> dict[str, Any]:
+        """Inside one transaction: duplicate / replay check, insert, and the two chain links it touches."""
+        row = self.db.q("SELECT sha256 FROM packets WHERE device_id=? AND seq=?", (device, seq))
+        if row and row[0][0] == digest:
+            self.db.q(
+                "UPDATE packets SET deliveries = deliveries + 1 WHERE device_id=? AND seq=?", (device, seq)
+            )
+            return {"result": "duplicate", "device_id": device, "seq": seq}
+        if row:
+            return {"result": "replay", "reason": f"replay: seq {seq} already stored with different content"}
+        other = self.db.q("SELECT seq FROM packets WHERE device_id=? AND packet_id=?", (device, packet_id))
+        if other:
+            return {
+                "result": "replay",
+                "reason": f"replay: packet id {packet_id} already stored as seq {other[0][0]}",
+            }
+        if seq == 1:
+            prev_ok: int | None = int(prev_hash == GENESIS_HASH)
+        else:
+            prev = self.db.q("SELECT sha256 FROM packets WHERE device_id=? AND seq=?", (device, seq - 1))
+            prev_ok = int(prev_hash == prev[0][0]) if prev else None
+        self.db.q(
+            "INSERT INTO packets(device_id, seq, packet_id, kind, data, sha256, prev_hash, prev_ok,"
+            " received_ns, instance) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (device, seq, packet_id, kind, data, digest, prev_hash, prev_ok, time.time_ns(), self.instance),
+        )
+        nxt = self.db.q("SELECT prev_hash FROM packets WHERE device_id=? AND seq=?", (device, seq + 1))
+        if nxt:
+            self.db.q(
+                "UPDATE packets SET prev_ok=? WHERE device_id=? AND seq=?",
+                (int(nxt[0][0] == digest), device, seq + 1),
+            )
+        return {"result": "stored", "device_id": device, "seq": seq, "prev_ok": prev_ok}
+
+    # ------------------------------------------------------------------ MQTT
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"broker refused: {reason_code}"
+            return
+        filters = [
+            (topics.shared(self.group, f"{self.prefix}/+/{leaf}"), 1)
+            for leaf in (topics.VIOLATION, topics.EVENT)
+        ]
+        client.subscribe(filters)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if all(not rc.is_failure for rc in reason_codes):
+            self._subscribed.set()
+        else:
+            self.last_error = f"subscription refused: {reason_codes}"
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._subscribed.clear()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        try:
+            res = self.handle(msg.topic, msg.payload)
+        except Exception as exc:  # database down etc.: no ack, the device will resend
+            self.last_error = f"storing failed: {exc!r}"
+            return
+        if res["result"] in ("stored", "duplicate"):
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.PUBLISH)
+            props.ContentType = "application/json"
+            ack = {"seqs": [res["seq"]], "result": res["result"], "registry": self.instance}
+            client.publish(
+                topics.topic(self.prefix, res["device_id"], topics.ACK), json.dumps(ack), 1, False, props
+            )
+            self.acks_sent += 1
+
+    def start(self, timeout: float = 10.0) -> Registry:
+        """Connects and returns once the shared subscriptions are granted."""
+        import ssl
+
+        import paho.mqtt.client as mqtt
+
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.instance, protocol=mqtt.MQTTv5)
+        if self.tls is not None and self.tls.enabled:
+            c.tls_set(
+                ca_certs=str(self.tls.ca_file) if self.tls.ca_file else None,
+                certfile=str(self.tls.cert_file) if self.tls.cert_file else None,
+                keyfile=str(self.tls.key_file) if self.tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        c.on_connect, c.on_subscribe = self._on_connect, self._on_subscribe
+        c.on_message, c.on_disconnect = self._on_message, self._on_disconnect
+        c.reconnect_delay_set(0.5, 10)
+        c.connect_async(self.host, self.port, 30, clean_start=True)
+        c.loop_start()
+        self._client = c
+        if not self._subscribed.wait(timeout):
+            self.stop()
+            raise RuntimeError(f"registry: not subscribed on {self.host}:{self.port} within {timeout} s")
+        return self
+
+    def stop(self) -> None:
+        c, self._client = self._client, None
+        if c is not None:
+            c.disconnect()
+            c.loop_stop()
+
+    def close(self) -> None:
+        self.stop()
+        self.db.close()
+
+    # ------------------------------------------------------------------ queries (demo, tests, export)
+
+    def count(self, device_id: str | None = None) -> int:
+        with self._lock:
+            if device_id is None:
+                return self.db.q("SELECT COUNT(*) FROM packets")[0][0]
+            return self.db.q("SELECT COUNT(*) FROM packets WHERE device_id=?", (device_id,))[0][0]
+
+    def packets(self, device_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self.db.q(
+                "SELECT seq, packet_id, kind, data, sha256, prev_hash, prev_ok, received_ns, deliveries, instance"
+                " FROM packets WHERE device_id=? ORDER BY seq",
+                (device_id,),
+            )
+        names = ("seq", "packet_id", "kind", "data", "sha256", "prev_hash", "prev_ok", "received_ns",
+                 "deliveries", "instance")  # fmt: skip
+        return [dict(zip(names, r, strict=True)) | {"data": bytes(r[3])} for r in rows]
+
+    def rejections(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self.db.q(
+                "SELECT device_id, topic, seq, reason, sha256, received_ns FROM rejections ORDER BY id"
+            )
+        names = ("device_id", "topic", "seq", "reason", "sha256", "received_ns")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def chain(self, device_id: str) -> dict[str, Any]:
+        """Gaps (missing seqs from 1 to the highest) and broken ``prev_hash`` links for one device."""
+        with self._lock:
+            rows = self.db.q("SELECT seq, prev_ok FROM packets WHERE device_id=? ORDER BY seq", (device_id,))
+        seqs = [r[0] for r in rows]
+        have = set(seqs)
+        last = seqs[-1] if seqs else 0
+        gaps = [s for s in range(1, last + 1) if s not in have]
+        broken = [r[0] for r in rows if r[1] == 0]
+        return {
+            "device_id": device_id,
+            "count": len(seqs),
+            "first_seq": seqs[0] if seqs else None,
+            "last_seq": last or None,
+            "gaps": gaps,
+            "broken_links": broken,
+            "intact": bool(seqs) and not gaps and not broken and all(r[1] == 1 for r in rows),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            devices = self.db.q("SELECT device_id, COUNT(*), MAX(seq) FROM packets GROUP BY device_id")
+        return {
+            "instance": self.instance,
+            "subscribed": self._subscribed.is_set(),
+            "received": self.received,
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "acks_sent": self.acks_sent,
+            "devices": {d: {"count": n, "last_seq": m} for d, n, m in devices},
+            "last_error": self.last_error,
+        }
+
+    def export(self, out_dir: str | os.PathLike[str]) -> int:
+        """``DIR/<device>-<seq>.cose`` for every stored packet plus ``DIR/<device>.pub.pem``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            rows = self.db.q("SELECT device_id, seq, data FROM packets ORDER BY device_id, seq")
+        for device, seq, data in rows:
+            (out / f"{device}-{seq}.cose").write_bytes(bytes(data))
+        for device in sorted({r[0] for r in rows}):
+            if device in self.keys:
+                (out / f"{device}.pub.pem").write_text(public_pem(self.keys[device]))
+        return len(rows)

@@ -1,0 +1,205 @@
+"""From an enforcement decision to a complete :class:`Violation`: frames, plate read, evidence JPEGs.
+
+Runs on the evidence thread, never on the radar thread. The plate read gets a deadline: a slow ANPR
+backlog delays the packet, never the measurement. When the deadline passes the violation is sealed with
+``plate_pending`` and the read, when it arrives, is sealed as a signed amendment that names the packet.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from device.capture.evidence import DataBar, EvidenceError, build_evidence, select_frames
+from device.capture.ring import FrameRing
+from device.config import Config
+from device.model import ClockStamp, Decision, Direction, Frame, Pass, PlateRead, Violation
+
+log = logging.getLogger("radarcam.evidence")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A pass the enforcer called a violation, with the moment it was decided."""
+
+    pass_: Pass
+    decision: Decision
+    decided_mono_ns: int
+    clock: ClockStamp
+
+
+def trigger_ns(p: Pass) -> int:
+    """Camera trigger time for a pass.
+
+    Plates are read where the vehicle is nearest the cabinet: at the end of an inbound pass (it leaves
+    the beam close to us) and at the start of an outbound one (it enters close to us).
+    """
+    return p.start_mono_ns if p.direction is Direction.OUTBOUND else p.end_mono_ns
+
+
+def utc_of(clock: ClockStamp, mono_ns: int) -> int:
+    """Wall-clock time of a monotonic instant, through the clock stamp taken with it."""
+    return clock.utc_ns + (mono_ns - clock.mono_ns)
+
+
+class EvidenceBuilder:
+    """Collects frames from the ring and reads the plate within the deadline."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        ring: FrameRing,
+        plate_reader: object | None,
+        *,
+        on_late_plate: Callable[[Violation, PlateRead | None], None],
+    ) -> None:
+        self._cfg = cfg
+        self._ring = ring
+        self._reader = plate_reader
+        self._on_late_plate = on_late_plate
+        # One ANPR worker: the model uses its own threads; a queue of futures keeps order.
+        self._anpr = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="anpr")
+        self._anpr_busy = threading.BoundedSemaphore(32)
+        self._anpr_busy_since: int | None = None
+
+    def anpr_progress_ns(self) -> int:
+        """Heartbeat probe: an idle ANPR worker is alive; a busy one since the read it is stuck in."""
+        busy = self._anpr_busy_since
+        return time.monotonic_ns() if busy is None else busy
+
+    def update_config(self, cfg: Config) -> None:
+        self._cfg = cfg
+
+    def frames_for(self, p: Pass) -> tuple[int, list[Frame]]:
+        cam = self._cfg.camera
+        t = trigger_ns(p)
+        t0 = min(p.start_mono_ns, t - cam.pre_trigger_ms * 1_000_000)
+        t1 = max(t, t) + cam.post_trigger_ms * 1_000_000
+        # Wait (briefly) until the post-trigger frames exist.
+        deadline = time.monotonic_ns() + 2 * cam.post_trigger_ms * 1_000_000 + 500_000_000
+        while time.monotonic_ns() < deadline:
+            latest = self._ring.latest()
+            if latest is not None and latest.t_mono_ns >= t1:
+                break
+            time.sleep(0.01)
+        window = self._ring.window(t - cam.pre_trigger_ms * 1_000_000, t1)
+        if not window:
+            window = self._ring.window(t0, t1)
+        return t, window
+
+    def _read_plate(self, frames: list[Frame]) -> tuple[PlateRead | None, Frame | None]:
+        self._anpr_busy_since = time.monotonic_ns()
+        try:
+            if self._reader is None or not frames:
+                return None, None
+            country = self._cfg.site.jurisdiction
+            read = self._reader.read_frames([f.image for f in frames], country=country)  # type: ignore[attr-defined]
+            if read is None:
+                return None, None
+            idx = read.frame_no if read.frame_no is not None and 0 <= read.frame_no < len(frames) else 0
+            best = frames[idx]
+            read = _with_frame_no(read, best.frame_no)
+            return read, best
+        finally:
+            self._anpr_busy_since = None
+            self._anpr_busy.release()
+
+    def build(self, cand: Candidate) -> Violation:
+        cfg = self._cfg
+        p = cand.pass_
+        vid = str(uuid.uuid4())
+        t, window = self.frames_for(p)
+        evidence_problem: str | None = None
+        try:
+            picked = select_frames(window, t, max(cfg.camera.evidence_frames, 4)) if window else []
+        except EvidenceError as exc:  # no frame of that instant: keep the measurement, say why
+            picked, evidence_problem = [], str(exc)
+        if not window:
+            evidence_problem = "no camera frames in the trigger window (camera lost?)"
+        if evidence_problem:
+            log.warning("violation %s without images: %s", vid, evidence_problem)
+
+        plate: PlateRead | None = None
+        plate_frame: Frame | None = None
+        pending = False
+        future: cf.Future | None = None
+        if cfg.anpr.enabled and self._reader is not None and picked:
+            if self._anpr_busy.acquire(blocking=False):
+                future = self._anpr.submit(self._read_plate, picked)
+                try:
+                    plate, plate_frame = future.result(timeout=cfg.anpr.deadline_s)
+                    future = None
+                except cf.TimeoutError:
+                    pending = True
+            else:
+                log.warning("ANPR backlog full: violation %s sealed with plate pending, no read queued", vid)
+                pending = True
+
+        frames = picked[: cfg.camera.evidence_frames]
+        if plate_frame is not None:
+            frames = [plate_frame] + [f for f in frames if f.frame_no != plate_frame.frame_no]
+            frames = frames[: cfg.camera.evidence_frames]
+        bar = DataBar(
+            utc_ns=utc_of(cand.clock, t),
+            clock_synchronized=cand.clock.synchronized,
+            clock_source=cand.clock.source,
+            measured_kmh=cand.decision.measured_kmh,
+            limit_kmh=cand.decision.limit_kmh,
+            direction=p.direction.value if p.direction else "unknown",
+            site_id=cfg.site.id,
+            site_name=cfg.site.name,
+            site_name_local=cfg.site.name_local,
+            device_id=cfg.device.id,
+            packet_id=vid,
+            lane=p.lane,
+        )
+        images = (
+            build_evidence(
+                frames,
+                bar,
+                clock=lambda mono: utc_of(cand.clock, mono),
+                plate_box=plate.box if plate is not None and plate_frame is frames[0] else None,
+                quality=cfg.camera.jpeg_quality,
+            )
+            if frames
+            else []
+        )
+        violation = Violation(
+            violation_id=vid,
+            pass_=p,
+            decision=cand.decision,
+            clock=cand.clock,
+            images=tuple(images),
+            plate=plate,
+            plate_pending=pending,
+            extra={
+                "trigger_mono_ns": t,
+                "decided_mono_ns": cand.decided_mono_ns,
+                "frames_in_window": len(window),
+            },
+        )
+        if future is not None:
+            future.add_done_callback(lambda f, v=violation: self._late(v, f))
+        return violation
+
+    def _late(self, v: Violation, f: cf.Future) -> None:
+        try:
+            plate, _ = f.result()
+        except Exception:  # the amendment still tells the registry the read failed
+            log.exception("late plate read failed for %s", v.violation_id)
+            plate = None
+        self._on_late_plate(v, plate)
+
+    def close(self) -> None:
+        self._anpr.shutdown(wait=True, cancel_futures=False)
+
+
+def _with_frame_no(read: PlateRead, frame_no: int) -> PlateRead:
+    from dataclasses import replace
+
+    return replace(read, frame_no=frame_no)

@@ -1,0 +1,146 @@
+"""``python -m models.train {ocr,detector,eval,all}``: reproducible training from fixed seeds.
+
+Seeds: training data uses ``SEEDS["*_train"]`` with the training font pool; selection/validation and
+the model-card test sets use other seeds and only held-out fonts. Intermediate Keras models and logs go
+to models/train/work/ (git-ignored); the chosen .tflite files and their cards go to models/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "train" / "work"
+SEEDS = {"ocr_train": 1, "ocr_select": 2, "det_train": 3, "det_select": 4, "tf": 1234, "eval": 777}
+SIZES = {
+    "ocr_train": int(os.environ.get("ANPR_OCR_N", 45000)),
+    "ocr_epochs": int(os.environ.get("ANPR_OCR_EPOCHS", 7)),
+    "det_train": int(os.environ.get("ANPR_DET_N", 2000)),
+    "det_epochs": int(os.environ.get("ANPR_DET_EPOCHS", 14)),
+}
+
+
+def log(msg: str) -> None:
+    line = f"{time.strftime('%H:%M:%S')} {msg}"
+    print(line, flush=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    with open(WORK / "train.log", "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def _timing(key: str, seconds: float) -> None:
+    p = WORK / "timing.json"
+    d = json.loads(p.read_text()) if p.exists() else {}
+    d[key] = round(seconds, 1)
+    p.write_text(json.dumps(d, indent=1))
+
+
+def _tflite_predict(tf, blob: bytes, x: np.ndarray) -> list[np.ndarray]:
+    it = tf.lite.Interpreter(model_content=blob, num_threads=2)
+    inp = it.get_input_details()[0]
+    it.resize_tensor_input(inp["index"], [len(x), *inp["shape"][1:]])
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    if inp["dtype"] == np.uint8:
+        it.set_tensor(inp["index"], x[..., None].astype(np.uint8))
+    else:
+        it.set_tensor(inp["index"], (x.astype(np.float32) / 255.0)[..., None])
+    it.invoke()
+    outs = sorted(it.get_output_details(), key=lambda d: d["name"])
+    return [it.get_tensor(o["index"]) for o in outs]
+
+
+def cmd_ocr() -> None:
+    import tensorflow as tf
+
+    from models.train import data, export, ocr
+
+    t0 = time.time()
+    x, texts, countries = data.ocr_dataset(SIZES["ocr_train"], SEEDS["ocr_train"], ocr.H, ocr.W, "train")
+    xs, ts, cs = data.ocr_dataset(2000, SEEDS["ocr_select"], ocr.H, ocr.W, "heldout")
+    log(f"ocr data {len(x)} train + {len(xs)} held-out in {time.time() - t0:.0f}s")
+    t1 = time.time()
+    model = ocr.train(tf, x, texts, countries, seed=SEEDS["tf"], epochs=SIZES["ocr_epochs"], log=log)
+    model.save(WORK / "ocr.keras")
+    log(f"ocr trained in {time.time() - t1:.0f}s")
+    y = ocr.encode(ts)
+    best = None
+    for quant in ("int8", "float16"):
+        blob = export.to_tflite(tf, model, quant, x[:1000])
+        outs = _tflite_predict(tf, blob, xs)
+        chars = next(o for o in outs if o.ndim == 3)
+        acc = float(np.mean(np.all(chars.argmax(-1) == y, axis=1)))
+        log(f"ocr {quant}: {len(blob)} bytes, held-out argmax exact {acc:.4f}")
+        if best is None or acc > best[1] + 0.005:
+            best = (quant, acc, blob)
+    assert best is not None
+    (ROOT / "anpr_ocr.tflite").write_bytes(best[2])
+    (WORK / "ocr_quant.txt").write_text(best[0])
+    _timing("ocr_s", time.time() - t0)
+    log(f"ocr chose {best[0]} -> models/anpr_ocr.tflite")
+
+
+def cmd_detector() -> None:
+    import tensorflow as tf
+
+    from models.train import data, detector, export
+
+    t0 = time.time()
+    x, boxes = data.det_dataset(SIZES["det_train"], SEEDS["det_train"], detector.H, detector.W, "train")
+    log(f"det data {len(x)} frames in {time.time() - t0:.0f}s")
+    t1 = time.time()
+    model = detector.train(tf, x, boxes, seed=SEEDS["tf"], epochs=SIZES["det_epochs"], log=log)
+    model.save(WORK / "detector.keras")
+    log(f"det trained in {time.time() - t1:.0f}s")
+    xs, bs = data.det_dataset(200, SEEDS["det_select"], detector.H, detector.W, "heldout")
+    best = None
+    for quant in ("int8", "float16"):
+        blob = export.to_tflite(tf, model, quant, x[:300])
+        out = _tflite_predict(tf, blob, xs)[0]
+        hit = tot = 0
+        for o, b in zip(out, bs, strict=True):
+            for x0, y0, w, h in b:
+                ix = min(detector.GW - 1, int((x0 + w / 2) / detector.STRIDE))
+                iy = min(detector.GH - 1, int((y0 + h / 2) / detector.STRIDE))
+                tot += 1
+                hit += float(o[max(0, iy - 1) : iy + 2, max(0, ix - 1) : ix + 2, 0].max()) > 0.3
+        rec = hit / max(1, tot)
+        log(f"det {quant}: {len(blob)} bytes, held-out centre recall {rec:.4f}")
+        if best is None or rec > best[1] + 0.005:
+            best = (quant, rec, blob)
+    assert best is not None
+    (ROOT / "anpr_detector.tflite").write_bytes(best[2])
+    (WORK / "det_quant.txt").write_text(best[0])
+    _timing("detector_s", time.time() - t0)
+    log(f"det chose {best[0]} -> models/anpr_detector.tflite")
+
+
+def cmd_eval() -> None:
+    from models.train import cards
+
+    t0 = time.time()
+    cards.write_cards(ROOT, WORK, SEEDS, SIZES, log=log)
+    _timing("eval_s", time.time() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m models.train")
+    ap.add_argument("step", choices=["ocr", "detector", "eval", "all"])
+    args = ap.parse_args(argv)
+    steps = ["ocr", "detector", "eval"] if args.step == "all" else [args.step]
+    t0 = time.time()
+    for s in steps:
+        {"ocr": cmd_ocr, "detector": cmd_detector, "eval": cmd_eval}[s]()
+    log(f"{'+'.join(steps)} done in {time.time() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Enforcement: band edges for Morocco and Saudi Arabia, cosine correction, tolerance, limits by time."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from device.config import EnforcementConfig, LaneConfig, SiteConfig, TimeWindow, ToleranceConfig
+from device.enforcement import Enforcer, JurisdictionError, load_jurisdiction
+from device.jurisdictions import Jurisdiction
+from device.model import Direction, Pass
+
+NOON = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)  # a Wednesday
+
+
+def make_pass(
+    peak: float, *, lane: str | None = "1", valid: bool = True, reasons: tuple[str, ...] = ()
+) -> Pass:
+    return Pass(
+        pass_id=str(uuid.uuid4()),
+        start_mono_ns=0,
+        end_mono_ns=1,
+        direction=Direction.INBOUND,
+        readings=(),
+        peak_kmh=peak,
+        peak_mono_ns=0,
+        median_kmh=peak,
+        spread_kmh=0.0,
+        lane=lane,
+        valid=valid,
+        invalid_reasons=reasons,
+    )
+
+
+def site(jur: str = "MA", limit: float = 60.0, angle: float = 0.0, **lane_kw) -> SiteConfig:
+    return SiteConfig(
+        jurisdiction=jur,
+        mount_angle_deg=angle,
+        lanes=[LaneConfig(id="1", direction="inbound", limit_kmh=limit, **lane_kw)],
+    )
+
+
+def peak_for_excess(excess: float, limit: float, tol_fixed: float = 3.0) -> float:
+    """The measured peak (angle 0, below the 100 km/h threshold) that yields exactly this excess."""
+    return limit + excess + tol_fixed
+
+
+MA_EDGES = [
+    (0.0, None),
+    (0.1, "MA-52-05-C3"),
+    (19.9, "MA-52-05-C3"),
+    (20.0, "MA-52-05-C2"),
+    (29.9, "MA-52-05-C2"),
+    (30.0, "MA-52-05-C1"),
+    (49.9, "MA-52-05-C1"),
+    (50.0, "MA-52-05-DELIT"),
+]
+
+
+@pytest.mark.parametrize(("excess", "rule"), MA_EDGES)
+def test_morocco_band_edges(excess: float, rule: str | None) -> None:
+    limit = 40.0  # keeps corrected speed <= 100 km/h so the fixed 3 km/h tolerance applies
+    d = Enforcer(site("MA", limit), EnforcementConfig()).decide(
+        make_pass(peak_for_excess(excess, limit)), when=NOON
+    )
+    assert d.excess_kmh == pytest.approx(excess, abs=1e-9)
+    assert d.enforced_kmh == d.corrected_kmh - 3.0 and d.excess_kmh == d.enforced_kmh - limit
+    assert d.rule_id == rule and d.violation is (rule is not None)
+    band = {b.id: b for b in load_jurisdiction("MA").bands}.get(rule)
+    if band:
+        assert (d.degree, d.fine_min, d.fine_max, d.points, d.settleable) == (
+            band.degree,
+            band.fine_min,
+            band.fine_max,
+            band.points,
+            band.settleable,
+        )
+        assert d.currency == "MAD" and d.verified_schedule
+
+
+def test_morocco_schedule_content() -> None:
+    ma = {b.id: b for b in load_jurisdiction("MA").bands}
+    assert (ma["MA-52-05-C3"].fine_min, ma["MA-52-05-C3"].fine_max, ma["MA-52-05-C3"].points) == (300, 600, 0)
+    assert (ma["MA-52-05-C2"].fine_min, ma["MA-52-05-C2"].fine_max, ma["MA-52-05-C2"].points) == (
+        500,
+        1000,
+        4,
+    )
+    assert (ma["MA-52-05-C1"].fine_min, ma["MA-52-05-C1"].fine_max, ma["MA-52-05-C1"].points) == (
+        700,
+        1400,
+        4,
+    )
+    assert ma["MA-52-05-DELIT"].settleable is False and ma["MA-52-05-DELIT"].fine_min is None
+
+
+SA_EDGES = [
+    (9.9, None, None),
+    (10.0, "SA-SPD-10", (150, 300)),
+    (19.9, "SA-SPD-10", (150, 300)),
+    (20.0, "SA-SPD-20", (300, 500)),
+    (29.9, "SA-SPD-20", (300, 500)),
+    (30.0, "SA-SPD-30", (800, 1000)),
+    (39.9, "SA-SPD-30", (800, 1000)),
+    (40.0, "SA-SPD-40", (1200, 1500)),
+    (49.9, "SA-SPD-40", (1200, 1500)),
+    (50.0, "SA-SPD-50", (1500, 2000)),
+]
+
+
+@pytest.mark.parametrize(("excess", "rule", "fines"), SA_EDGES)
+def test_saudi_band_edges(excess: float, rule: str | None, fines: tuple[int, int] | None) -> None:
+    limit = 40.0
+    d = Enforcer(site("SA", limit), EnforcementConfig()).decide(
+        make_pass(peak_for_excess(excess, limit)), when=NOON
+    )
+    assert d.excess_kmh == pytest.approx(excess, abs=1e-9)
+    assert d.rule_id == rule and d.violation is (rule is not None)
+    assert d.currency == "SAR"
+    if fines:
+        assert (d.fine_min, d.fine_max) == fines
+    else:
+        assert "below the first SA band" in d.reason
+
+
+def test_tolerance_fixed_up_to_threshold_then_percent_of_corrected_speed() -> None:
+    e = Enforcer(site("MA", 90.0), EnforcementConfig())
+    d = e.decide(make_pass(100.0), when=NOON)  # exactly at the threshold: fixed
+    assert d.tolerance_kmh == 3.0 and d.enforced_kmh == 97.0 and d.excess_kmh == 7.0
+    d = e.decide(make_pass(150.0), when=NOON)
+    assert d.tolerance_kmh == pytest.approx(4.5) and d.enforced_kmh == pytest.approx(145.5)
+    assert d.excess_kmh == pytest.approx(55.5) and d.rule_id == "MA-52-05-DELIT" and not d.settleable
+    # the enforcement config overrides the jurisdiction's tolerance
+    e2 = Enforcer(
+        site("MA", 90.0),
+        EnforcementConfig(tolerance=ToleranceConfig(fixed_kmh=5, threshold_kmh=120, percent=5)),
+    )
+    assert e2.decide(make_pass(110.0), when=NOON).tolerance_kmh == 5.0
+    assert e2.decide(make_pass(130.0), when=NOON).tolerance_kmh == pytest.approx(6.5)
+
+
+def test_cosine_correction_before_tolerance() -> None:
+    angle = 20.0
+    e = Enforcer(site("MA", 60.0, angle=angle), EnforcementConfig())
+    measured = 70.0
+    d = e.decide(make_pass(measured), when=NOON)
+    k = 1 / math.cos(math.radians(angle))
+    assert d.cosine_factor == pytest.approx(k) and d.mount_angle_deg == angle
+    assert d.measured_kmh == measured and d.corrected_kmh == pytest.approx(measured * k)
+    assert d.enforced_kmh == pytest.approx(measured * k - 3.0)
+    assert d.excess_kmh == pytest.approx(measured * k - 3.0 - 60.0)
+    # the same pass at 0 degrees: no correction
+    d0 = Enforcer(site("MA", 60.0), EnforcementConfig()).decide(make_pass(measured), when=NOON)
+    assert d0.cosine_factor == 1.0 and d0.corrected_kmh == measured and d0.excess_kmh < d.excess_kmh
+
+
+def test_class_limits_and_time_windows_in_site_timezone() -> None:
+    win = TimeWindow(days=["mon", "tue", "wed", "thu", "fri"], start="07:30", end="17:00", limit_kmh=30)
+    s = site("MA", 60.0, class_limits_kmh={"truck": 50.0}, windows=[win])
+    s = s.model_copy(update={"timezone": "Asia/Riyadh"})  # UTC+3, no DST
+    e = Enforcer(s, EnforcementConfig())
+    p = make_pass(45.0)
+    # 04:29 UTC = 07:29 local Wednesday: window not yet active
+    d = e.decide(p, when=datetime(2026, 3, 4, 4, 29, tzinfo=UTC))
+    assert d.limit_kmh == 60.0 and not d.violation and d.vehicle_class == "car"
+    d = e.decide(p, when=datetime(2026, 3, 4, 4, 30, tzinfo=UTC))  # 07:30 local: active
+    assert d.limit_kmh == 30.0 and d.violation and d.excess_kmh == pytest.approx(12.0)
+    d = e.decide(p, when=datetime(2026, 3, 4, 14, 0, tzinfo=UTC))  # 17:00 local: end excluded
+    assert d.limit_kmh == 60.0
+    d = e.decide(p, when=datetime(2026, 3, 7, 6, 0, tzinfo=UTC))  # Saturday
+    assert d.limit_kmh == 60.0
+    d = e.decide(make_pass(56.0), vehicle_class="truck", when=datetime(2026, 3, 7, 6, 0, tzinfo=UTC))
+    assert d.limit_kmh == 50.0 and d.vehicle_class == "truck" and d.excess_kmh == pytest.approx(3.0)
+    with pytest.raises(ValueError):
+        e.decide(p, when=datetime(2026, 3, 4, 12, 0))
+
+
+def test_invalid_pass_is_never_a_violation() -> None:
+    e = Enforcer(site("MA", 60.0), EnforcementConfig())
+    d = e.decide(make_pass(130.0, valid=False, reasons=("two_targets",)), when=NOON)
+    assert not d.violation and "two_targets" in d.reason and d.excess_kmh > 50
+    e2 = Enforcer(site("MA", 60.0), EnforcementConfig(enforce_invalid_passes=True))
+    assert e2.decide(make_pass(130.0, valid=False, reasons=("x",)), when=NOON).violation
+
+
+def test_lane_lookup_falls_back_to_direction() -> None:
+    s = SiteConfig(
+        lanes=[
+            LaneConfig(id="A", direction="outbound", limit_kmh=50),
+            LaneConfig(id="B", direction="inbound", limit_kmh=70),
+        ]
+    )
+    d = Enforcer(s, EnforcementConfig()).decide(make_pass(80.0, lane=None), when=NOON)
+    assert d.lane == "B" and d.limit_kmh == 70.0
+
+
+@pytest.mark.parametrize("code", ["EG", "MR"])
+def test_stubs_are_marked_unverified(code: str) -> None:
+    j = load_jurisdiction(code)
+    assert j.verified is False and "UNVERIFIED" in j.source
+    d = Enforcer(site(code, 60.0), EnforcementConfig()).decide(make_pass(80.0), when=NOON)
+    assert d.verified_schedule is False and "UNVERIFIED" in d.reason
+
+
+def test_bad_tables_are_rejected() -> None:
+    with pytest.raises(JurisdictionError):
+        load_jurisdiction("ZZ")
+    good = load_jurisdiction("MA").model_dump()
+    gap = dict(good, bands=[good["bands"][0], good["bands"][2]])
+    with pytest.raises(ValueError, match="must end where"):
+        Jurisdiction.model_validate(gap)
+    with pytest.raises(ValueError):
+        Jurisdiction.model_validate(dict(good, typo_key=1))

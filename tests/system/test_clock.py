@@ -1,0 +1,275 @@
+"""Clock sync sources (chronyc / timedatectl parsing, the real adjtimex) and jump detection."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from pydantic import ValidationError
+
+from device.clock import (
+    STA_NANO,
+    STA_PPSSIGNAL,
+    STA_PPSTIME,
+    STA_UNSYNC,
+    TIME_ERROR,
+    Adjtimex,
+    ClockMonitor,
+    ClockSourceError,
+    SyncState,
+    adjtimex_raw,
+    parse_chronyc_tracking,
+    parse_timedatectl,
+    read_adjtimex,
+    reader_for,
+    state_from_adjtimex,
+)
+from device.config import ClockConfig
+
+# `chronyc -c tracking` as printed by chrony 4.x (Debian bookworm): ref id, name, stratum, ref time,
+# system time, last offset, RMS offset, frequency, residual freq, skew, root delay, root dispersion,
+# update interval, leap status.
+CHRONY_NTP = (
+    "C0A80001,192.168.0.1,3,1763772000.123456789,-0.000012345,0.000001234,0.000023456,"
+    "-12.345,0.001,0.050,0.012345678,0.001234567,64.2,Normal\n"
+)
+CHRONY_GPS = (
+    "47505300,GPS,1,1763772000.000000001,0.000000500,0.000000100,0.000000300,"
+    "1.500,0.000,0.010,0.000000000,0.000015000,16.0,Normal\n"
+)
+CHRONY_PPS_BY_REFID = (
+    "50505300,50505300,1,1763772000.000000001,0.000000200,0.000000100,0.000000300,"
+    "1.500,0.000,0.010,0.000000000,0.000001000,16.0,Normal\n"
+)
+CHRONY_UNSYNC = (
+    "00000000,,0,0.000000000,0.000000000,0.000000000,0.000000000,"
+    "0.000,0.000,0.000,1.000000000,1.000000000,0.0,Not synchronised\n"
+)
+
+
+def fields(line: str) -> list[str]:
+    return line.strip().split(",")
+
+
+def test_chronyc_synchronised_ntp_with_error_bound_from_the_fields():
+    st = parse_chronyc_tracking(CHRONY_NTP)
+    f = fields(CHRONY_NTP)
+    assert st.synchronized and st.source == "ntp" and st.method == "chrony"
+    assert st.offset_ns == round(float(f[4]) * 1e9)
+    expected_max = abs(float(f[4])) + float(f[10]) / 2 + float(f[11])
+    assert st.max_error_ns == round(expected_max * 1e9)
+    assert "stratum=3" in st.detail and "192.168.0.1" in st.detail
+
+
+def test_chronyc_reference_clocks_are_named():
+    assert parse_chronyc_tracking(CHRONY_GPS).source == "gps"
+    assert parse_chronyc_tracking(CHRONY_PPS_BY_REFID).source == "pps"
+
+
+def test_chronyc_not_synchronised():
+    st = parse_chronyc_tracking(CHRONY_UNSYNC)
+    assert not st.synchronized and st.source == "none"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "506 Cannot talk to daemon\n", CHRONY_NTP.replace(",3,", ",three,"), "a,b,c\n"],
+)
+def test_chronyc_garbage_is_a_clear_error(text):
+    with pytest.raises(ClockSourceError, match="chronyc tracking"):
+        parse_chronyc_tracking(text)
+
+
+def test_timedatectl_parsing():
+    assert parse_timedatectl("NTPSynchronized=yes\n").synchronized
+    no = parse_timedatectl("NTPSynchronized=no\n")
+    assert not no.synchronized and no.source == "none"
+    with pytest.raises(ClockSourceError):
+        parse_timedatectl("NTPSynchronized=maybe\n")
+    with pytest.raises(ClockSourceError):
+        parse_timedatectl("Failed to connect to bus: Host is down\n")
+
+
+def test_adjtimex_on_this_machine_is_sane():
+    raw = adjtimex_raw()
+    assert 0 <= raw.state <= TIME_ERROR
+    assert raw.maxerror_us >= 0 and raw.esterror_us >= 0
+    st = read_adjtimex()
+    assert st.method == "adjtimex"
+    assert st.synchronized == (not raw.status & STA_UNSYNC and raw.state != TIME_ERROR)
+    assert st.max_error_ns == raw.maxerror_us * 1000
+    # The kernel caps maxerror at 16 s (NTP_PHASE_LIMIT) and sets STA_UNSYNC when it gets there.
+    assert raw.maxerror_us <= 16_000_000
+
+
+def test_state_from_adjtimex_flags():
+    ok = state_from_adjtimex(Adjtimex(0, STA_NANO, 1500, 2000, 100))
+    assert ok.synchronized and ok.source == "ntp" and ok.offset_ns == 1500 and ok.max_error_ns == 2_000_000
+    assert not state_from_adjtimex(Adjtimex(0, STA_UNSYNC, 0, 16_000_000, 16_000_000)).synchronized
+    assert not state_from_adjtimex(Adjtimex(TIME_ERROR, 0, 0, 10, 10)).synchronized
+    assert state_from_adjtimex(Adjtimex(0, STA_PPSTIME | STA_PPSSIGNAL, 0, 10, 1)).source == "pps"
+
+
+def test_auto_reads_something_on_linux():
+    st = reader_for("auto")()
+    assert st.method in ("chrony", "adjtimex")
+    assert st.source in ("ntp", "gps", "pps", "rtc", "none", "unknown")
+
+
+def test_unknown_source_and_bad_config_are_errors():
+    with pytest.raises(ValueError):
+        reader_for("sundial")
+    with pytest.raises(ValidationError):
+        ClockConfig(refresh_s=0)
+    with pytest.raises(ValidationError):
+        ClockConfig(source="sundial")
+
+
+class SteppableClock:
+    """Wall and monotonic clocks the test can step (what `date -s` or chrony makestep do)."""
+
+    def __init__(self) -> None:
+        self.mono = 5_000_000_000
+        self.utc = 1_763_772_000_000_000_000
+
+    def wall_ns(self) -> int:
+        return self.utc
+
+    def mono_ns(self) -> int:
+        return self.mono
+
+    def advance(self, ns: int) -> None:
+        self.mono += ns
+        self.utc += ns
+
+
+def synced() -> SyncState:
+    return SyncState(True, "ntp", "test", offset_ns=1000, max_error_ns=2_000_000)
+
+
+def test_jump_above_threshold_fires_callback_with_both_offsets():
+    clk = SteppableClock()
+    jumps: list[tuple[int, int]] = []
+    mon = ClockMonitor(
+        ClockConfig(jump_threshold_ms=500),
+        reader=synced,
+        wall_ns=clk.wall_ns,
+        mono_ns=clk.mono_ns,
+        on_jump=lambda old, new: jumps.append((old, new)),
+    )
+    mon.refresh()
+    base = clk.utc - clk.mono
+    clk.advance(5_000_000_000)
+    clk.utc += 100_000_000  # a 100 ms slew-sized change: not a jump
+    mon.refresh()
+    assert jumps == []
+    clk.advance(5_000_000_000)
+    clk.utc += 2_000_000_000  # stepped 2 s forward
+    mon.refresh()
+    assert jumps == [(base + 100_000_000, base + 2_100_000_000)]
+    clk.utc -= 3_000_000_000  # and 3 s back
+    mon.refresh()
+    assert len(jumps) == 2 and jumps[1][1] - jumps[1][0] == -3_000_000_000
+    assert mon.jumps == 2
+
+
+def test_stamp_uses_cached_state_and_the_injected_clocks():
+    clk = SteppableClock()
+    calls = []
+
+    def reader() -> SyncState:
+        calls.append(1)
+        return synced()
+
+    mon = ClockMonitor(ClockConfig(), reader=reader, wall_ns=clk.wall_ns, mono_ns=clk.mono_ns)
+    before = mon.stamp()
+    assert not before.synchronized and before.source == "unknown"  # nothing read yet: not trusted
+    mon.refresh()
+    for _ in range(100):
+        s = mon.stamp()
+    assert len(calls) == 1  # stamps never call the source
+    assert (s.utc_ns, s.mono_ns) == (clk.utc, clk.mono)
+    assert s.synchronized and s.source == "ntp" and s.offset_ns == 1000 and s.max_error_ns == 2_000_000
+    assert mon.utc_for_mono(clk.mono - 1_000) == clk.utc - 1_000
+
+
+def test_error_bound_above_config_means_unsynchronised():
+    mon = ClockMonitor(
+        ClockConfig(max_error_ms=1.0),
+        reader=lambda: SyncState(True, "ntp", "test", offset_ns=0, max_error_ns=5_000_000),
+    )
+    st = mon.refresh()
+    assert not st.synchronized and "max error" in st.detail
+    assert not mon.stamp().synchronized
+
+
+def test_failing_source_means_unsynchronised_not_a_crash():
+    def boom() -> SyncState:
+        raise ClockSourceError("chronyc exit 1: 506 Cannot talk to daemon")
+
+    mon = ClockMonitor(ClockConfig(), reader=boom)
+    st = mon.refresh()
+    assert not st.synchronized and st.method == "error" and "506" in st.detail
+
+
+def test_failing_jump_callback_does_not_break_refresh():
+    clk = SteppableClock()
+
+    def bad(old: int, new: int) -> None:
+        raise RuntimeError("outbox closed")
+
+    mon = ClockMonitor(ClockConfig(), reader=synced, wall_ns=clk.wall_ns, mono_ns=clk.mono_ns, on_jump=bad)
+    mon.refresh()
+    clk.utc += 10_000_000_000
+    assert mon.refresh().synchronized
+    assert mon.jumps == 1
+
+
+def test_assume_sources():
+    assert ClockMonitor(ClockConfig(source="assume-synced")).refresh().synchronized
+    assert not ClockMonitor(ClockConfig(source="assume-unsynced")).refresh().synchronized
+
+
+def test_maybe_refresh_follows_refresh_s():
+    clk = SteppableClock()
+    mon = ClockMonitor(ClockConfig(refresh_s=5.0), reader=synced, wall_ns=clk.wall_ns, mono_ns=clk.mono_ns)
+    assert mon.maybe_refresh()
+    clk.advance(4_000_000_000)
+    assert not mon.maybe_refresh()
+    clk.advance(1_500_000_000)
+    assert mon.maybe_refresh()
+
+
+def test_background_thread_refreshes_and_stops():
+    count = 0
+    third = threading.Event()
+
+    def reader() -> SyncState:
+        nonlocal count
+        count += 1
+        if count >= 3:
+            third.set()
+        return synced()
+
+    mon = ClockMonitor(ClockConfig(refresh_s=0.01), reader=reader)
+    with mon:
+        assert third.wait(5.0)
+    n = count
+    mon.refresh()  # the thread is joined: only this explicit call counts now
+    assert count == n + 1
+    assert mon.status()["synchronized"] is True
+
+
+def test_stamp_after_an_unreported_step_is_not_trusted():
+    clk = SteppableClock()
+    mon = ClockMonitor(
+        ClockConfig(jump_threshold_ms=500), reader=synced, wall_ns=clk.wall_ns, mono_ns=clk.mono_ns
+    )
+    mon.refresh()
+    clk.advance(1_000_000_000)
+    clk.utc += 100_000_000  # slew-sized: still trusted
+    assert mon.stamp().synchronized
+    clk.utc += 1_000_000_000  # stepped, background refresh not run yet
+    assert not mon.stamp().synchronized
+    mon.refresh()  # reports the jump and rebases: trusted again
+    assert mon.jumps == 1 and mon.stamp().synchronized

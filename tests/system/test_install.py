@@ -1,0 +1,171 @@
+"""systemd/install.sh: --dry-run changes nothing and shows every step; an offline install into an
+image root (--root) creates users, files and the key with the right owners, and is idempotent."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+INSTALL = REPO / "systemd" / "install.sh"
+RADARCAM = Path(sys.executable).with_name("radarcam")
+needs_systemd_tools = pytest.mark.skipif(
+    not (shutil.which("systemd-sysusers") and shutil.which("systemd-tmpfiles") and shutil.which("systemctl")),
+    reason="systemd-sysusers / systemd-tmpfiles / systemctl not installed",
+)
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(["bash", str(INSTALL), *args], capture_output=True, text=True, timeout=120)
+    if check:
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    return res
+
+
+def test_script_syntax():
+    subprocess.run(["bash", "-n", str(INSTALL)], check=True)
+    assert os.access(INSTALL, os.X_OK)
+
+
+def test_dry_run_prints_every_step_and_changes_nothing(tmp_path):
+    prefix = tmp_path / "opt" / "radarcam"
+    watched = [Path(p) for p in ("/etc/radarcam", "/etc/systemd/system/radarcam.service", "/etc/sysusers.d")]
+    before = {p: p.exists() and p.stat().st_mtime_ns for p in watched}
+    out = sh("--dry-run", "--prefix", str(prefix), "--with-chrony").stdout
+    assert {p: p.exists() and p.stat().st_mtime_ns for p in watched} == before
+    assert not prefix.exists() and not (tmp_path / "opt").exists()
+    # Packages: only missing ones are listed, so look for the install command and the flag.
+    for step in (
+        "systemd-sysusers /etc/sysusers.d/radarcam.conf",
+        "/etc/systemd/system/radarcam.service",
+        "/etc/systemd/system/radarcam-console.service",
+        "/etc/udev/rules.d/99-radarcam.rules",
+        "systemd-tmpfiles --create /etc/tmpfiles.d/radarcam.conf",
+        f"python3 -m venv --system-site-packages {prefix}/venv",
+        f"{prefix}/venv/bin/pip install",
+        f"runuser -u radarcam -- {prefix}/venv/bin/radarcam keys init --path /etc/radarcam/keys/signing-key.pem",
+        "chmod 0600 /etc/radarcam/keys/signing-key.pem",
+        "systemctl enable radarcam.service radarcam-console.service",
+        "udevadm control --reload-rules",
+    ):
+        assert f"{step}" in out, step
+    assert "/usr/share/radarcam/models/anpr_ocr.tflite" in out
+    apt_lines = [ln for ln in out.splitlines() if "apt-get install" in ln]
+    assert all("--no-install-recommends" in ln for ln in apt_lines)
+    assert apt_lines or "Debian packages: all present" in out
+    for line in out.splitlines():
+        assert line.startswith(("[dry-run] ", "radarcam-install: ", "  ")), line
+    assert "setup code" in out  # the console hint
+
+
+def test_bad_options_are_refused(tmp_path):
+    res = sh("--frobnicate", check=False)
+    assert res.returncode == 2 and "unknown option --frobnicate" in res.stderr
+    res = sh("--root", str(tmp_path), check=False)
+    assert res.returncode == 2 and "--no-venv" in res.stderr
+
+
+def tree_digest(root: Path) -> dict[str, tuple[str, int, int, int]]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        data = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink() else ""
+        out[str(p.relative_to(root))] = (data, st.st_mode, st.st_uid, st.st_gid)
+    return out
+
+
+def ids(root: Path, name: str) -> tuple[int, int]:
+    for line in (root / "etc" / "passwd").read_text().splitlines():
+        f = line.split(":")
+        if f[0] == name:
+            return int(f[2]), int(f[3])
+    raise AssertionError(f"{name} not in image passwd")
+
+
+@needs_systemd_tools
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to the image's users needs root")
+def test_offline_install_into_image_is_complete_and_idempotent(tmp_path):
+    root = tmp_path / "img"
+    (root / "etc").mkdir(parents=True)
+    for f in ("passwd", "group", "os-release"):
+        if Path("/etc", f).exists():
+            shutil.copy(Path("/etc", f), root / "etc" / f)
+    args = ("--root", str(root), "--no-apt", "--no-venv", "--radarcam-bin", str(RADARCAM))
+    first = sh(*args).stdout
+    assert "creating the signing key" in first
+
+    daemon_uid, daemon_gid = ids(root, "radarcam")
+    console_uid, console_gid = ids(root, "radarcam-console")
+    assert daemon_uid != console_uid
+    key = root / "etc/radarcam/keys/signing-key.pem"
+    st = key.stat()
+    assert (st.st_mode & 0o777, st.st_uid) == (0o600, daemon_uid)
+    keys_dir = key.parent.stat()
+    assert (keys_dir.st_mode & 0o7777, keys_dir.st_uid) == (0o700, daemon_uid)
+    etc = (root / "etc/radarcam").stat()
+    assert (etc.st_mode & 0o7777, etc.st_gid) == (0o3770, console_gid)
+    cfg = (root / "etc/radarcam/radarcam.toml").stat()
+    assert (cfg.st_mode & 0o777, cfg.st_uid) == (0o640, console_uid)
+    for unit in ("radarcam.service", "radarcam-console.service"):
+        assert (root / "etc/systemd/system" / unit).read_bytes() == (REPO / "systemd" / unit).read_bytes()
+        assert (root / "etc/systemd/system/multi-user.target.wants" / unit).is_symlink()
+    assert (root / "etc/udev/rules.d/99-radarcam.rules").exists()
+    for model in (REPO / "models").glob("*.tflite"):
+        assert (root / "usr/share/radarcam/models" / model.name).read_bytes() == model.read_bytes()
+    run_dir = (root / "run/radarcam").stat()
+    assert (run_dir.st_mode & 0o777, run_dir.st_uid) == (0o711, daemon_uid)
+    groups = (root / "etc/group").read_text()
+    for g in ("dialout", "video", "gpio", "radarcam-console"):
+        line = next(ln for ln in groups.splitlines() if ln.startswith(g + ":"))
+        assert "radarcam" in line.split(":")[3].split(","), line
+
+    # The console user cannot read the key; the daemon user can (real permission checks, as each user
+    # with its image groups, resolving from the image's /etc so the temp dir's own modes do not matter).
+    def groups_of(user: str) -> list[int]:
+        return [int(f[2]) for f in (ln.split(":") for ln in groups.splitlines()) if user in f[3].split(",")]
+
+    etc_fd = os.open(root / "etc", os.O_RDONLY | os.O_DIRECTORY)
+
+    def can_read(uid: int, gid: int, user: str) -> bool:
+        code = (
+            f"import os; os.setgroups({groups_of(user)}); os.setgid({gid}); os.setuid({uid}); "
+            f"os.read(os.open('radarcam/keys/signing-key.pem', os.O_RDONLY, dir_fd={etc_fd}), 10)"
+        )
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, pass_fds=(etc_fd,))
+        return res.returncode == 0
+
+    try:
+        assert can_read(daemon_uid, daemon_gid, "radarcam")
+        assert not can_read(console_uid, console_gid, "radarcam-console")
+    finally:
+        os.close(etc_fd)
+
+    # Second run: nothing changes; a technician's config edit and the key survive.
+    cfg_path = root / "etc/radarcam/radarcam.toml"
+    cfg_path.write_text(cfg_path.read_text().replace('id = "RC-0001"', 'id = "RC-0042"'))
+    snapshot = tree_digest(root)
+    second = sh(*args).stdout
+    assert "kept existing /etc/radarcam/radarcam.toml" in second
+    assert "kept existing signing key" in second
+    assert "radarcam-install: installing /" not in second
+    assert tree_digest(root) == snapshot
+
+
+def test_example_config_is_valid_and_every_file_names_the_same_key():
+    from device import config as cfgmod
+
+    cfg = cfgmod.load(REPO / "systemd" / "radarcam.toml.example")
+    key = "/etc/radarcam/keys/signing-key.pem"
+    assert str(cfg.device.key_path) == key
+    assert (
+        f"KEY=$ETC/keys/{Path(key).name}" in INSTALL.read_text()
+        and "ETC=/etc/radarcam" in INSTALL.read_text()
+    )
+    assert f"LoadCredential=signing-key:{key}" in (REPO / "systemd" / "radarcam.service").read_text()
+    assert cfg.device.state_dir == Path("/var/lib/radarcam") and cfg.radar.port == "/dev/radar"

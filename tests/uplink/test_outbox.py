@@ -1,0 +1,165 @@
+"""Outbox: seq/prev_hash chain across restarts, states, retention, quota, disk full, corruption."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from device.uplink.outbox import GENESIS_HASH, Outbox, OutboxFull
+from device.uplink.packet import event_payload, verify, violation_payload
+from device.uplink.sample import sample_context, sample_violation
+
+
+def _payload(key, n=0, image_bytes=5_000):
+    return violation_payload(sample_violation(n, image_bytes=image_bytes), sample_context("dev", key.key_id))
+
+
+def _chain_ok(ob, key, seqs):
+    prev = GENESIS_HASH
+    for s in seqs:
+        row = ob.get(s)
+        p = verify(row.data, key)
+        assert p["seq"] == s and p["prev_hash"] == prev
+        assert row.sha256 == hashlib.sha256(row.data).hexdigest()
+        prev = row.sha256
+
+
+def test_seq_and_chain_survive_restart_and_span_kinds(key, tmp_path):
+    ob = Outbox(tmp_path / "o.db", key)
+    a = ob.seal(_payload(key, 1))
+    ev = event_payload("startup", {"reason": "test"}, sample_context("dev", key.key_id), sample_violation().clock)
+    b = ob.seal(ev, kind="event")
+    ob.close()
+    ob = Outbox(tmp_path / "o.db", key)  # restart
+    c = ob.seal(_payload(key, 2))
+    assert (a.seq, b.seq, c.seq) == (1, 2, 3) and b.kind == "event"
+    _chain_ok(ob, key, [1, 2, 3])
+    ob.mark_acked([1, 2, 3])
+    ob.retention_s = 0
+    assert ob.retention() == 3 and ob.get(1) is None
+    d = ob.seal(_payload(key, 3))  # retention never resets the sequence or the chain
+    assert d.seq == 4 and verify(d.data, key)["prev_hash"] == c.sha256
+
+
+def test_states_and_next_unacked(key, tmp_path):
+    ob = Outbox(tmp_path / "o.db", key)
+    for i in range(5):
+        ob.seal(_payload(key, i))
+    assert [r.seq for r in ob.next_unacked(3)] == [1, 2, 3]
+    ob.mark_sent(1)
+    ob.mark_sent_many([2, 3])
+    assert ob.state(1) == "sent" and ob.state(4) == "pending"
+    assert ob.mark_acked([1, 2]) == 2 and ob.mark_acked([1]) == 0
+    st = ob.stats()
+    assert (st["pending"], st["sent"], st["acked"], st["last_seq"]) == (2, 1, 2, 5)
+    assert st["last_ack_time_ns"] is not None
+    assert [r.seq for r in ob.next_unacked(10)] == [3, 4, 5]
+
+
+def test_retention_never_touches_pending_or_sent(key, tmp_path):
+    ob = Outbox(tmp_path / "o.db", key, retention_s=0)
+    for i in range(6):
+        ob.seal(_payload(key, i))
+    ob.mark_sent_many([1, 2, 3, 4])
+    ob.mark_acked([1, 2])
+    assert ob.retention() == 2
+    assert [r.seq for r in ob.next_unacked(10)] == [3, 4, 5, 6]
+
+
+def test_quota_reached_keeps_every_pending_packet(key, tmp_path):
+    """Fault 6: over quota with nothing acked, nothing is removed and new packets keep the measurement."""
+    ob = Outbox(tmp_path / "o.db", key, quota_bytes=200_000, degraded_max_bytes=70_000)
+    payloads = [_payload(key, i, image_bytes=40_000) for i in range(12)]
+    seals = [ob.seal(p) for p in payloads]
+    st = ob.stats()
+    assert st["quota_exceeded"] and st["pending"] == 12 and st["last_seq"] == 12
+    assert ob.retention() == 0
+    assert [r.seq for r in ob.next_unacked(100)] == list(range(1, 13))
+    _chain_ok(ob, key, range(1, 13))
+    last = verify(seals[-1].data, key)
+    assert len(seals[-1].data) <= 70_000  # degraded: smaller images, the same measurement and decision
+    assert last["measurement"] == payloads[-1]["measurement"] and last["decision"] == payloads[-1]["decision"]
+    assert all("reencoded" in im for im in last["images"])
+    ob.mark_acked(range(1, 13))
+    assert ob.retention() > 0  # acked rows may go once over quota
+    after = verify(ob.seal(_payload(key, 99, image_bytes=40_000)).data, key)
+    assert not any("reencoded" in im for im in after["images"])
+    assert ob.stats()["quota_exceeded"] is False
+
+
+def test_disk_full_degrades_then_raises_without_losing_pending(key, tmp_path):
+    ob = Outbox(tmp_path / "o.db", key, degraded_max_bytes=20_000)
+    first = [ob.seal(_payload(key, i, image_bytes=30_000)) for i in range(3)]
+    pages = ob._db.execute("PRAGMA page_count").fetchone()[0]
+    ob._db.execute(f"PRAGMA max_page_count={pages + 12}")  # SQLite reports "database or disk is full"
+    small = ob.seal(_payload(key, 10, image_bytes=30_000))  # shrunk to fit the last pages
+    assert ob.stats()["disk_full"] and small.seq == 4
+    with pytest.raises(OutboxFull, match="disk full"):
+        for i in range(50):
+            ob.seal(_payload(key, 20 + i, image_bytes=30_000))
+    assert ob.stats()["disk_full"]
+    kept = [r.seq for r in ob.next_unacked(100)]
+    assert kept[:4] == [s.seq for s in first] + [4]
+    _chain_ok(ob, key, kept)
+
+
+def test_corrupt_database_is_moved_aside_not_deleted(key, tmp_path):
+    path = tmp_path / "o.db"
+    path.write_bytes(b"this is not an sqlite database" * 200)
+    original = path.read_bytes()
+    ob = Outbox(path, key)
+    st = ob.stats()
+    assert len(st["corrupt_moved_to"]) == 1 and "corrupt" in st["last_error"]
+    assert Path(st["corrupt_moved_to"][0]).read_bytes() == original
+    assert ob.seal(_payload(key)).seq == 1
+
+
+def test_corrupt_page_keeps_seq_when_head_is_readable(key, tmp_path):
+    path = tmp_path / "o.db"
+    ob = Outbox(path, key)
+    for i in range(3):
+        ob.seal(_payload(key, i, image_bytes=20_000))
+    ob._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    ob.close()
+    raw = bytearray(path.read_bytes())
+    with sqlite3.connect(path) as db:
+        root = (db.execute("SELECT rootpage FROM sqlite_master WHERE name='packets'").fetchone()[0] - 1) * 4096
+    raw[root : root + 64] = b"\xff" * 64  # damage the packets table's root page, not the meta table
+    path.write_bytes(bytes(raw))
+    ob = Outbox(path, key)
+    assert ob.stats()["corrupt_moved_to"]
+    assert ob.seal(_payload(key, 9)).seq == 4  # never reused
+
+
+def test_concurrent_seal_and_ack_threads(key, tmp_path):
+    ob = Outbox(tmp_path / "o.db", key)
+    errors = []
+
+    def sealer():
+        try:
+            for i in range(25):
+                ob.seal(_payload(key, i, image_bytes=2_000))
+        except Exception as exc:
+            errors.append(exc)
+
+    def acker():
+        try:
+            for _ in range(200):
+                rows = ob.next_unacked(5)
+                ob.mark_sent_many([r.seq for r in rows])
+                ob.mark_acked([r.seq for r in rows[:2]])
+        except Exception as exc:
+            errors.append(exc)
+
+    ts = [threading.Thread(target=sealer), threading.Thread(target=sealer), threading.Thread(target=acker)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+    assert ob.stats()["last_seq"] == 50
+    _chain_ok(ob, key, range(1, 51))

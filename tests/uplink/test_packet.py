@@ -1,0 +1,137 @@
+"""Packet format: COSE_Sign1 structure, independent verification (pycose), failure reasons, size cap."""
+
+from __future__ import annotations
+
+import hashlib
+
+import cbor2
+import pytest
+from pycose.keys import OKPKey
+from pycose.messages import Sign1Message
+
+from device.uplink.keys import generate_key, raw_public
+from device.uplink.packet import (
+    ALG_EDDSA,
+    PacketError,
+    encoded_size,
+    event_payload,
+    fit_to_size,
+    parse,
+    seal_bytes,
+    verify,
+    violation_payload,
+)
+from device.uplink.sample import sample_context, sample_violation
+
+
+@pytest.fixture
+def key(tmp_path):
+    return generate_key(tmp_path / "k.pem")
+
+
+def _sealed(key, v=None, **extra):
+    v = v or sample_violation(3)
+    p = violation_payload(v, sample_context("dev-1", key.key_id)) | {"seq": 7, "prev_hash": "ab" * 32} | extra
+    return v, seal_bytes(p, key)
+
+
+def test_independent_cose_implementation_verifies(key):
+    _, data = _sealed(key)
+    # pycose 1.1 decode() expects a list and dict inside the tag; cbor2 6 yields immutable ones, so the tag is
+    # unwrapped here and pycose does everything else (header parsing, Sig_structure, Ed25519 check).
+    tag = cbor2.loads(data)
+    assert tag.tag == 18
+    protected, unprotected, payload, signature = tag.value
+    msg = Sign1Message.from_cose_obj([protected, dict(unprotected), payload, signature], True)
+    msg.key = OKPKey(crv="Ed25519", x=raw_public(key.public_key))
+    assert msg.verify_signature()
+    assert msg.phdr  # alg, content type and kid travel in the protected header
+    assert cbor2.loads(msg.payload)["seq"] == 7
+    wrong = generate_key(key.path.with_name("other.pem"))
+    msg.key = OKPKey(crv="Ed25519", x=raw_public(wrong.public_key))
+    assert not msg.verify_signature()
+
+
+def test_structure_and_every_field_unrounded(key):
+    v, data = _sealed(key)
+    tag = cbor2.loads(data)
+    assert tag.tag == 18
+    hdr = cbor2.loads(tag.value[0])
+    assert hdr[1] == ALG_EDDSA and hdr[4] == key.key_id_bytes and isinstance(hdr[3], str)
+    p = verify(data, key.public_key)
+    assert p["packet_id"] == v.violation_id and p["device_id"] == "dev-1" and p["key_id"] == key.key_id
+    assert p["time"]["utc_ns"] == v.clock.utc_ns and p["time"]["synchronized"] is v.clock.synchronized
+    got = p["measurement"]["readings"]
+    assert len(got) == len(v.pass_.readings)
+    for g, r in zip(got, v.pass_.readings, strict=True):
+        assert g["speed_kmh"] == r.speed_kmh and g["speed_raw"] == r.speed_raw  # exact float equality
+        assert g["t_mono_ns"] == r.t_mono_ns and g["sensor_time"] == r.sensor_time
+    d = v.decision
+    assert p["measurement"]["enforced_kmh"] == d.enforced_kmh
+    assert p["decision"]["fine_max"] == d.fine_max and p["decision"]["settleable"] == d.settleable
+    assert set(p["decision"]) == set(d.__dataclass_fields__)
+    assert p["plate"]["text"] == v.plate.text and p["plate"]["status"] == "read"
+    for img, src in zip(p["images"], v.images, strict=True):
+        assert img["jpeg"] == src.jpeg and img["sha256"] == hashlib.sha256(src.jpeg).hexdigest()
+    assert p["site"]["limit_kmh"] == d.limit_kmh and p["measurement"]["radar"]["serial_number"] == "OPS-TEST-1"
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (lambda d: d[: len(d) // 2], "malformed CBOR"),
+        (lambda d: b"", "empty"),
+        (lambda d: cbor2.dumps([1, 2, 3]), "tag 18"),
+        (lambda d: d[:-10] + bytes([d[-10] ^ 1]) + d[-9:], "bad signature"),
+        (lambda d: d.replace(b"inbound", b"outbnd!", 1), "bad signature"),
+    ],
+)
+def test_bad_packets_have_one_line_reasons(key, mangle, reason):
+    _, data = _sealed(key)
+    with pytest.raises(PacketError, match=reason) as exc:
+        verify(mangle(data), key.public_key)
+    assert "\n" not in str(exc.value)
+
+
+def test_wrong_key_is_named(key, tmp_path):
+    _, data = _sealed(key)
+    other = generate_key(tmp_path / "o.pem")
+    with pytest.raises(PacketError, match="key id"):
+        verify(data, other.public_key)
+    assert parse(data).kid == key.key_id
+
+
+def test_fit_to_size_shrinks_images_never_the_measurement(key):
+    v = sample_violation(1, image_bytes=120_000)
+    p = violation_payload(v, sample_context("dev-1", key.key_id))
+    cap = 80_000
+    assert encoded_size(p) > cap
+    f = fit_to_size(p, cap)
+    assert encoded_size(f) <= cap
+    assert f["measurement"] == p["measurement"] and f["decision"] == p["decision"]
+    for img, orig in zip(f["images"], v.images, strict=True):
+        assert img["original_sha256"] == orig.sha256
+        assert img["sha256"] == hashlib.sha256(img["jpeg"]).hexdigest() != orig.sha256
+        assert img["reencoded"]["quality"] < 90
+    data = seal_bytes(f | {"seq": 1, "prev_hash": "0" * 64}, key)
+    assert len(data) <= cap
+    assert fit_to_size(p, 10_000_000) is p  # already fits: untouched
+
+
+def test_fit_to_size_without_images_refuses_rather_than_cut(key):
+    p = violation_payload(sample_violation(1, images=0), sample_context("d", key.key_id))
+    with pytest.raises(PacketError, match="over the"):
+        fit_to_size(p, 100)
+
+
+def test_events(key):
+    ctx = sample_context("dev-1", key.key_id)
+    v = sample_violation(1)
+    clock = v.clock
+    e = event_payload("plate_amendment", {"amends": v.violation_id, "text": "1-A-2"}, ctx, clock)
+    assert e["kind"] == "event" and e["event"] == "plate_amendment" and e["body"]["amends"] == v.violation_id
+    assert verify(seal_bytes(e | {"seq": 2, "prev_hash": "0" * 64}, key), key)["body"]["text"] == "1-A-2"
+    with pytest.raises(PacketError, match="amends"):
+        event_payload("plate_amendment", {}, ctx, clock)
+    with pytest.raises(PacketError, match="unknown event kind"):
+        event_payload("nonsense", {}, ctx, clock)
