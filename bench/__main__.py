@@ -14,7 +14,15 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES = ("bench.radar_parse", "bench.capture", "bench.anpr", "bench.uplink", "bench.e2e")
+BENCHES = (
+    "bench.radar_parse",
+    "bench.capture",
+    "bench.anpr",
+    "bench.uplink",
+    "bench.supervision",
+    "bench.console",
+    "bench.e2e",
+)
 
 
 def main(argv: list[str]) -> int:

@@ -60,6 +60,14 @@ and credentials, then disconnect.
 
 ``logs`` args ``{"lines": int = 200}`` -> ``{"lines": [str, ...]}``: the daemon's most recent log lines
 (oldest first) from its in-memory ring, for the console's download page.
+
+Tolerance: the console (``device/console/view.py``) also understands the daemon's native shapes and fills
+gaps with "unknown": ``live_speed: {"kmh", "direction"}``, ``components.outbox`` (outbox stats),
+``components.uplink`` (uplink health), ``clock: {"synchronized", "utc_ns", "offset_ns"}``,
+``tamper: {"cabinet_open"}`` or None, violations with ``enforced_kmh``/``utc_ns``/``images: [{"jpeg_b64"}]``
+(downscaled by the console), ``test_trigger`` answering ``{"ok", "images"}`` or ``{"ok": false, "detail"}``,
+``preview`` with ``jpeg_b64: null`` before the first frame. Prefer the documented fields: a
+``thumbnail_jpeg_b64`` keeps the 2-second dashboard poll small.
 """
 
 from __future__ import annotations
@@ -106,10 +114,18 @@ def _reply(ok: bool, result: Any = None, error: str = "") -> bytes:
 class ControlServer:
     """Serves ``handlers`` on a unix socket from a background thread (one thread per connection)."""
 
-    def __init__(self, path: str | os.PathLike[str], handlers: dict[str, Handler], *, mode: int = 0o660):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        handlers: dict[str, Handler],
+        *,
+        mode: int = 0o660,
+        idle_timeout_s: float = 60.0,
+    ):
         self.path = Path(path)
         self.handlers = dict(handlers)
         self.mode = mode
+        self.idle_timeout_s = idle_timeout_s
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -176,7 +192,7 @@ class ControlServer:
             threading.Thread(target=self._serve, args=(conn,), name="control-conn", daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(None)
+        conn.settimeout(self.idle_timeout_s)  # a silent client must not hold a thread forever
         buf = b""
         discarding = False
         try:

@@ -42,11 +42,18 @@ def handlers_for(d: Daemon) -> dict[str, Callable[[dict], Any]]:
     def status(_: dict) -> Any:
         return _jsonable(d.status())
 
-    def recent(_: dict) -> Any:
-        return {
-            "passes": _jsonable(list(d.recent_passes)),
-            "violations": _jsonable(list(d.recent_violations)),
-        }
+    def recent(args: dict) -> Any:
+        n = max(1, min(int(args.get("limit", 20)), 50))
+        return {"passes": list(d.recent_passes)[:n], "violations": list(d.recent_violations)[:n]}
+
+    def logs(args: dict) -> Any:
+        import logging
+
+        from device.daemon import LogRing
+
+        n = max(1, min(int(args.get("lines", 200)), 2000))
+        ring = next((h for h in logging.getLogger().handlers if isinstance(h, LogRing)), None)
+        return {"lines": list(ring.lines)[-n:] if ring is not None else []}
 
     def preview(_: dict) -> Any:
         img = d.camera.preview()
@@ -90,7 +97,16 @@ def handlers_for(d: Daemon) -> dict[str, Callable[[dict], Any]]:
         images = build_evidence(picked, bar, clock=lambda m: utc_of(stamp, m), quality=80)
         if d.gpio is not None:
             d.gpio.flash()
-        return {"ok": True, "images": _jsonable(images)}
+        from device.daemon import _iso, thumbnail_b64
+
+        overview = images[0]
+        return {
+            "ok": True,
+            "thumbnail_jpeg_b64": thumbnail_b64(overview.jpeg, 640),
+            "width": overview.width,
+            "height": overview.height,
+            "t_utc": _iso(overview.t_utc_ns),
+        }
 
     def reload(args: dict) -> Any:
         return d.reload(audit=list(args.get("audit") or []))
@@ -116,4 +132,5 @@ def handlers_for(d: Daemon) -> dict[str, Callable[[dict], Any]]:
         "selftest": run_selftest,
         "uplink_test": uplink_test,
         "keys": keys,
+        "logs": logs,
     }

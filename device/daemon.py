@@ -79,11 +79,12 @@ class Timings:
 
 
 def default_key_path(cfg: Config) -> Path:
-    if cfg.device.key_path is not None:
-        return cfg.device.key_path
+    """systemd's LoadCredential copy first (the unit's sandbox may hide the original), then config."""
     cred = os.environ.get("CREDENTIALS_DIRECTORY")
     if cred and (Path(cred) / "signing-key").exists():
         return Path(cred) / "signing-key"
+    if cfg.device.key_path is not None:
+        return cfg.device.key_path
     return cfg.device.state_dir / "keys" / "signing-key.pem"
 
 
@@ -131,6 +132,7 @@ class Daemon:
         self.counters = {"readings": 0, "readings_dropped": 0, "passes": 0, "violations": 0, "sealed": 0}
         self.last_speed: dict[str, Any] | None = None
         self.restart_required: list[str] = []
+        self._clock_synced: bool | None = None
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._readings: queue.Queue[Reading] = queue.Queue(READINGS_QUEUE)
@@ -187,7 +189,9 @@ class Daemon:
 
         # Measurement: tracker + enforcement, fed by the radar reader.
         self.tracker = PassTracker(cfg.tracker, cfg.site.lanes)
-        self.enforcer = Enforcer(cfg.site, cfg.enforcement)
+        self.enforcer = Enforcer(
+            cfg.site, cfg.enforcement, calibration_factor=cfg.radar.calibration.scale_factor
+        )
         self._spawn("measure", self._measure_loop, silence_s=5.0)
         self.radar = RadarReader(
             cfg.radar, make_driver(cfg.radar), self._on_reading, max_limit_kmh=max_limit_kmh(cfg)
@@ -240,16 +244,17 @@ class Daemon:
         self.recent_passes.appendleft(
             {
                 "pass_id": p.pass_id,
+                "t_utc": _iso(self.clock.utc_for_mono(p.end_mono_ns)),
                 "lane": p.lane,
-                "direction": p.direction,
+                "direction": p.direction.value if p.direction else None,
                 "peak_kmh": p.peak_kmh,
+                "median_kmh": p.median_kmh,
                 "readings": p.count,
                 "valid": p.valid,
                 "invalid_reasons": list(p.invalid_reasons),
                 "limit_kmh": d.limit_kmh,
                 "enforced_kmh": d.enforced_kmh,
                 "violation": d.violation,
-                "t_mono_ns": p.end_mono_ns,
             }
         )
         if not d.violation:
@@ -342,6 +347,16 @@ class Daemon:
             },
         )
 
+    def _watch_clock_sync(self) -> None:
+        """A change of synchronisation state is evidence context: it is sealed as an event."""
+        synced = self.clock.stamp().synchronized
+        if synced != self._clock_synced:
+            if self._clock_synced is not None:
+                st = self.clock.state
+                kind = "clock_synchronised" if synced else "clock_unsynchronised"
+                self._seal_event(kind, {"source": st.source, "detail": getattr(st, "detail", "")})
+            self._clock_synced = synced
+
     def _tamper(self, opened: bool) -> None:
         self._seal_event("tamper", {"cabinet_open": bool(opened)})
 
@@ -380,8 +395,15 @@ class Daemon:
         while not self._stop.wait(min(0.5, interval / 3)):
             if self._reload.is_set():
                 self._reload.clear()
-                self.reload(audit=[{"source": "SIGHUP"}])
+                self.notifier.reloading()
+                try:
+                    self.reload(audit=[{"source": "SIGHUP"}])
+                except cfgmod.ConfigError as exc:  # the running config stays in force
+                    log.error("reload refused: %s", exc)
+                    self._seal_event("config_rejected", {"error": str(exc)[:2000]})
+                self.notifier.ready()
             watchdog_tick(self.heartbeats, self.notifier)  # WATCHDOG=1 only while every stage is alive
+            self._watch_clock_sync()
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + STATUS_EVERY_S
@@ -412,6 +434,9 @@ class Daemon:
         for t in self._threads:
             if t.name == "evidence":
                 t.join(max(0.1, deadline - time.monotonic() - 2.0))
+        if getattr(self, "outbox", None) is not None and getattr(self, "started_mono_ns", None):
+            with contextlib.suppress(Exception):
+                self._seal_event("shutdown", {"uptime_s": (time.monotonic_ns() - self.started_mono_ns) / 1e9})
         if getattr(self, "camera_thread", None) is not None:
             self.camera_thread.stop()
         if getattr(self, "control", None) is not None:
@@ -441,7 +466,9 @@ class Daemon:
             if getattr(new, s).model_dump() != getattr(self.cfg, s).model_dump()
         ]
         with self._cfg_lock:
-            self.enforcer = Enforcer(new.site, new.enforcement)
+            self.enforcer = Enforcer(
+                new.site, new.enforcement, calibration_factor=new.radar.calibration.scale_factor
+            )
             self.cfg = new
             self.evidence.update_config(new)
         self.restart_required = sorted(set(changed) - set(self.LIVE_SECTIONS))
@@ -560,21 +587,59 @@ class Daemon:
         return srv
 
     def _violation_summary(self, v: Violation, seq: int) -> dict:
+        """What the console's dashboard shows; a small thumbnail keeps its 2 s poll light."""
+        img = next((i for i in v.images if i.role == "overview"), v.images[0] if v.images else None)
         return {
             "packet_id": v.violation_id,
             "seq": seq,
+            "t_utc": _iso(v.clock.utc_ns),
             "lane": v.pass_.lane,
-            "direction": v.pass_.direction,
+            "direction": v.pass_.direction.value if v.pass_.direction else None,
+            "speed_kmh": v.decision.enforced_kmh,
             "measured_kmh": v.decision.measured_kmh,
-            "enforced_kmh": v.decision.enforced_kmh,
             "limit_kmh": v.decision.limit_kmh,
             "degree": v.decision.degree,
             "fine": [v.decision.fine_min, v.decision.fine_max, v.decision.currency],
             "plate": _plate_dict(v.plate),
             "plate_pending": v.plate_pending,
-            "utc_ns": v.clock.utc_ns,
-            "images": [img for img in v.images if img.role == "plate"][:1] or list(v.images[:1]),
+            "thumbnail_jpeg_b64": thumbnail_b64(img.jpeg) if img is not None else None,
         }
+
+
+def _iso(utc_ns: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(utc_ns / 1e9, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def thumbnail_b64(jpeg: bytes, width: int = 320) -> str | None:
+    import base64
+
+    import cv2
+    import numpy as np
+
+    img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        return None
+    h = max(1, round(img.shape[0] * width / img.shape[1]))
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA), [cv2.IMWRITE_JPEG_QUALITY, 70]
+    )
+    return base64.b64encode(buf.tobytes()).decode("ascii") if ok else None
+
+
+class LogRing(logging.Handler):
+    """The last N log lines in memory, for the console's log download (journald has the rest)."""
+
+    def __init__(self, capacity: int = 2000) -> None:
+        super().__init__()
+        self.lines: deque[str] = deque(maxlen=capacity)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:
+            self.handleError(record)
 
 
 def _plate_full(p: PlateRead | None) -> dict | None:
@@ -595,7 +660,7 @@ def _plate_dict(p: PlateRead | None) -> dict | None:
     return {"text": p.text, "text_latin": p.text_latin, "country": p.country, "confidence": p.confidence}
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO") -> LogRing:
     """Structured one-line JSON logs on stdout: journald keeps them, `journalctl -o cat` shows them."""
 
     class _Json(logging.Formatter):
@@ -615,6 +680,9 @@ def configure_logging(level: str = "INFO") -> None:
 
     h = logging.StreamHandler()
     h.setFormatter(_Json())
+    ring = LogRing()
+    ring.setFormatter(_Json())
     root = logging.getLogger()
-    root.handlers[:] = [h]
+    root.handlers[:] = [h, ring]
     root.setLevel(level)
+    return ring

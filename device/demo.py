@@ -149,7 +149,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
         host, _, port_s = opts.broker.rpartition(":")
         host, port = host or "localhost", int(port_s)
     else:
-        broker = MosquittoBroker(log_dir=run_dir / "broker").start()
+        broker = MosquittoBroker(workdir=run_dir / "broker").start()
         host, port = broker.address
         say(f"demo: embedded mosquitto on {host}:{port}")
 
@@ -199,24 +199,18 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
         daemon.request_stop()
         sup.join(15)
         summary = summarize(daemon, scenario, epoch, registry, key, run_dir, opts, verify)
+        summary["registry_chain"] = registry.chain(cfg.device.id)
+        if opts.export_packets:
+            summary["exported_packets"] = registry.export(opts.export_packets)
+            summary["export_dir"] = str(opts.export_packets)
     finally:
         daemon.request_stop()
         emulator.stop()
         registry.stop()
         if broker is not None:
             broker.stop()
-    if opts.export_packets:
-        n = registry_export(run_dir / "registry.sqlite", opts.export_packets)
-        summary["exported_packets"] = n
-        summary["export_dir"] = str(opts.export_packets)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
     return summary
-
-
-def registry_export(db: Path, out: Path) -> int:
-    from device.uplink.registry import export
-
-    return export(f"sqlite:///{db}", out)
 
 
 def summarize(daemon, scenario, epoch, registry, key, run_dir, opts, verify) -> dict[str, Any]:
@@ -294,6 +288,7 @@ def summarize(daemon, scenario, epoch, registry, key, run_dir, opts, verify) -> 
     summary["ok"] = (
         summary["packets_sealed"] == summary["packets_acked"] == summary["packets_in_registry"]
         and summary["registry_rejections"] == 0
+        and summary["packets_verified"] == len(stored)
     )
     return summary
 

@@ -5,8 +5,9 @@ The order, and every intermediate number, is recorded in the Decision (see docs/
 1. ``limit``: the lane's limit, or its per-class limit when one is set for the vehicle class; if a time
    window of the lane matches the local time (site timezone, ``start <= hh:mm < end`` on a listed
    day), the lower of that and the window's limit.
-2. ``corrected = measured_peak * cosine_factor`` with ``cosine_factor = 1 / cos(mount_angle)``: the
-   radar sees only the speed component along its beam.
+2. ``corrected = measured_peak * calibration_factor * cosine_factor`` with ``cosine_factor =
+   1 / cos(mount_angle)``: the radar sees only the speed component along its beam; the calibration
+   factor comes from the radar's verification report (1.0 when none).
 3. ``tolerance = fixed_kmh`` if ``corrected <= threshold_kmh`` else ``corrected * percent / 100``
    (the enforcement config's tolerance when set, else the jurisdiction's); ``enforced = corrected -
    tolerance``.
@@ -37,8 +38,11 @@ def _minutes(hhmm: str) -> int:
 
 
 class Enforcer:
-    def __init__(self, site: SiteConfig, enforcement: EnforcementConfig) -> None:
+    def __init__(
+        self, site: SiteConfig, enforcement: EnforcementConfig, *, calibration_factor: float = 1.0
+    ) -> None:
         self.site = site
+        self.calibration_factor = calibration_factor
         self.cfg = enforcement
         self.jurisdiction = load_jurisdiction(site.jurisdiction)
         self.tolerance: Tolerance = (
@@ -82,7 +86,7 @@ class Enforcer:
         lane = self.lane_for(p)
         limit, how = self.limit_for(lane, vclass, when)
         measured = p.peak_kmh
-        corrected = measured * self.cosine_factor
+        corrected = measured * self.calibration_factor * self.cosine_factor
         tol = self.tolerance.deduction_kmh(corrected)
         enforced = corrected - tol
         excess = enforced - limit
@@ -94,6 +98,7 @@ class Enforcer:
             limit_kmh=limit,
             measured_kmh=measured,
             cosine_factor=self.cosine_factor,
+            calibration_factor=self.calibration_factor,
             mount_angle_deg=self.site.mount_angle_deg,
             corrected_kmh=corrected,
             tolerance_kmh=tol,

@@ -82,7 +82,7 @@ class Decision:
     cosine_factor: float
     mount_angle_deg: float
     corrected_kmh: float
-    """``measured_kmh`` after cosine correction for the mount angle."""
+    """``measured_kmh * calibration_factor * cosine_factor``: calibration, then the mount angle."""
     tolerance_kmh: float
     enforced_kmh: float
     """``corrected_kmh`` minus the metrological tolerance: the speed the fine is based on."""
@@ -97,6 +97,8 @@ class Decision:
     reason: str = ""
     verified_schedule: bool = True
     """False for jurisdiction tables not yet checked against the law (stubs)."""
+    calibration_factor: float = 1.0
+    """Scale factor from the radar's calibration report (1.0 = none), applied before the cosine."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,8 +50,8 @@ def load_image(path: Path) -> Any:
 
 def _read(args: argparse.Namespace) -> int:
     from device import config as cfgmod
-    from device.anpr.reader import ImageError, PlateReader
     from device.anpr.card import CardError
+    from device.anpr.reader import ImageError, PlateReader
 
     try:
         if args.config:
@@ -103,8 +103,10 @@ def _models(args: argparse.Namespace) -> int:
     from device.config import AnprConfig
 
     try:
-        reader = PlateReader(AnprConfig(countries=["MA", "SA", "EG", "MR"]),
-                             models_dir=Path(args.models_dir) if args.models_dir else None)
+        reader = PlateReader(
+            AnprConfig(countries=["MA", "SA", "EG", "MR"]),
+            models_dir=Path(args.models_dir) if args.models_dir else None,
+        )
     except (CardError, ValueError, OSError, RuntimeError) as exc:
         print(f"radarcam anpr: cannot load models: {exc}", file=sys.stderr)
         return 2

@@ -47,8 +47,8 @@ class PlateDetector:
             dx, dy, lw, lh = (float(v) for v in out[iy, ix, 1:5])
             cx, cy = (ix + dx) * s / scale, (iy + dy) * s / scale
             w, h = np.exp(np.clip(lw, -4, 6)) * s / scale, np.exp(np.clip(lh, -4, 6)) * s / scale
-            x0, y0 = max(0, int(round(cx - w / 2))), max(0, int(round(cy - h / 2)))
-            x1, y1 = min(fw, int(round(cx + w / 2))), min(fh, int(round(cy + h / 2)))
+            x0, y0 = max(0, round(cx - w / 2)), max(0, round(cy - h / 2))
+            x1, y1 = min(fw, round(cx + w / 2)), min(fh, round(cy + h / 2))
             if x1 - x0 < 4 or y1 - y0 < 2:
                 continue
             box = (x0, y0, x1 - x0, y1 - y0)

@@ -70,6 +70,10 @@ def eval_frames(reader: PlateReader, n: int, seed: int, *, fixed_country: bool) 
         for p in sc.plates:
             if fixed_country and p.country != country:
                 continue
-            t.add(p.text in texts, [f"country:{p.country}", *(f"condition:{c}" for c in cond)], p.text,
-                  texts[0] if texts else None)
+            t.add(
+                p.text in texts,
+                [f"country:{p.country}", *(f"condition:{c}" for c in cond)],
+                p.text,
+                texts[0] if texts else None,
+            )
     return t, false_reads

@@ -140,7 +140,9 @@ class Grammar:
             best_j["dash"] = [self.dash] * n
         end = ("end",)
         # layer[i]: state -> (score, previous state, class index or -1 for a free group boundary)
-        layers: list[dict[tuple, tuple[float, tuple | None, int]]] = [self._closure({(0, 0, 0): (0.0, None, -2)})]
+        layers: list[dict[tuple, tuple[float, tuple | None, int]]] = [
+            self._closure({(0, 0, 0): (0.0, None, -2)})
+        ]
         for i in range(n):
             nxt: dict[tuple, tuple[float, tuple | None, int]] = {}
             for state, (score, _, _) in layers[-1].items():
@@ -185,7 +187,7 @@ class Grammar:
     def _complete(self, st: tuple) -> bool:
         if st == ("end",):
             return True
-        g, k, cat = st
+        g, k, _cat = st
         return g == len(self.spec.groups) - 1 and k >= self.spec.groups[g].min_len
 
     def _closure(self, layer: dict) -> dict:
@@ -202,8 +204,9 @@ class Grammar:
         return out
 
 
-def decode_best(probs: np.ndarray, grammars: Sequence[Grammar], country_probs: dict[str, float] | None = None
-                ) -> tuple[str, Decoded] | None:
+def decode_best(
+    probs: np.ndarray, grammars: Sequence[Grammar], country_probs: dict[str, float] | None = None
+) -> tuple[str, Decoded] | None:
     """Best valid reading over several countries, weighting each by the model's country probability."""
     best: tuple[float, str, Decoded] | None = None
     for gr in grammars:

@@ -68,7 +68,9 @@ class PlateOcr:
     def scores(self, crop_bgr: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         """(slots x classes) probabilities and the country head's probabilities (empty without one)."""
         inp = self.card.input
-        self.model.set_input(self._prepare(crop_bgr), pixel_scale=inp.pixel_scale, pixel_offset=inp.pixel_offset)
+        self.model.set_input(
+            self._prepare(crop_bgr), pixel_scale=inp.pixel_scale, pixel_offset=inp.pixel_offset
+        )
         outs = self.model.run()
         chars = outs[self._chars].reshape(self.spec.slots, len(self.spec.alphabet))
         if self.spec.scores == "logits":
@@ -77,8 +79,11 @@ class PlateOcr:
         if self.spec.country_codes:
             idx = self.spec.country_output
             if idx is None:
-                idx = next(i for i, o in enumerate(self.model.outputs)
-                           if int(np.prod(o.shape)) == len(self.spec.country_codes))
+                idx = next(
+                    i
+                    for i, o in enumerate(self.model.outputs)
+                    if int(np.prod(o.shape)) == len(self.spec.country_codes)
+                )
             cp = outs[idx].reshape(-1)
             country = {c: float(p) for c, p in zip(self.spec.country_codes, cp, strict=True)}
         return chars, country

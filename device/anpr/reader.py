@@ -60,8 +60,9 @@ class PlateReader:
         supported = set(self.ocr.countries)
         self.countries = [c for c in cfg.countries if c in supported]
         if not self.countries:
-            raise ValueError(f"configured countries {cfg.countries} not supported by {self.ocr_path} "
-                             f"({sorted(supported)})")
+            raise ValueError(
+                f"configured countries {cfg.countries} not supported by {self.ocr_path} ({sorted(supported)})"
+            )
 
     def _countries(self, country: str | None) -> list[str]:
         if country is None:
@@ -84,13 +85,15 @@ class PlateReader:
         res = self.ocr.read(crop, self._countries(country))
         text = res.text if res.text and res.confidence >= self.cfg.min_confidence else None
         latin = to_latin(text, res.country) if text and res.country else None
-        return self._stamp(PlateRead(
-            text=text,
-            text_latin=latin,
-            country=res.country if text else None,
-            confidence=res.confidence,
-            char_confidences=res.char_confidences if text else (),
-        ))
+        return self._stamp(
+            PlateRead(
+                text=text,
+                text_latin=latin,
+                country=res.country if text else None,
+                confidence=res.confidence,
+                char_confidences=res.char_confidences if text else (),
+            )
+        )
 
     def read_image(self, image_bgr: np.ndarray, *, country: str | None = None) -> list[PlateRead]:
         """Every detected plate, read; texted reads first, by confidence. Boxes in frame pixels."""
@@ -99,7 +102,7 @@ class PlateReader:
         reads: list[PlateRead] = []
         for det in self.detector.detect(img):
             x, y, bw, bh = det.box
-            mx, my = int(round(bw * MARGIN_X)), int(round(bh * MARGIN_Y))
+            mx, my = round(bw * MARGIN_X), round(bh * MARGIN_Y)
             crop = img[max(0, y - my) : min(h, y + bh + my), max(0, x - mx) : min(w, x + bw + mx)]
             if crop.shape[0] < 4 or crop.shape[1] < 4:
                 continue

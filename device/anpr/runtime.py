@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
-_BACKENDS = (("ai_edge_litert.interpreter", "ai-edge-litert"), ("tflite_runtime.interpreter", "tflite-runtime"))
+_BACKENDS = (
+    ("ai_edge_litert.interpreter", "ai-edge-litert"),
+    ("tflite_runtime.interpreter", "tflite-runtime"),
+)
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -38,7 +41,9 @@ def interpreter_class(preferred: tuple[str, ...] | None = None) -> tuple[type, s
         except Exception:  # the backend works even when its metadata is missing
             ver = "unknown"
         return mod.Interpreter, f"{dist} {ver}"
-    raise RuntimeUnavailable("no TFLite runtime importable (install ai-edge-litert or tflite-runtime): " + "; ".join(errors))
+    raise RuntimeUnavailable(
+        "no TFLite runtime importable (install ai-edge-litert or tflite-runtime): " + "; ".join(errors)
+    )
 
 
 @dataclass
@@ -68,7 +73,9 @@ class Model:
     @staticmethod
     def _io(d: dict) -> TensorIO:
         scale, zp = d.get("quantization", (0.0, 0))
-        return TensorIO(d["index"], d["name"], tuple(int(s) for s in d["shape"]), d["dtype"], float(scale), int(zp))
+        return TensorIO(
+            d["index"], d["name"], tuple(int(s) for s in d["shape"]), d["dtype"], float(scale), int(zp)
+        )
 
     def set_input(self, x: np.ndarray, *, pixel_scale: float, pixel_offset: float) -> None:
         """``x`` holds raw pixels (0..255); the model sees ``x * pixel_scale + pixel_offset``.

@@ -31,7 +31,7 @@ from device import __version__
 from device import config as cfgmod
 from device.control import ControlClient, ControlError, socket_path
 
-from . import i18n
+from . import i18n, view
 from .audit import AuditLog, AuditRecord, utc_now
 from .auth import (
     ROLES,
@@ -59,7 +59,6 @@ from .settings import (
 log = logging.getLogger(__name__)
 
 _HERE = Path(__file__).parent
-_B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -102,6 +101,13 @@ class Route:
     """``anon`` (no login), ``viewer`` (any account) or ``technician``."""
 
 
+def _num(value: Any, fmt: str, scale: float = 1.0) -> str:
+    """Formats a number from the daemon; anything else (missing, None, text) shows as a dash."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "—"
+    return fmt % (value * scale)
+
+
 def cosine_reading(true_kmh: float, angle_deg: float) -> float:
     """What a radar at ``angle_deg`` to the direction of travel reads for a vehicle at ``true_kmh``."""
     return true_kmh * math.cos(math.radians(angle_deg))
@@ -130,13 +136,16 @@ class ConsoleApp:
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(_HERE / "templates"),
             autoescape=True,
-            undefined=jinja2.StrictUndefined,
+            # The daemon's status may lack a key (a component not built yet): render a blank, not a 500.
+            undefined=jinja2.ChainableUndefined,
         )
+        self.env.filters["num"] = _num
         self.static = {
             p.name: (p.read_bytes(), mimetypes.guess_type(p.name)[0] or "application/octet-stream")
             for p in (_HERE / "static").iterdir()
             if p.is_file()
         }
+        self.thumbs = view.Thumbnailer()
         self.log_ring: deque[str] = deque(maxlen=2000)
         logging.getLogger("device").addHandler(_RingHandler(self.log_ring))
         self.tls_fingerprint: str | None = None
@@ -253,7 +262,12 @@ class ConsoleApp:
                 return self._finish(ctx, self.redirect("/login"))
             if route.access == "technician" and session.role != "technician":
                 return self._finish(ctx, self.error(ctx, 403, "err_forbidden", api=api))
-        return self._finish(ctx, route.fn(ctx))
+        try:
+            return self._finish(ctx, route.fn(ctx))
+        except cfgmod.ConfigError as exc:  # the file was broken by hand: say so instead of a bare 500
+            log.error("config unreadable: %s", exc)
+            resp = self.render(ctx, "error.html", 500, message=str(exc), status_code=500)
+            return self._finish(ctx, resp)
 
     def _finish(self, ctx: Ctx, resp: Response) -> Response:
         for c in ctx.set_cookies:
@@ -399,38 +413,26 @@ class ConsoleApp:
     # ------------------------------------------------------------------ dashboard & live data
     def dashboard(self, ctx: Ctx) -> Response:
         status, err = self.daemon("status")
-        recent, err2 = self.daemon("recent", limit=20)
+        rec, err2 = self.daemon("recent", limit=20)
         return self.render(
             ctx,
             "dashboard.html",
-            st=status or {},
-            recent=self._clean_recent(recent or {}),
+            st=view.status(status),
+            recent=view.recent(rec, self.thumbs),
             daemon_error=err or err2,
         )
 
-    @staticmethod
-    def _clean_recent(recent: dict[str, Any]) -> dict[str, Any]:
-        """Thumbnails go into data: URLs, so accept only base64 text there."""
-        vio = []
-        for v in recent.get("violations", []) or []:
-            v = dict(v)
-            b64 = v.get("thumbnail_jpeg_b64")
-            if not (isinstance(b64, str) and _B64.match(b64)):
-                v["thumbnail_jpeg_b64"] = None
-            vio.append(v)
-        return {"passes": list(recent.get("passes", []) or []), "violations": vio}
-
     def api_status(self, ctx: Ctx) -> Response:
         status, err = self.daemon("status")
-        return self.json({"error": err}, 503) if err else self.json(status)
+        return self.json({"error": err}, 503) if err else self.json(view.status(status))
 
     def api_recent(self, ctx: Ctx) -> Response:
         try:
             limit = max(1, min(100, int(ctx.req.arg("limit", "20"))))
         except ValueError:
             limit = 20
-        recent, err = self.daemon("recent", limit=limit)
-        return self.json({"error": err}, 503) if err else self.json(self._clean_recent(recent or {}))
+        rec, err = self.daemon("recent", limit=limit)
+        return self.json({"error": err}, 503) if err else self.json(view.recent(rec, self.thumbs))
 
     def api_preview(self, ctx: Ctx) -> Response:
         res, err = self.daemon("preview")
@@ -439,7 +441,7 @@ class ConsoleApp:
         try:
             jpeg = base64.b64decode(res["jpeg_b64"], validate=True)
         except (KeyError, TypeError, binascii.Error):
-            return self.json({"error": "daemon sent no preview image"}, 502)
+            return self.json({"error": "no camera frame yet"}, 503)
         if not jpeg.startswith(b"\xff\xd8"):
             return self.json({"error": "preview is not a JPEG"}, 502)
         return Response(
@@ -447,19 +449,18 @@ class ConsoleApp:
         )
 
     def api_test_trigger(self, ctx: Ctx) -> Response:
-        res, err = self.daemon("test_trigger")
-        if err:
-            return self.json({"error": err}, 503)
-        self.record(ctx, "test_trigger", "(camera)", None, res.get("t_utc"))
-        b64 = res.get("thumbnail_jpeg_b64")
-        ok = isinstance(b64, str) and _B64.match(b64)
-        return self.json({"thumbnail_jpeg_b64": b64 if ok else None, "t_utc": res.get("t_utc")})
+        raw, err = self.daemon("test_trigger")
+        res, err2 = view.trigger(raw, self.thumbs) if not err else (None, err)
+        self.record(ctx, "test_trigger", "(camera)", None, (res or {}).get("t_utc") or f"failed: {err2}")
+        if err2:
+            return self.json({"error": err2}, 503)
+        return self.json(res)
 
     def api_uplink_test(self, ctx: Ctx) -> Response:
         res, err = self.daemon("uplink_test")
         if err:
             return self.json({"ok": False, "detail": err}, 503)
-        return self.json({"ok": bool(res.get("ok")), "detail": str(res.get("detail", ""))})
+        return self.json(view.uplink_test(res))
 
     # ------------------------------------------------------------------ aim
     def aim(self, ctx: Ctx) -> Response:
@@ -601,6 +602,8 @@ class ConsoleApp:
                 ("error", t("msg_saved_reload_failed", n=len(result.records), error=err))
             )
         else:
+            if res.get("restart_required"):
+                ctx.session.flash.append(("info", t("msg_restart_required")))
             ctx.session.flash.append(
                 (
                     "ok",
@@ -677,14 +680,7 @@ class ConsoleApp:
 
     def selftest_post(self, ctx: Ctx) -> Response:
         res, err = self.daemon("selftest")
-        results = [
-            {
-                k: str(r.get(k, "")) if k != "ok" else bool(r.get("ok"))
-                for k in ("check", "ok", "detail", "fix")
-            }
-            for r in (res or [])
-            if isinstance(r, dict)
-        ] + self.console_checks()
+        results = view.selftest(res) + self.console_checks()
         self.record(
             ctx,
             "selftest",

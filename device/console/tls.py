@@ -45,11 +45,11 @@ def _write_private(path: Path, data: bytes, mode: int) -> None:
 
 def ensure_certificate(state_dir: Path, *, device_id: str, years: int = 10) -> tuple[Path, Path, bool]:
     """Returns (cert, key, created). Never overwrites an existing pair: the fingerprint must stay stable."""
-    cert_path, key_path = tls_paths(state_dir)
-    if cert_path.exists() and key_path.exists():
-        return cert_path, key_path, False
-    cert_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for p in (cert_path, key_path):  # a half pair from an interrupted start is useless
+    tls_cert, tls_key = tls_paths(state_dir)
+    if tls_cert.exists() and tls_key.exists():
+        return tls_cert, tls_key, False
+    tls_cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for p in (tls_cert, tls_key):  # a half pair from an interrupted start is useless
         p.unlink(missing_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
@@ -86,6 +86,15 @@ def ensure_certificate(state_dir: Path, *, device_id: str, years: int = 10) -> t
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_private(key_path, key_pem, 0o600)
-    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    return cert_path, key_path, True
+    _write_private(tls_key, key_pem, 0o600)
+    _write_private(tls_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return tls_cert, tls_key, True
+
+
+def installed_fingerprint(state_dir: Path) -> str | None:
+    """The console certificate's fingerprint, or None before the console's first start (for self-test)."""
+    cert, _ = tls_paths(state_dir)
+    try:
+        return fingerprint(cert.read_bytes())
+    except (FileNotFoundError, PermissionError):
+        return None

@@ -305,7 +305,7 @@ class Ops24xDriver:
             unit = UNIT_ALIASES[u.strip().lower()]
         raw = d["speed"]
         many = isinstance(raw, list)
-        speeds = [_num(x) for x in raw] if many else [_num(raw)]
+        speeds = [x if type(x) is float else _num(x) for x in raw] if many else [_num(raw)]
         mags_raw = d.get("magnitude")
         if mags_raw is None:
             mags: list[float | None] = [None] * len(speeds)
@@ -313,19 +313,23 @@ class Ops24xDriver:
             ml = mags_raw if isinstance(mags_raw, list) else [mags_raw]
             if len(ml) != len(speeds):
                 raise _Bad("mismatched_arrays")
-            mags = [_num(x) for x in ml]
+            mags = [x if type(x) is float else _num(x) for x in ml]
         dirs_raw = d.get("direction")
-        dl = dirs_raw if isinstance(dirs_raw, list) else [dirs_raw] * len(speeds)
-        if len(dl) != len(speeds):
-            raise _Bad("mismatched_arrays")
-        dirs: list[Direction | None] = []
-        for x in dl:
-            if x is None:
-                dirs.append(None)
-            elif isinstance(x, str) and x.strip().lower() in ("inbound", "outbound"):
-                dirs.append(Direction(x.strip().lower()))
-            else:
-                raise _Bad("bad_direction")
+        dirs: list[Direction | None]
+        if dirs_raw is None:
+            dirs = [None] * len(speeds)
+        else:
+            dl = dirs_raw if isinstance(dirs_raw, list) else [dirs_raw] * len(speeds)
+            if len(dl) != len(speeds):
+                raise _Bad("mismatched_arrays")
+            dirs = []
+            for x in dl:
+                if x is None:
+                    dirs.append(None)
+                elif isinstance(x, str) and x.strip().lower() in _DIRS:
+                    dirs.append(_DIRS[x.strip().lower()])
+                else:
+                    raise _Bad("bad_direction")
         tm = d.get("time")
         sensor_time = None if tm is None else _num(tm)
         if not speeds:
@@ -386,29 +390,36 @@ class Ops24xDriver:
     ) -> None:
         if unit is None:
             raise _Bad("units_unknown")
-        vals = [*speeds, *(m for m in mags if m is not None)]
-        if sensor_time is not None:
-            vals.append(sensor_time)
-        for v in vals:
-            if v - v != 0.0:
-                raise _Bad("non_finite")
+        # One pass for the finiteness check: a non-finite sum means some value may be; then look closely.
+        total = sum(speeds) + (sensor_time or 0.0)
+        for m in mags:
+            if m is not None:
+                total += m
+        if total - total != 0.0:
+            for v in (*speeds, *mags, sensor_time):
+                if v is not None and v - v != 0.0:
+                    raise _Bad("non_finite")
         k = TO_KMH[unit]
-        if any(abs(v) * k > MAX_KMH for v in speeds):
-            raise _Bad("out_of_range")
-        got = [
-            Reading(
-                t,
-                abs(v) * k,
-                dirs[i] or (Direction.INBOUND if v > 0 else Direction.OUTBOUND if v < 0 else None),
-                mags[i],
-                sensor_time,
-                v,
-                unit,
-                i,
+        got = []
+        append = got.append
+        for i, v in enumerate(speeds):
+            if v == 0.0:
+                continue
+            kmh = abs(v) * k
+            if kmh > MAX_KMH:
+                raise _Bad("out_of_range")
+            append(
+                Reading(
+                    t,
+                    kmh,
+                    dirs[i] or (Direction.INBOUND if v > 0 else Direction.OUTBOUND),
+                    mags[i],
+                    sensor_time,
+                    v,
+                    unit,
+                    i,
+                )
             )
-            for i, v in enumerate(speeds)
-            if v != 0.0
-        ]
         if not got:
             self._counts["blank"] += 1
         out.extend(got)

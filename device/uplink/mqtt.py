@@ -138,10 +138,16 @@ class UplinkClient:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._lock:
+            was_up = self._connected
             self._connected = False
             self._inflight.clear()
-        if not self._stop.is_set():
+        if self._stop.is_set():
+            return
+        if was_up:
             self.last_error = f"disconnected: {reason_code}"
+        else:  # closed before CONNACK: typically the broker refused our TLS client certificate
+            self.connect_failures += 1
+            self.last_error = f"connection closed before CONNACK ({reason_code}): TLS certificate refused?"
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._lock:

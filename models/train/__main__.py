@@ -64,7 +64,7 @@ def cmd_ocr() -> None:
 
     t0 = time.time()
     x, texts, countries = data.ocr_dataset(SIZES["ocr_train"], SEEDS["ocr_train"], ocr.H, ocr.W, "train")
-    xs, ts, cs = data.ocr_dataset(2000, SEEDS["ocr_select"], ocr.H, ocr.W, "heldout")
+    xs, ts, _cs = data.ocr_dataset(2000, SEEDS["ocr_select"], ocr.H, ocr.W, "heldout")
     log(f"ocr data {len(x)} train + {len(xs)} held-out in {time.time() - t0:.0f}s")
     t1 = time.time()
     model = ocr.train(tf, x, texts, countries, seed=SEEDS["tf"], epochs=SIZES["ocr_epochs"], log=log)

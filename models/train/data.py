@@ -30,8 +30,11 @@ def ocr_dataset(n: int, seed: int, h: int, w: int, split: str = "train", workers
     jobs = [(seed, i, min(CHUNK, n - i * CHUNK), h, w, split) for i in range((n + CHUNK - 1) // CHUNK)]
     with mp.get_context("fork").Pool(workers) as pool:
         parts = pool.map(_ocr_chunk, jobs)
-    return (np.concatenate([p[0] for p in parts]), [t for p in parts for t in p[1]],
-            [c for p in parts for c in p[2]])
+    return (
+        np.concatenate([p[0] for p in parts]),
+        [t for p in parts for t in p[1]],
+        [c for p in parts for c in p[2]],
+    )
 
 
 def _det_chunk(args: tuple[int, int, int, int, int, str]):
@@ -43,7 +46,9 @@ def _det_chunk(args: tuple[int, int, int, int, int, str]):
         sc = frame_sample(rng, split=split)
         img, scale = detector_input(sc.image, h, w)
         xs[i] = img
-        boxes.append([(x * scale, y * scale, bw * scale, bh * scale) for (x, y, bw, bh) in (p.box for p in sc.plates)])
+        boxes.append(
+            [(x * scale, y * scale, bw * scale, bh * scale) for (x, y, bw, bh) in (p.box for p in sc.plates)]
+        )
     return xs, boxes
 
 
@@ -53,4 +58,3 @@ def det_dataset(n: int, seed: int, h: int, w: int, split: str = "train", workers
     with mp.get_context("fork").Pool(workers) as pool:
         parts = pool.map(_det_chunk, jobs)
     return np.concatenate([p[0] for p in parts]), [b for p in parts for b in p[1]]
-

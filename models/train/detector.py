@@ -71,8 +71,10 @@ def train(tf, x: np.ndarray, boxes, *, seed: int, epochs: int, log) -> object:
     y = targets(boxes)
     model = build(tf)
     steps = epochs * int(np.ceil(len(x) / 32))
-    model.compile(optimizer=tf.keras.optimizers.Adam(tf.keras.optimizers.schedules.CosineDecay(2e-3, steps, 0.02)),
-                  loss=loss_fn(tf))
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(tf.keras.optimizers.schedules.CosineDecay(2e-3, steps, 0.02)),
+        loss=loss_fn(tf),
+    )
 
     def prep(img, t):
         return tf.cast(img, tf.float32)[..., None] / 255.0, t

@@ -10,9 +10,9 @@ import numpy as np
 
 def to_tflite(tf, model, quant: str, rep: np.ndarray | None = None) -> bytes:
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS] if quant != "int8" else [
-        tf.lite.OpsSet.TFLITE_BUILTINS_INT8
-    ]
+    conv.target_spec.supported_ops = (
+        [tf.lite.OpsSet.TFLITE_BUILTINS] if quant != "int8" else [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    )
     if quant == "float16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]

@@ -48,7 +48,9 @@ def build(tf):
     return tf.keras.Model(inp, [chars, country])
 
 
-def train(tf, x: np.ndarray, texts: list[str], countries: list[str], *, seed: int, epochs: int, log) -> object:
+def train(
+    tf, x: np.ndarray, texts: list[str], countries: list[str], *, seed: int, epochs: int, log
+) -> object:
     tf.keras.utils.set_random_seed(seed)
     y = encode(texts)
     yc = np.array([COUNTRY_CODES.index(c) for c in countries], np.int32)
@@ -85,8 +87,10 @@ def train(tf, x: np.ndarray, texts: list[str], countries: list[str], *, seed: in
         def on_epoch_end(self, epoch, logs=None):
             p, _ = self.model.predict(vds, verbose=0)
             exact = float(np.mean(np.all(p.argmax(-1) == yv, axis=1)))
-            log(f"ocr epoch {epoch + 1}/{epochs} loss={logs['loss']:.4f} val_loss={logs.get('val_loss', 0):.4f} "
-                f"val_exact_argmax={exact:.4f}")
+            log(
+                f"ocr epoch {epoch + 1}/{epochs} loss={logs['loss']:.4f} val_loss={logs.get('val_loss', 0):.4f} "
+                f"val_exact_argmax={exact:.4f}"
+            )
 
     model.fit(ds, epochs=epochs, validation_data=vds, verbose=0, callbacks=[Log()])
     return model

@@ -97,10 +97,24 @@ class FakeDaemon:
                     "radar": {"state": "ok", "detail": "OPS243-A on /dev/pts/9"},
                     "camera": {"state": "degraded", "detail": "reconnecting"},
                 },
-                "radar": {"live_speed_kmh": self.speed, "direction": "inbound", "t_mono_ns": time.monotonic_ns()},
-                "outbox": {"depth": len(self.violations), "pending": 0, "last_ack_seq": 3, "last_ack_utc": None},
+                "radar": {
+                    "live_speed_kmh": self.speed,
+                    "direction": "inbound",
+                    "t_mono_ns": time.monotonic_ns(),
+                },
+                "outbox": {
+                    "depth": len(self.violations),
+                    "pending": 0,
+                    "last_ack_seq": 3,
+                    "last_ack_utc": None,
+                },
                 "uplink": {"connected": True, "broker": "localhost:1883"},
-                "clock": {"utc": "2026-11-22T01:02:03Z", "synced": True, "source": "chrony", "offset_ms": 0.4},
+                "clock": {
+                    "utc": "2026-11-22T01:02:03Z",
+                    "synced": True,
+                    "source": "chrony",
+                    "offset_ms": 0.4,
+                },
                 "disk": {"path": "/var/lib/radarcam", "free_bytes": 5 * 2**30, "total_bytes": 16 * 2**30},
                 "cpu_temp_c": 51.2,
                 "tamper": {"open": False, "since_utc": None},
@@ -113,11 +127,21 @@ class FakeDaemon:
 
     def preview(self, args: dict[str, Any]) -> dict[str, Any]:
         self.frame += 1
-        return {"jpeg_b64": jpeg(320, 180, f"frame {self.frame}"), "width": 320, "height": 180, "t_mono_ns": 1}
+        return {
+            "jpeg_b64": jpeg(320, 180, f"frame {self.frame}"),
+            "width": 320,
+            "height": 180,
+            "t_mono_ns": 1,
+        }
 
     def test_trigger(self, args: dict[str, Any]) -> dict[str, Any]:
         self.triggers += 1
-        return {"thumbnail_jpeg_b64": jpeg(160, 90, "test"), "width": 160, "height": 90, "t_utc": "2026-11-22T01:03:00Z"}
+        return {
+            "thumbnail_jpeg_b64": jpeg(160, 90, "test"),
+            "width": 160,
+            "height": 90,
+            "t_utc": "2026-11-22T01:03:00Z",
+        }
 
     def reload(self, args: dict[str, Any]) -> dict[str, Any]:
         cfg = cfgmod.load(self.config_path)  # raises ConfigError -> error reply, like the real daemon
@@ -128,7 +152,9 @@ class FakeDaemon:
             seq = None
             if audit:
                 seq = len(self.events) + 1
-                self.events.append({"kind": "config_changed", "seq": seq, "audit": audit, "config_hash": self.config_hash})
+                self.events.append(
+                    {"kind": "config_changed", "seq": seq, "audit": audit, "config_hash": self.config_hash}
+                )
         return {"config_hash": self.config_hash, "event_seq": seq}
 
     def selftest(self, args: dict[str, Any]) -> list[dict[str, Any]]:
@@ -147,7 +173,17 @@ class FakeDaemon:
         return {"lines": ["INFO daemon started", "INFO radar ok"]}
 
     def handlers(self) -> dict[str, Any]:
-        names = ("status", "recent", "preview", "test_trigger", "reload", "selftest", "uplink_test", "keys", "logs")
+        names = (
+            "status",
+            "recent",
+            "preview",
+            "test_trigger",
+            "reload",
+            "selftest",
+            "uplink_test",
+            "keys",
+            "logs",
+        )
         return {n: getattr(self, n) for n in names}
 
 
@@ -169,7 +205,9 @@ class Client:
             return http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=10)
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None):
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ):
         """Keeps one connection alive (like a browser): a TLS handshake per request would dominate test CPU."""
         if self._conn is None:
             self._conn = self._connect()
@@ -200,7 +238,9 @@ class Client:
     def get(self, path: str):
         return self.request("GET", path)
 
-    def post(self, path: str, form: dict[str, str] | list[tuple[str, str]], headers: dict[str, str] | None = None):
+    def post(
+        self, path: str, form: dict[str, str] | list[tuple[str, str]], headers: dict[str, str] | None = None
+    ):
         h = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
         return self.request("POST", path, urlencode(form).encode(), h)
 

@@ -160,3 +160,14 @@ def test_client_timeout_on_silent_server(tmp_path: Path) -> None:
             ControlClient(p, timeout=0.3).call("status")
     finally:
         s.close()
+
+
+def test_idle_client_is_dropped(tmp_path: Path) -> None:
+    srv = ControlServer(tmp_path / "c.sock", {"x": lambda a: 1}, idle_timeout_s=0.3)
+    with srv:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(str(srv.path))
+        with s:
+            assert s.recv(10) == b""  # closed by the server, not by our 5 s timeout
+        assert ControlClient(srv.path).call("x") == 1

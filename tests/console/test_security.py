@@ -22,7 +22,13 @@ def _setup(env, name="tech"):
     assert status == 200
     status, headers, _ = c.post(
         "/setup",
-        {"csrf": c.token(html), "code": env.setup_code, "username": name, "password": PASSWORD, "password2": PASSWORD},
+        {
+            "csrf": c.token(html),
+            "code": env.setup_code,
+            "username": name,
+            "password": PASSWORD,
+            "password2": PASSWORD,
+        },
     )
     assert status == 303 and headers["Location"] == "/dashboard"
     return c
@@ -40,7 +46,13 @@ def test_no_default_account_setup_code_once(env) -> None:
     _, _, html = c.get("/setup")
     status, _, body = c.post(
         "/setup",
-        {"csrf": c.token(html), "code": "AAAA-BBBB-CCCC-DDDD", "username": "eve", "password": PASSWORD, "password2": PASSWORD},
+        {
+            "csrf": c.token(html),
+            "code": "AAAA-BBBB-CCCC-DDDD",
+            "username": "eve",
+            "password": PASSWORD,
+            "password2": PASSWORD,
+        },
     )
     assert status == 422 and "Wrong setup code" in body
     assert env.app.accounts.empty()
@@ -62,8 +74,19 @@ def test_no_default_account_setup_code_once(env) -> None:
 
 def test_security_headers_on_every_page(env) -> None:
     c = _setup(env)
-    for path in ("/dashboard", "/aim", "/site", "/uplink", "/keys", "/logs", "/selftest", "/account", "/nope", "/api/status"):
-        status, h, _ = c.get(path)
+    for path in (
+        "/dashboard",
+        "/aim",
+        "/site",
+        "/uplink",
+        "/keys",
+        "/logs",
+        "/selftest",
+        "/account",
+        "/nope",
+        "/api/status",
+    ):
+        _status, h, _ = c.get(path)
         csp = h["Content-Security-Policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp, path
         assert "frame-ancestors 'none'" in csp
@@ -122,7 +145,7 @@ def test_csrf_missing_or_wrong_refused(env) -> None:
     assert status == 403
     assert c.get("/dashboard")[0] == 200
     # and the genuine request works
-    status, headers, _ = c.post("/site", form)
+    status, _headers, _ = c.post("/site", form)
     assert status == 303
     assert env.config().site.lanes[0].limit_kmh == 50.0
     status, _, body = c.request("POST", "/api/test_trigger", headers={"X-CSRF-Token": form["csrf"]})
@@ -176,7 +199,14 @@ def test_viewer_cannot_change_anything(env) -> None:
     status, _, _ = v.post("/selftest", {"csrf": form["csrf"]})
     assert status == 403
     status, _, _ = v.post(
-        "/account/users", {"csrf": form["csrf"], "action": "create", "username": "x2", "password": PASSWORD, "role": "technician"}
+        "/account/users",
+        {
+            "csrf": form["csrf"],
+            "action": "create",
+            "username": "x2",
+            "password": PASSWORD,
+            "role": "technician",
+        },
     )
     assert status == 403 and env.app.accounts.get("x2") is None
     assert env.config_path.read_bytes() == before and env.daemon.reloads == [] and env.daemon.triggers == 0
@@ -204,7 +234,9 @@ def test_logout_and_password_change_revoke_sessions(env) -> None:
     # a password change from b revokes b AND c
     _, _, html = b.get("/account")
     new = "a new long secret"
-    status, headers, _ = b.post("/account/password", {"csrf": b.token(html), "current": PASSWORD, "new": new, "new2": new})
+    status, headers, _ = b.post(
+        "/account/password", {"csrf": b.token(html), "current": PASSWORD, "new": new, "new2": new}
+    )
     assert status == 303 and headers["Location"] == "/login"
     assert b.get("/dashboard")[0] == 303 and c.get("/dashboard")[0] == 303
     env.login("tech", new)
@@ -254,7 +286,7 @@ def test_injection_and_traversal_in_every_text_field(env, payload) -> None:
         page = "/uplink" if name.startswith("uplink.") else "/site"
         _, _, html = c.get(page)
         form = {"csrf": c.token(html), "_base_version": c.token(html, "_base_version"), name: payload}
-        status, headers, body = c.post(page, form)
+        status, _headers, body = c.post(page, form)
         if status == 303:
             accepted.append(name)
             _, _, body = c.get(page)
@@ -263,13 +295,33 @@ def test_injection_and_traversal_in_every_text_field(env, payload) -> None:
             assert f'data-field="{name}"' in body, name
         # never reflected raw: the browser cannot run it
         assert "<script>alert(1)" not in body and "<img src=x" not in body, name
-    for view in ("/dashboard", "/aim", "/logs", "/site", "/uplink"):
+    # the account forms' text fields (user names) refuse it too
+    _, _, html = c.get("/account")
+    status, _, body = c.post(
+        "/account/users",
+        {
+            "csrf": c.token(html),
+            "action": "create",
+            "username": payload,
+            "password": PASSWORD,
+            "role": "viewer",
+        },
+    )
+    assert status == 422 and "User names" in body and "<script>alert(1)" not in body
+    anon = env.client()
+    _, _, html = anon.get("/login")
+    status, _, body = anon.post(
+        "/login", {"csrf": anon.token(html), "username": payload, "password": payload}
+    )
+    assert status == 401 and "<script>alert(1)" not in body
+    for view in ("/dashboard", "/aim", "/logs", "/site", "/uplink", "/account"):
         assert "<script>alert(1)" not in c.get(view)[2], view
     # only free-text names may take such a string, and then only escaped
     assert set(accepted) <= {"site.name", "site.name_local"}, accepted
     cfg = env.config()
+    stored = {"site.name": cfg.site.name, "site.name_local": cfg.site.name_local}
     for name in accepted:
-        assert payload in (cfg.site.name, cfg.site.name_local)
+        assert stored[name] == payload, name
     if payload == INJECTION:
         assert "site.name" in accepted
         _, _, html = c.get("/site")
@@ -287,12 +339,22 @@ def test_tls_paths_must_stay_in_allowed_dirs(env) -> None:
     for bad in ("relative/ca.pem", f"{env.etc}/../ca.pem", "/etc/shadow", f"{env.etc}/./x", "/x\x00y"):
         _, _, html = c.get("/uplink")
         status, _, body = c.post(
-            "/uplink", {"csrf": c.token(html), "_base_version": c.token(html, "_base_version"), "uplink.tls.ca_file": bad}
+            "/uplink",
+            {
+                "csrf": c.token(html),
+                "_base_version": c.token(html, "_base_version"),
+                "uplink.tls.ca_file": bad,
+            },
         )
         assert status == 422 and 'data-field="uplink.tls.ca_file"' in body, bad
     _, _, html = c.get("/uplink")
     status, _, _ = c.post(
-        "/uplink", {"csrf": c.token(html), "_base_version": c.token(html, "_base_version"), "uplink.tls.ca_file": ok_path}
+        "/uplink",
+        {
+            "csrf": c.token(html),
+            "_base_version": c.token(html, "_base_version"),
+            "uplink.tls.ca_file": ok_path,
+        },
     )
     assert status == 303 and str(env.config().uplink.tls.ca_file) == ok_path
 
@@ -300,7 +362,13 @@ def test_tls_paths_must_stay_in_allowed_dirs(env) -> None:
 def test_static_path_traversal(env) -> None:
     c = env.client()
     assert c.get("/static/console.css")[0] == 200
-    for path in ("/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fapp.py", "/static//etc/passwd", "/static/"):
+    for path in (
+        "/static/../app.py",
+        "/static/%2e%2e/app.py",
+        "/static/..%2fapp.py",
+        "/static//etc/passwd",
+        "/static/",
+    ):
         status, _, body = c.get(path)
         assert status == 404, path
         assert "import" not in body
@@ -322,7 +390,7 @@ def test_stale_form_refused_and_nothing_lost(env) -> None:
     cfg = env.config()
     cfg.site.name = "changed by hand"
     cfgmod.save(cfg, env.config_path)
-    status, headers, _ = c.post("/site", form)
+    status, _headers, _ = c.post("/site", form)
     assert status == 303
     _, _, html = c.get("/site")
     assert "changed since this page was loaded" in html
@@ -350,3 +418,33 @@ def test_config_file_mode_preserved_and_no_temp_left(env) -> None:
     assert stat.S_IMODE(env.config_path.stat().st_mode) == 0o640
     assert sorted(p.name for p in env.config_path.parent.glob(".radarcam.toml*")) == []
     assert env.config().site.mount_angle_deg == 12.5
+
+
+def test_broken_config_file_is_reported_not_overwritten(env) -> None:
+    c = _setup(env)
+    env.config_path.write_text('[site]\nmount_angle_deg = "steep"\n')
+    status, _, body = c.get("/site")
+    assert status == 500 and "site.mount_angle_deg" in body
+    assert c.get("/aim")[0] == 500
+    assert env.config_path.read_text() == '[site]\nmount_angle_deg = "steep"\n'
+    assert c.get("/dashboard")[0] == 200  # the rest of the console keeps working
+
+
+def test_partial_or_hostile_daemon_data_is_rendered_safely(env) -> None:
+    c = _setup(env)
+    env.control.handlers["status"] = lambda a: {
+        "radar": None,
+        "cpu_temp_c": "hot",
+        "components": [],
+        "firmware": INJECTION,
+    }
+    env.control.handlers["recent"] = lambda a: {
+        "passes": [{"t_utc": INJECTION, "peak_kmh": "fast", "median_kmh": None, "valid": True}],
+        "violations": [{"thumbnail_jpeg_b64": '"><script>alert(1)</script>', "plate": {"text": INJECTION}}],
+    }
+    status, _, html = c.get("/dashboard")
+    assert status == 200
+    assert "<script>alert(1)" not in html and "&lt;script&gt;" in html
+    assert 'data:image/jpeg;base64,"' not in html
+    _, _, body = c.get("/api/recent")
+    assert json.loads(body)["violations"][0]["thumbnail_jpeg_b64"] is None

@@ -78,7 +78,9 @@ class Rig:
         ctx = sample_context(DEVICE, self.key.key_id)
         seqs = []
         for i in range(n):
-            seqs.append(self.outbox.seal(violation_payload(sample_violation(i, image_bytes=image_bytes), ctx)).seq)
+            seqs.append(
+                self.outbox.seal(violation_payload(sample_violation(i, image_bytes=image_bytes), ctx)).seq
+            )
         for c in self.clients:
             c.wake()
         return seqs

@@ -180,7 +180,10 @@ def test_fault5_tampered_and_replayed_packets_rejected(rig, tmp_path):
     assert any("unknown device 'cam-other'" in r for r in reasons), reasons
     rows = reg.packets(rig.device)
     assert len(rows) == 5 and rows[3]["deliveries"] == 2  # replay stored once
-    assert verify(rows[2]["data"], rig.key)["measurement"]["enforced_kmh"] != payload["measurement"]["enforced_kmh"]
+    assert (
+        verify(rows[2]["data"], rig.key)["measurement"]["enforced_kmh"]
+        != payload["measurement"]["enforced_kmh"]
+    )
     assert reg.chain(rig.device)["intact"]
     rig.seal(1)  # the device's own seq 6 still goes through after the forged one was refused
     wait_for(lambda: reg.count(rig.device) == 6, 10, "seq 6 stored")

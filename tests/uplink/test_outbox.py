@@ -31,7 +31,9 @@ def _chain_ok(ob, key, seqs):
 def test_seq_and_chain_survive_restart_and_span_kinds(key, tmp_path):
     ob = Outbox(tmp_path / "o.db", key)
     a = ob.seal(_payload(key, 1))
-    ev = event_payload("startup", {"reason": "test"}, sample_context("dev", key.key_id), sample_violation().clock)
+    ev = event_payload(
+        "startup", {"reason": "test"}, sample_context("dev", key.key_id), sample_violation().clock
+    )
     b = ob.seal(ev, kind="event")
     ob.close()
     ob = Outbox(tmp_path / "o.db", key)  # restart
@@ -127,7 +129,9 @@ def test_corrupt_page_keeps_seq_when_head_is_readable(key, tmp_path):
     ob.close()
     raw = bytearray(path.read_bytes())
     with sqlite3.connect(path) as db:
-        root = (db.execute("SELECT rootpage FROM sqlite_master WHERE name='packets'").fetchone()[0] - 1) * 4096
+        root = (
+            db.execute("SELECT rootpage FROM sqlite_master WHERE name='packets'").fetchone()[0] - 1
+        ) * 4096
     raw[root : root + 64] = b"\xff" * 64  # damage the packets table's root page, not the meta table
     path.write_bytes(bytes(raw))
     ob = Outbox(path, key)

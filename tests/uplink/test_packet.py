@@ -73,7 +73,9 @@ def test_structure_and_every_field_unrounded(key):
     assert p["plate"]["text"] == v.plate.text and p["plate"]["status"] == "read"
     for img, src in zip(p["images"], v.images, strict=True):
         assert img["jpeg"] == src.jpeg and img["sha256"] == hashlib.sha256(src.jpeg).hexdigest()
-    assert p["site"]["limit_kmh"] == d.limit_kmh and p["measurement"]["radar"]["serial_number"] == "OPS-TEST-1"
+    assert (
+        p["site"]["limit_kmh"] == d.limit_kmh and p["measurement"]["radar"]["serial_number"] == "OPS-TEST-1"
+    )
 
 
 @pytest.mark.parametrize(

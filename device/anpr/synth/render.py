@@ -101,12 +101,12 @@ class _Painter:
         kw = {"direction": "rtl"} if arabic and F.font(path, size).layout_engine == 1 else {}
         for _ in range(10):
             f = F.font(path, size)
-            l, t, r, b = self.draw.textbbox((0, 0), text, font=f, **kw)
-            if r - l <= (x1 - x0) and b - t <= (y1 - y0):
+            left, t, r, b = self.draw.textbbox((0, 0), text, font=f, **kw)
+            if r - left <= (x1 - x0) and b - t <= (y1 - y0):
                 break
             size = max(5, int(size * 0.85))
         self.draw.text(
-            ((x0 + x1 - l - r) / 2, (y0 + y1 - t - b) / 2), text, font=f, fill=ink or self.ink, **kw
+            ((x0 + x1 - left - r) / 2, (y0 + y1 - t - b) / 2), text, font=f, fill=ink or self.ink, **kw
         )
 
     def vline(self, x: float, y0: float, y1: float, width: int = 3) -> None:

@@ -70,10 +70,10 @@ def crop_sample(
     x0, y0 = corners[:, 0].min() + pad, corners[:, 1].min() + pad
     x1, y1 = corners[:, 0].max() + pad, corners[:, 1].max() + pad
     bw, bh = x1 - x0, y1 - y0
-    cx0 = int(round(x0 - bw * rng.uniform(-0.03, 0.12)))
-    cx1 = int(round(x1 + bw * rng.uniform(-0.03, 0.12)))
-    cy0 = int(round(y0 - bh * rng.uniform(-0.05, 0.2)))
-    cy1 = int(round(y1 + bh * rng.uniform(-0.05, 0.2)))
+    cx0 = round(x0 - bw * rng.uniform(-0.03, 0.12))
+    cx1 = round(x1 + bw * rng.uniform(-0.03, 0.12))
+    cy0 = round(y0 - bh * rng.uniform(-0.05, 0.2))
+    cy1 = round(y1 + bh * rng.uniform(-0.05, 0.2))
     H, W = canvas.shape[:2]
     crop = canvas[max(0, cy0) : min(H, cy1), max(0, cx0) : min(W, cx1)]
     crop = augment.photometric(crop, rng)

@@ -10,10 +10,13 @@
   function get(obj, path) {
     return path.split(".").reduce(function (o, k) { return o == null ? undefined : o[k]; }, obj);
   }
+  function num(v, digits) {
+    return typeof v === "number" && isFinite(v) ? v.toFixed(digits) : "—";
+  }
   function fmt(v, kind, node) {
     if (v === null || v === undefined) return "—";
     switch (kind) {
-      case "kmh": return Number(v).toFixed(1);
+      case "kmh": return num(v, 1);
       case "bool": return v ? T.yes : T.no;
       case "gib": return (Number(v) / 1073741824).toFixed(1) + " GiB";
       case "c": return Number(v).toFixed(1) + " °C";
@@ -70,7 +73,7 @@
         tb.replaceChildren();
         (r.passes || []).forEach(function (p) {
           var tr = el("tr");
-          [p.t_utc, p.lane || "—", p.direction, Number(p.peak_kmh).toFixed(1), Number(p.median_kmh).toFixed(1), p.readings,
+          [p.t_utc || "—", p.lane || "—", p.direction, num(p.peak_kmh, 1), num(p.median_kmh, 1), num(p.readings, 0),
             p.valid ? T.valid : T.invalid].forEach(function (x) { tr.append(el("td", null, x)); });
           tb.append(tr);
         });
@@ -81,8 +84,8 @@
           if (v.thumbnail_jpeg_b64) { var img = el("img"); img.alt = ""; img.src = "data:image/jpeg;base64," + v.thumbnail_jpeg_b64; li.append(img); }
           var d = el("div");
           d.append(el("b", "plate", v.plate ? v.plate.text : "—"), " ", el("span", "mono", v.plate ? v.plate.text_latin : ""), el("br"),
-            Number(v.speed_kmh).toFixed(1) + " / " + Number(v.limit_kmh).toFixed(0) + " km/h · " + (v.lane || ""), el("br"),
-            el("small", null, v.t_utc + (v.seq != null ? " · #" + v.seq : "")));
+            num(v.speed_kmh, 1) + " / " + num(v.limit_kmh, 0) + " km/h · " + (v.lane || ""), el("br"),
+            el("small", null, (v.t_utc || "") + (v.seq != null ? " · #" + v.seq : "")));
           li.append(d);
           ul.append(li);
         });

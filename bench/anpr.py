@@ -1,0 +1,80 @@
+"""ANPR latency: OCR per plate and detector per 1280x720 frame (p50/p99, 1 and 2 threads), model
+sizes, decode time, peak RSS. Inputs are seeded synthetic crops/frames (held-out fonts)."""
+
+from __future__ import annotations
+
+import random
+import resource
+import time
+
+import numpy as np
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.array(xs) * 1000.0, q))
+
+
+def run() -> list[dict]:
+    from device.anpr.detector import PlateDetector
+    from device.anpr.ocr import PlateOcr
+    from device.anpr.reader import DETECTOR_FILE, OCR_FILE, default_models_dir
+    from device.anpr.synth.samples import crop_sample
+    from device.anpr.synth.scene import make_scene
+
+    base = default_models_dir()
+    rng = random.Random(4242)
+    crops = [crop_sample(rng, split="heldout").image for _ in range(60)]
+    frames = [make_scene(rng, split="heldout", min_plates=1).image for _ in range(12)]
+    rows: list[dict] = []
+
+    def row(metric: str, value: float, unit: str, target: str | None = None, note: str | None = None) -> None:
+        rows.append(
+            {"bench": "anpr", "metric": metric, "value": value, "unit": unit, "target": target, "note": note}
+        )
+
+    for threads in (1, 2):
+        ocr = PlateOcr(base / OCR_FILE, threads=threads)
+        for c in crops[:10]:
+            ocr.scores(c)  # warm-up
+        inf, full = [], []
+        for _ in range(5):
+            for c in crops:
+                t0 = time.perf_counter()
+                ocr.scores(c)
+                t1 = time.perf_counter()
+                ocr.read(c, ["MA", "SA", "EG", "MR"])
+                t2 = time.perf_counter()
+                inf.append(t1 - t0)
+                full.append(t2 - t1)
+        row(f"ocr_infer_p50_t{threads}", _pct(inf, 50), "ms", "<= 3 ms/plate", "preprocess + TFLite invoke")
+        row(f"ocr_infer_p99_t{threads}", _pct(inf, 99), "ms", None, None)
+        row(
+            f"ocr_read_p50_t{threads}", _pct(full, 50), "ms", None, "invoke + grammar decode over 4 countries"
+        )
+        det = PlateDetector(base / DETECTOR_FILE, threads=threads)
+        for f in frames[:3]:
+            det.detect(f)
+        dt = []
+        for _ in range(5):
+            for f in frames:
+                t0 = time.perf_counter()
+                det.detect(f)
+                dt.append(time.perf_counter() - t0)
+        row(
+            f"detector_frame_p50_t{threads}",
+            _pct(dt, 50),
+            "ms",
+            "<= 40 ms/frame",
+            "1280x720 BGR in, boxes out",
+        )
+        row(f"detector_frame_p99_t{threads}", _pct(dt, 99), "ms", None, None)
+    row("ocr_model_size", (base / OCR_FILE).stat().st_size / 1e6, "MB", "< 5 MB", None)
+    row("detector_model_size", (base / DETECTOR_FILE).stat().st_size / 1e6, "MB", "< 5 MB", None)
+    row(
+        "peak_rss",
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "MB",
+        None,
+        "whole bench process incl. synthetic data generation",
+    )
+    return rows

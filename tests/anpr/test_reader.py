@@ -1,0 +1,102 @@
+"""PlateReader behaviour beyond accuracy: voting, bad input, deployer models by config."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device.anpr.card import CardError
+from device.anpr.reader import ImageError, PlateReader
+from device.anpr.synth.scene import make_scene
+from device.anpr.vote import vote
+from device.config import AnprConfig
+from device.model import PlateRead
+
+
+def _read(text: str | None, conf: float, frame: int = 0) -> PlateRead:
+    return PlateRead(
+        text=text, text_latin=None, country="MA" if text else None, confidence=conf, frame_no=frame
+    )
+
+
+def test_vote_majority_beats_single_confident_frame() -> None:
+    reads = [_read("1-ب-2", 0.7, 0), _read("1-ب-2", 0.6, 1), _read("7-ب-2", 0.95, 2), _read(None, 0.0, 3)]
+    v = vote(reads)
+    assert v is not None and v.text == "1-ب-2" and v.frames_voted == 2 and v.frame_no == 0
+    assert v.confidence == pytest.approx(0.7 * (1.3 / 2.25))
+    assert vote([_read(None, 0.1)]) is None
+    assert vote([]) is None
+
+
+def test_read_frames_votes_one_pass(reader: PlateReader) -> None:
+    rng = random.Random(4711)
+    scene = make_scene(rng, split="heldout", min_plates=1, max_plates=1, degraded=False, countries=("MA",))
+    truth = scene.plates[0]
+    frames = [scene.image, np.zeros_like(scene.image), scene.image[:, ::-1].copy()]
+    v = reader.read_frames(frames, country="MA")
+    assert v is not None and v.text == truth.text and v.frame_no == 0 and v.box is not None
+    x, y, w, h = v.box
+    tx, ty, tw, th = truth.box
+    assert abs(x + w / 2 - (tx + tw / 2)) < tw / 4 and abs(y + h / 2 - (ty + th / 2)) < th
+    assert v.ocr_model_sha256 == reader.models()["ocr"]["sha256"]
+    assert reader.read_frames([np.zeros((720, 1280, 3), np.uint8)]) is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((0, 0, 3), np.uint8),
+        np.zeros((1, 1, 3), np.uint8),
+        np.zeros((50, 50, 3), np.float32),
+        "not an image",
+        np.zeros((10, 10, 5), np.uint8),
+    ],
+)
+def test_bad_images_raise_clear_error(reader: PlateReader, bad: object) -> None:
+    with pytest.raises(ImageError):
+        reader.read_image(bad)  # type: ignore[arg-type]
+
+
+def test_deployer_model_plugs_in_by_config(reader: PlateReader, tmp_path: Path) -> None:
+    """A renamed model with its own card (one country, no country head used) loads via config only."""
+    src = reader.ocr_path
+    dst = tmp_path / "their_ocr.tflite"
+    shutil.copy(src, dst)
+    card = json.loads(src.with_suffix(".json").read_text(encoding="utf-8"))
+    card["name"] = "deployer-ocr"
+    card["ocr"]["countries"] = ["MA"]
+    card["ocr"]["country_codes"] = []
+    dst.with_suffix(".json").write_text(json.dumps(card, ensure_ascii=False), encoding="utf-8")
+    r = PlateReader(AnprConfig(countries=["MA"], ocr_model=dst), models_dir=reader.det_path.parent)
+    assert r.models()["ocr"]["name"] == "deployer-ocr"
+    from device.anpr.synth.samples import crop_sample
+
+    s = crop_sample(random.Random(5), split="heldout", country="MA", degraded=False)
+    assert r.read_crop(s.image).text == s.text
+    with pytest.raises(ValueError):
+        r.read_crop(s.image, country="SA")
+
+
+def test_card_hash_mismatch_refused(reader: PlateReader, tmp_path: Path) -> None:
+    dst = tmp_path / "ocr.tflite"
+    shutil.copy(reader.ocr_path, dst)
+    card = json.loads(reader.ocr_path.with_suffix(".json").read_text(encoding="utf-8"))
+    card["sha256"] = "0" * 64
+    dst.with_suffix(".json").write_text(json.dumps(card), encoding="utf-8")
+    with pytest.raises(CardError, match="sha256"):
+        PlateReader(AnprConfig(ocr_model=dst), models_dir=reader.det_path.parent)
+    dst.with_suffix(".json").unlink()
+    with pytest.raises(CardError, match="card not found"):
+        PlateReader(AnprConfig(ocr_model=dst), models_dir=reader.det_path.parent)
+
+
+def test_low_confidence_gives_no_text(reader: PlateReader) -> None:
+    noise = np.random.default_rng(0).integers(0, 255, (48, 160, 3), dtype=np.uint8)
+    read = reader.read_crop(noise, country="MA")
+    assert read.text is None or read.confidence >= reader.cfg.min_confidence
+    assert (read.text is None) == (read.text_latin is None)
