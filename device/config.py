@@ -169,8 +169,12 @@ class CameraConfig(_Section):
     preview_width: Annotated[int, Field(ge=64, le=1920)] = 640
     preview_height: Annotated[int, Field(ge=48, le=1080)] = 360
     ring_seconds: Annotated[float, Field(gt=0, le=30)] = 2.0
-    pre_trigger_ms: Annotated[int, Field(ge=0, le=10000)] = 600
-    post_trigger_ms: Annotated[int, Field(ge=0, le=10000)] = 600
+    capture_offset_m: Annotated[float, Field(ge=0, le=100)] = 8.0
+    """Distance along the road from the beam's near edge to where the camera sees plates best (set when
+    aiming). The trigger is when the vehicle is there: ``offset / speed`` before the end of an inbound
+    pass, after the start of an outbound one."""
+    pre_trigger_ms: Annotated[int, Field(ge=0, le=10000)] = 400
+    post_trigger_ms: Annotated[int, Field(ge=0, le=10000)] = 400
     evidence_frames: Annotated[int, Field(ge=1, le=10)] = 2
     jpeg_quality: Annotated[int, Field(ge=30, le=100)] = 90
     reconnect_s: Annotated[float, Field(gt=0)] = 2.0

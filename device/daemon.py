@@ -47,7 +47,7 @@ from device.stats import TrafficStats
 from device.uplink.keys import SigningKey, load_signing_key
 from device.uplink.outbox import Outbox
 from device.uplink.packet import PacketContext, event_payload, violation_payload
-from device.violations import Candidate, EvidenceBuilder
+from device.violations import Candidate, EarlySnapshots, EvidenceBuilder
 
 log = logging.getLogger("radarcam.daemon")
 
@@ -183,7 +183,10 @@ class Daemon:
         self.heartbeats.register("camera", 10.0, lambda: self.camera_thread.heartbeat_ns)
 
         # Evidence building (frames + plate read with a deadline).
-        self.evidence = EvidenceBuilder(cfg, self.ring, self.plate_reader, on_late_plate=self._late_plate)
+        self.snapshots = EarlySnapshots(self.ring, cfg, cfg.tracker.gap_ms * 1_000_000)
+        self.evidence = EvidenceBuilder(
+            cfg, self.ring, self.plate_reader, on_late_plate=self._late_plate, snapshots=self.snapshots
+        )
         self._spawn("evidence", self._evidence_loop, silence_s=30.0)
         self.heartbeats.register("anpr", max(60.0, cfg.anpr.deadline_s * 4), self.evidence.anpr_progress_ns)
 
@@ -229,8 +232,11 @@ class Daemon:
             if r is not None:
                 self.counters["readings"] += 1
                 self.last_speed = {"kmh": r.speed_kmh, "direction": r.direction, "t_mono_ns": r.t_mono_ns}
+                self.snapshots.on_reading(r)
                 passes += self.tracker.push(r)
-            passes += self.tracker.flush(time.monotonic_ns())
+            now = time.monotonic_ns()
+            self.snapshots.poll(now)
+            passes += self.tracker.flush(now)
             for p in passes:
                 self._on_pass(p)
         for p in self.tracker.close():

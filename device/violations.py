@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from device.capture.evidence import DataBar, EvidenceError, build_evidence, select_frames
 from device.capture.ring import FrameRing
 from device.config import Config
-from device.model import ClockStamp, Decision, Direction, Frame, Pass, PlateRead, Violation
+from device.model import ClockStamp, Decision, Direction, Frame, Pass, PlateRead, Reading, Violation
 
 log = logging.getLogger("radarcam.evidence")
 
@@ -33,18 +33,75 @@ class Candidate:
     clock: ClockStamp
 
 
-def trigger_ns(p: Pass) -> int:
-    """Camera trigger time for a pass.
+def trigger_ns(p: Pass, capture_offset_m: float, speed_kmh: float) -> int:
+    """When the vehicle was at the camera's capture point.
 
-    Plates are read where the vehicle is nearest the cabinet: at the end of an inbound pass (it leaves
-    the beam close to us) and at the start of an outbound one (it enters close to us).
+    A Doppler radar measures no range, but the beam's near edge is a known place: an inbound vehicle
+    leaves the beam there (pass end), an outbound one enters there (pass start). The capture point is
+    ``capture_offset_m`` further up the road, crossed ``offset / speed`` before (inbound) or after
+    (outbound). The frame nearest this instant is the first evidence image.
     """
-    return p.start_mono_ns if p.direction is Direction.OUTBOUND else p.end_mono_ns
+    dt_ns = int(capture_offset_m / max(speed_kmh / 3.6, 0.5) * 1e9)
+    if p.direction is Direction.OUTBOUND:
+        return p.start_mono_ns + dt_ns
+    return p.end_mono_ns - dt_ns
 
 
 def utc_of(clock: ClockStamp, mono_ns: int) -> int:
     """Wall-clock time of a monotonic instant, through the clock stamp taken with it."""
     return clock.utc_ns + (mono_ns - clock.mono_ns)
+
+
+class EarlySnapshots:
+    """Frames for outbound vehicles, kept before the ring overwrites them.
+
+    An outbound vehicle passes the capture point soon after its pass starts, but the pass only ends
+    when it leaves the far edge of the beam, seconds later: longer than a ring sized for inbound traffic
+    holds at 1080p. So the measurement thread arms a snapshot at the first reading of each outbound pass
+    (its speed is already known) and, once the post-trigger frames exist, keeps references to the
+    window's frames (no pixel copy). The evidence thread takes them when the pass completes.
+    """
+
+    def __init__(self, ring: FrameRing, cfg: Config, gap_ns: int) -> None:
+        self._ring = ring
+        self._cfg = cfg
+        self._gap_ns = gap_ns
+        self._last_reading_ns: int | None = None
+        self._armed: list[tuple[int, int]] = []  # (pass start, trigger)
+        self._snaps: dict[int, tuple[int, list[Frame]]] = {}
+        self._lock = threading.Lock()
+
+    def on_reading(self, r: Reading) -> None:
+        if r.direction is not Direction.OUTBOUND or r.obj_index != 0:
+            return
+        last = self._last_reading_ns
+        self._last_reading_ns = r.t_mono_ns
+        if last is not None and r.t_mono_ns - last <= self._gap_ns:
+            return  # same pass
+        dt = int(self._cfg.camera.capture_offset_m / max(r.speed_kmh / 3.6, 0.5) * 1e9)
+        self._armed.append((r.t_mono_ns, r.t_mono_ns + dt))
+
+    def poll(self, now_ns: int) -> None:
+        cam = self._cfg.camera
+        post, pre = cam.post_trigger_ms * 1_000_000, cam.pre_trigger_ms * 1_000_000
+        due = [a for a in self._armed if a[1] + post <= now_ns]
+        if not due:
+            return
+        self._armed = [a for a in self._armed if a[1] + post > now_ns]
+        with self._lock:
+            for start, t in due:
+                self._snaps[start] = (t, self._ring.window(t - pre, t + post))
+            for k in [k for k in self._snaps if now_ns - k > 60_000_000_000]:
+                del self._snaps[k]  # passes that never completed (or were not violations)
+
+    def take(self, p: Pass) -> tuple[int, list[Frame]] | None:
+        with self._lock:
+            if not self._snaps:
+                return None
+            key = min(self._snaps, key=lambda k: abs(k - p.start_mono_ns))
+            if abs(key - p.start_mono_ns) > self._gap_ns:
+                return None
+            return self._snaps.pop(key)
 
 
 class EvidenceBuilder:
@@ -57,9 +114,11 @@ class EvidenceBuilder:
         plate_reader: object | None,
         *,
         on_late_plate: Callable[[Violation, PlateRead | None], None],
+        snapshots: EarlySnapshots | None = None,
     ) -> None:
         self._cfg = cfg
         self._ring = ring
+        self._snapshots = snapshots
         self._reader = plate_reader
         self._on_late_plate = on_late_plate
         # One ANPR worker: the model uses its own threads; a queue of futures keeps order.
@@ -77,9 +136,12 @@ class EvidenceBuilder:
 
     def frames_for(self, p: Pass) -> tuple[int, list[Frame]]:
         cam = self._cfg.camera
-        t = trigger_ns(p)
-        t0 = min(p.start_mono_ns, t - cam.pre_trigger_ms * 1_000_000)
-        t1 = max(t, t) + cam.post_trigger_ms * 1_000_000
+        if p.direction is Direction.OUTBOUND and self._snapshots is not None:
+            snap = self._snapshots.take(p)
+            if snap is not None:
+                return snap
+        t = trigger_ns(p, cam.capture_offset_m, p.median_kmh)
+        t1 = t + cam.post_trigger_ms * 1_000_000
         # Wait (briefly) until the post-trigger frames exist.
         deadline = time.monotonic_ns() + 2 * cam.post_trigger_ms * 1_000_000 + 500_000_000
         while time.monotonic_ns() < deadline:
@@ -87,10 +149,7 @@ class EvidenceBuilder:
             if latest is not None and latest.t_mono_ns >= t1:
                 break
             time.sleep(0.01)
-        window = self._ring.window(t - cam.pre_trigger_ms * 1_000_000, t1)
-        if not window:
-            window = self._ring.window(t0, t1)
-        return t, window
+        return t, self._ring.window(t - cam.pre_trigger_ms * 1_000_000, t1)
 
     def _read_plate(self, frames: list[Frame]) -> tuple[PlateRead | None, Frame | None]:
         self._anpr_busy_since = time.monotonic_ns()

@@ -93,7 +93,13 @@ def cmd_detector() -> None:
     from models.train import data, detector, export
 
     t0 = time.time()
-    x, boxes = data.det_dataset(SIZES["det_train"], SEEDS["det_train"], detector.H, detector.W, "train")
+    cache = WORK / f"det_data_{SIZES['det_train']}_{SEEDS['det_train']}.npz"
+    if cache.exists():  # same seed and size give the same frames: reuse them between runs
+        z = np.load(cache, allow_pickle=True)
+        x, boxes = z["x"], list(z["boxes"])
+    else:
+        x, boxes = data.det_dataset(SIZES["det_train"], SEEDS["det_train"], detector.H, detector.W, "train")
+        np.savez(cache, x=x, boxes=np.array(boxes, dtype=object))
     log(f"det data {len(x)} frames in {time.time() - t0:.0f}s")
     t1 = time.time()
     model = detector.train(tf, x, boxes, seed=SEEDS["tf"], epochs=SIZES["det_epochs"], log=log)

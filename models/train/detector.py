@@ -44,6 +44,7 @@ def build(tf):
     x = block(x, 32, 2)  # 24x40
     x = block(x, 32)
     x = block(x, 32, dil=2)
+    x = block(x, 32, dil=4)  # receptive field ~130 px at /4: the largest two-row plates fit
     x = block(x, 32)
     heat = L.Conv2D(1, 1, activation="sigmoid", bias_initializer=tf.keras.initializers.Constant(-4.0))(x)
     reg = L.Conv2D(4, 1)(x)
