@@ -38,6 +38,7 @@ class _TimedOutbox(Outbox):
         self.acked_event = threading.Event()
 
     def mark_acked(self, seqs) -> int:
+        seqs = list(seqs)
         n = super().mark_acked(seqs)
         now = time.perf_counter_ns()
         for s in seqs:
@@ -81,7 +82,7 @@ def _latency(tmp: Path, key, broker: MosquittoBroker) -> list[float]:
     ctx = sample_context(DEVICE, key.key_id)
     lat_ms = []
     try:
-        for i in range(120):
+        for i in range(320):
             s = ob.seal(violation_payload(sample_violation(i, image_bytes=100_000), ctx))
             t0 = time.perf_counter_ns()
             client.wake()

@@ -450,12 +450,24 @@ class Daemon:
         if getattr(self, "gpio", None) is not None:
             self.gpio.close()
         if getattr(self, "uplink", None) is not None:
+            self._flush_uplink(min(2.0, max(0.0, deadline - time.monotonic())))
             self.uplink.stop()
         if getattr(self, "outbox", None) is not None:
             self.outbox.close()
         if getattr(self, "clock", None) is not None:
             self.clock.stop()
         log.info("stopped", extra={"stage": "daemon"})
+
+    def _flush_uplink(self, budget_s: float) -> None:
+        """Lets the last packets (the shutdown event) reach the registry if it is reachable right now;
+        whatever is left stays pending in the outbox and goes out after the restart."""
+        self.uplink.wake()
+        end = time.monotonic() + budget_s
+        while time.monotonic() < end:
+            st = self.outbox.stats()
+            if st.get("pending", 0) == 0 and st.get("sent", 0) == 0:
+                return
+            time.sleep(0.05)
 
     # ------------------------------------------------------------------ reload / status / control
     LIVE_SECTIONS = ("site", "enforcement", "tracker", "anpr")

@@ -32,6 +32,9 @@ class Notifier:
         self._sock: socket.socket | None = None
         if self._addr is not None:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Never block the supervisor on a slow reader: a full queue drops the message (EAGAIN),
+            # which is what a missed watchdog ping should look like anyway.
+            self._sock.setblocking(False)
 
     @property
     def enabled(self) -> bool:

@@ -240,6 +240,7 @@ class EvidenceBuilder:
                 "trigger_mono_ns": t,
                 "decided_mono_ns": cand.decided_mono_ns,
                 "frames_in_window": len(window),
+                "evidence_problem": evidence_problem,
             },
         )
         if future is not None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import pytest
 
 from device import config as cfgmod
 from device.sim.scenario import Scenario, generate
+from device.sim.service_manager import NotifyListener
 
 HIL_RADAR = os.environ.get("RADARCAM_HIL_RADAR")
 HIL_CAMERA = os.environ.get("RADARCAM_HIL_CAMERA")
@@ -68,41 +68,6 @@ def broker_proc() -> Iterator:
 @pytest.fixture
 def broker(broker_proc) -> tuple[str, int]:
     return broker_proc.address
-
-
-class NotifySocket:
-    """The service manager's end of sd_notify: a real AF_UNIX datagram socket, like systemd's."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, dict[str, str]]] = []
-
-    def drain(self) -> list[dict[str, str]]:
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except (TimeoutError, BlockingIOError):
-                break
-            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
-            self.messages.append((time.monotonic(), fields))
-        return [m for _, m in self.messages]
-
-    def wait_for(self, key: str, value: str | None = None, timeout: float = 30.0) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
-            msgs = self.drain()
-            for m in msgs[seen:]:
-                if key in m and (value is None or m[key] == value):
-                    return m
-            seen = len(msgs)
-        raise AssertionError(f"no {key}={value} from the daemon within {timeout} s; got {self.messages[-5:]}")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class Unit:
@@ -163,7 +128,7 @@ class Unit:
         )
         self.config_path = tmp / "radarcam.toml"
         cfgmod.save(self.cfg, self.config_path)
-        self.notify = NotifySocket(tmp / "notify.sock")
+        self.notify = NotifyListener(tmp / "notify.sock")
         self.proc: subprocess.Popen | None = None
 
     def start(self, *, watchdog_s: float = 3.0) -> subprocess.Popen:
@@ -231,8 +196,12 @@ def traffic(seed: int = 7, vehicles: int = 8, speeder_share: float = 0.5) -> Sce
 def unit_factory(tmp_path: Path, broker: tuple[str, int]) -> Iterator:
     units: list[Unit] = []
 
-    def make(scenario: Scenario | None = None, **kw) -> Unit:
-        u = Unit(tmp_path / f"u{len(units)}", broker, scenario or traffic(), **kw)
+    def make(
+        *, seed: int = 7, vehicles: int = 8, speeder_share: float = 0.5, emulated_only: bool = False
+    ) -> Unit:
+        if emulated_only and HIL_RADAR:
+            pytest.skip("needs scripted traffic from the radar emulator (RADARCAM_HIL_RADAR is real hardware)")
+        u = Unit(tmp_path / f"u{len(units)}", broker, traffic(seed, vehicles, speeder_share))
         units.append(u)
         return u
 
@@ -262,10 +231,3 @@ def registry_for(broker: tuple[str, int], tmp_path: Path) -> Iterator:
     yield make
     for r in regs:
         r.stop()
-
-
-def needs_emulated_radar() -> None:
-    if HIL_RADAR:
-        pytest.skip(
-            "needs scripted traffic from the radar emulator (RADARCAM_HIL_RADAR points to real hardware)"
-        )

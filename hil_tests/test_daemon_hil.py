@@ -10,7 +10,6 @@ import sqlite3
 import time
 
 import pytest
-from conftest import needs_emulated_radar, traffic
 
 from device.uplink.packet import verify
 
@@ -43,37 +42,38 @@ def assert_registry_complete(unit, reg, timeout: float = 30.0) -> list[dict]:
         if prev is not None:
             import hashlib
 
-            assert payload["prev_hash"] == hashlib.sha256(prev).digest(), f"chain broken at {rec['seq']}"
+            assert payload["prev_hash"] == hashlib.sha256(prev).hexdigest(), f"chain broken at {rec['seq']}"
         prev = rec["data"]
     assert reg.rejections() == []
+    chain = reg.chain(unit.device_id)
+    assert chain["intact"] and chain["gaps"] == [] and chain["broken_links"] == [], chain
     return got
 
 
 def test_supervised_run_ready_watchdog_and_clean_stop(unit_factory, registry_for):
-    unit = unit_factory(traffic(vehicles=4))
+    unit = unit_factory(vehicles=4)
     reg = registry_for(unit)
     unit.start(watchdog_s=2.0)
     unit.notify.wait_for("READY", "1", timeout=60)
     t_ready = time.monotonic()
     # WATCHDOG=1 keeps coming while all stages are alive (interval < WatchdogSec/2).
     unit.notify.wait_for("WATCHDOG", "1", timeout=5)
-    n0 = sum(1 for m in unit.notify.drain() if m.get("WATCHDOG") == "1")
+    n0 = unit.notify.count("WATCHDOG", "1")
     time.sleep(2.5)
-    n1 = sum(1 for m in unit.notify.drain() if m.get("WATCHDOG") == "1")
+    n1 = unit.notify.count("WATCHDOG", "1")
     assert n1 - n0 >= 2
     st = unit.wait_status(lambda s: s["components"]["uplink"].get("connected"))
     assert st["device_id"] == unit.device_id
     t0 = time.monotonic()
     assert unit.terminate(timeout=12) == 0
     assert time.monotonic() - t0 < 10.0
-    assert any(m.get("STOPPING") == "1" for m in unit.notify.drain())
+    assert unit.notify.count("STOPPING", "1") == 1
     assert t_ready > 0
     assert_registry_complete(unit, reg)
 
 
 def test_power_cut_mid_violation_loses_nothing(unit_factory, registry_for):
-    needs_emulated_radar()
-    unit = unit_factory(traffic(seed=11, vehicles=10, speeder_share=0.8))
+    unit = unit_factory(seed=11, vehicles=10, speeder_share=0.8, emulated_only=True)
     reg = registry_for(unit)
     unit.start()
     unit.notify.wait_for("READY", "1", timeout=60)
@@ -90,8 +90,7 @@ def test_power_cut_mid_violation_loses_nothing(unit_factory, registry_for):
 
 
 def test_radar_unplugged_and_replugged(unit_factory, registry_for):
-    needs_emulated_radar()
-    unit = unit_factory(traffic(seed=5, vehicles=30, speeder_share=0.3))
+    unit = unit_factory(seed=5, vehicles=30, speeder_share=0.3, emulated_only=True)
     registry_for(unit)
     unit.start()
     unit.notify.wait_for("READY", "1", timeout=60)
@@ -114,8 +113,7 @@ def test_radar_unplugged_and_replugged(unit_factory, registry_for):
 def test_broker_lost_then_back(unit_factory, registry_for, broker_proc):
     if not broker_proc.restartable:
         pytest.skip("cannot stop a real broker from the test")
-    needs_emulated_radar()
-    unit = unit_factory(traffic(seed=3, vehicles=10, speeder_share=0.9))
+    unit = unit_factory(seed=3, vehicles=10, speeder_share=0.9, emulated_only=True)
     reg = registry_for(unit)
     unit.start()
     unit.notify.wait_for("READY", "1", timeout=60)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import ssl
 import threading
 import time
@@ -24,6 +25,12 @@ from device.uplink.outbox import Outbox
 _UNSUPPORTED_PROTOCOL = (1, 132)  # 3.1.1 "unacceptable protocol version", 5 "unsupported protocol version"
 
 
+def nodelay(client, userdata, sock) -> None:
+    """Small acks must not wait for Nagle + delayed ACK (~40 ms per round trip)."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class UplinkClient:
     def __init__(self, cfg: UplinkConfig, device_id: str, outbox: Outbox) -> None:
         self.cfg = cfg
@@ -31,6 +38,8 @@ class UplinkClient:
         self.outbox = outbox
         self.protocol = cfg.protocol
         self.heartbeat_ns = time.monotonic_ns()
+        """Updated on every worker loop (at least every 0.25 s): the supervisor's liveness signal."""
+        self.retention_interval_s = 300.0
         self._prefix = cfg.topic_prefix
         self._status_topic = topics.topic(self._prefix, device_id, topics.STATUS)
         self._ack_topic = topics.topic(self._prefix, device_id, topics.ACK)
@@ -40,6 +49,7 @@ class UplinkClient:
         self._connected = False
         self._inflight: dict[int, float] = {}  # seq -> monotonic publish time (awaiting registry ack)
         self._mids: dict[int, int] = {}  # paho mid -> seq
+        self._early_mids: set[int] = set()  # PUBACKed before publish() returned its mid
         self._pubacked: deque[int] = deque()
         self._acked: deque[int] = deque()
         self._fallback = False
@@ -90,6 +100,7 @@ class UplinkClient:
         c.max_inflight_messages_set(self.cfg.max_inflight)
         c.reconnect_delay_set(min_delay=self.cfg.reconnect_min_s, max_delay=self.cfg.reconnect_max_s)
         c.on_connect = self._on_connect
+        c.on_socket_open = nodelay
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
@@ -152,6 +163,10 @@ class UplinkClient:
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._lock:
             seq = self._mids.pop(mid, None)
+            if seq is None:
+                self._early_mids.add(mid)
+                if len(self._early_mids) > 10_000:  # status/stats mids are never claimed: stay bounded
+                    self._early_mids.clear()
         if seq is not None:
             self._pubacked.append(seq)
             self._wake.set()
@@ -171,14 +186,16 @@ class UplinkClient:
     def _drain_callbacks(self) -> None:
         sent = [self._pubacked.popleft() for _ in range(len(self._pubacked))]
         acked = [self._acked.popleft() for _ in range(len(self._acked))]
-        if sent:
-            self.outbox.mark_sent_many(sent)
-        if acked:
+        done = set(acked)
+        sent = [s for s in sent if s not in done]  # acked wins: no separate 'sent' write needed
+        if acked:  # acks first: they free the window and end the latency that matters
             self.outbox.mark_acked(acked)
             self.last_ack_ns = time.time_ns()
             with self._lock:
                 for s in acked:
                     self._inflight.pop(s, None)
+        if sent:
+            self.outbox.mark_sent_many(sent)
 
     def _fill_window(self) -> None:
         now = time.monotonic()
@@ -195,16 +212,25 @@ class UplinkClient:
             return
         rows = [r for r in self.outbox.next_unacked(room + len(busy)) if r.seq not in busy][:room]
         for r in rows:
+            if not self._connected:
+                return
             t = topics.packet_topic(self._prefix, self.device_id, r.kind)
             with self._lock:
-                if not self._connected:
-                    return
-                info = self._client.publish(t, r.data, qos=1, properties=self._props_cose)
-                self._mids[info.mid] = r.seq
                 self._inflight[r.seq] = now
-                self.published += 1
+            # Never hold self._lock across publish(): paho's thread holds its own lock while it calls
+            # _on_publish, which takes self._lock (lock-order deadlock). A PUBACK may therefore arrive
+            # before the mid is recorded; _on_publish parks such mids in _early_mids.
+            info = self._client.publish(t, r.data, qos=1, properties=self._props_cose)
+            with self._lock:
+                if info.mid in self._early_mids:
+                    self._early_mids.discard(info.mid)
+                    self._pubacked.append(r.seq)
+                else:
+                    self._mids[info.mid] = r.seq
+            self.published += 1
 
     def _run(self) -> None:
+        next_retention = time.monotonic() + 10.0
         while not self._stop.is_set():
             self.heartbeat_ns = time.monotonic_ns()
             self._wake.wait(0.25)
@@ -215,6 +241,9 @@ class UplinkClient:
                     self._switch_to_311()
                 self._drain_callbacks()
                 self._fill_window()
+                if time.monotonic() >= next_retention:  # acked rows only; see Outbox.retention
+                    next_retention = time.monotonic() + self.retention_interval_s
+                    self.outbox.retention()
             except Exception as exc:  # keep the uplink alive; the supervisor sees last_error
                 self.last_error = f"uplink worker: {exc!r}"
                 time.sleep(0.2)

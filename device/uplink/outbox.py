@@ -21,10 +21,12 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device.config import UplinkConfig
 from device.uplink.keys import SigningKey
 from device.uplink.packet import PacketError, fit_to_size, seal_bytes
 
@@ -92,6 +94,17 @@ class Outbox:
         self._lock = threading.RLock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open()
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str], key: SigningKey, cfg: UplinkConfig) -> Outbox:
+        """Quota, retention and packet cap from the ``[uplink]`` section."""
+        return cls(
+            path,
+            key,
+            quota_bytes=int(cfg.quota_mb * 1024 * 1024),
+            retention_s=cfg.retention_days * 86400,
+            max_packet_bytes=cfg.packet_max_bytes,
+        )
 
     # ------------------------------------------------------------------ open / corruption
 
@@ -251,7 +264,8 @@ class Outbox:
                 [(now, int(s)) for s in seqs],
             )
 
-    def mark_acked(self, seqs: list[int] | tuple[int, ...] | set[int]) -> int:
+    def mark_acked(self, seqs: Iterable[int]) -> int:
+        """Registry acks for a batch, one transaction; returns how many rows became acked."""
         now = time.time_ns()
         with self._lock, self._tx(self._db):
             n = 0

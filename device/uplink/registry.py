@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from device.config import TlsConfig
 from device.uplink import topics
 from device.uplink.keys import load_public_key, parse_public_pem, public_pem
+from device.uplink.mqtt import nodelay
 from device.uplink.outbox import GENESIS_HASH
 from device.uplink.packet import PacketError, verify
 
@@ -123,6 +125,9 @@ class Registry:
         self.instance = instance or f"registry-{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
+        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
         self._client = None
         self.received = 0
         self.stored = 0
@@ -146,60 +151,83 @@ class Registry:
 
     # ------------------------------------------------------------------ packet handling (no MQTT)
 
-    def _reject(
-        self, device: str | None, topic: str, reason: str, data: bytes, seq: int | None = None
-    ) -> dict:
-        with self._lock:
-            self.db.q(
-                "INSERT INTO rejections(device_id, topic, seq, reason, sha256, received_ns, data)"
-                " VALUES(?, ?, ?, ?, ?, ?, ?)",
-                (device, topic, seq, reason, hashlib.sha256(data).hexdigest(), time.time_ns(), data),
-            )
-            self.rejected += 1
-        return {"result": "rejected", "reason": reason}
+    def _reject_row(self, device: str | None, topic: str, reason: str, data: bytes, seq: int | None) -> None:
+        self.db.q(
+            "INSERT INTO rejections(device_id, topic, seq, reason, sha256, received_ns, data)"
+            " VALUES(?, ?, ?, ?, ?, ?, ?)",
+            (device, topic, seq, reason, hashlib.sha256(data).hexdigest(), time.time_ns(), data),
+        )
+        self.rejected += 1
 
-    def handle(self, topic: str, data: bytes) -> dict[str, Any]:
-        """Verify + store one packet. Returns ``{"result": stored|duplicate|rejected, ...}``; acks are
-        the caller's job (so this is testable without a broker and the ack never precedes the commit)."""
-        self.received += 1
+    def _check(self, topic: str, data: bytes) -> dict[str, Any]:
+        """Everything that needs no database: topic, key, signature, signed identity. CPU only."""
         parsed = topics.device_from_topic(self.prefix, topic)
         if parsed is None or parsed[1] not in (topics.VIOLATION, topics.EVENT):
-            return self._reject(None, topic, "not a packet topic", data)
+            return {"result": "rejected", "device_id": None, "reason": "not a packet topic"}
         device, leaf = parsed
         key = self.keys.get(device)
         if key is None:
-            return self._reject(device, topic, f"unknown device {device!r} (no registered key)", data)
+            return {
+                "result": "rejected",
+                "device_id": device,
+                "reason": f"unknown device {device!r} (no registered key)",
+            }
         try:
             payload = verify(data, key)
         except PacketError as exc:
-            return self._reject(device, topic, f"verification failed: {exc}", data)
+            return {"result": "rejected", "device_id": device, "reason": f"verification failed: {exc}"}
         seq = payload.get("seq")
+        bad = None
         if payload.get("device_id") != device:
-            return self._reject(
-                device, topic, f"signed device_id {payload.get('device_id')!r} != topic", data, seq
-            )
-        if not isinstance(seq, int) or seq < 1 or not isinstance(payload.get("prev_hash"), str):
-            return self._reject(device, topic, "missing or invalid seq / prev_hash", data)
-        kind = payload.get("kind")
-        if (kind == "violation") != (leaf == topics.VIOLATION):
-            return self._reject(device, topic, f"kind {kind!r} published on {leaf!r}", data, seq)
-        digest = hashlib.sha256(data).hexdigest()
-        packet_id = str(payload.get("packet_id"))
+            bad = f"signed device_id {payload.get('device_id')!r} != topic"
+        elif not isinstance(seq, int) or seq < 1 or not isinstance(payload.get("prev_hash"), str):
+            bad, seq = "missing or invalid seq / prev_hash", None
+        elif (payload.get("kind") == "violation") != (leaf == topics.VIOLATION):
+            bad = f"kind {payload.get('kind')!r} published on {leaf!r}"
+        if bad:
+            return {"result": "rejected", "device_id": device, "reason": bad, "seq": seq}
+        return {"result": "ok", "device_id": device, "seq": seq, "payload": payload}
+
+    def handle(self, topic: str, data: bytes) -> dict[str, Any]:
+        """Verify + store one packet; see :meth:`handle_batch`."""
+        return self.handle_batch([(topic, data)])[0]
+
+    def handle_batch(self, msgs: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+        """Verify + store packets in ONE transaction (group commit: one fsync for the batch).
+
+        Returns per message ``{"result": stored|duplicate|rejected, ...}``. Acks are the caller's job,
+        sent only after this returns, so an ack never precedes the commit.
+        """
+        checks = [self._check(t, d) for t, d in msgs]
+        results: list[dict[str, Any]] = []
         with self._lock:
             self.db.begin()
             try:
-                res = self._store(device, seq, packet_id, str(kind), data, digest, payload["prev_hash"])
+                for (topic, data), c in zip(msgs, checks, strict=True):
+                    self.received += 1
+                    res = c
+                    if c["result"] == "ok":
+                        p = c["payload"]
+                        res = self._store(
+                            c["device_id"], c["seq"], str(p.get("packet_id")), str(p.get("kind")), data,
+                            hashlib.sha256(data).hexdigest(), p["prev_hash"],
+                        )  # fmt: skip
+                        if res["result"] == "replay":
+                            res = {"result": "rejected", "device_id": c["device_id"], "reason": res["reason"],
+                                   "seq": c["seq"]}  # fmt: skip
+                    if res["result"] == "rejected":
+                        self._reject_row(res["device_id"], topic, res["reason"], data, res.get("seq"))
+                    results.append(res)
                 self.db.commit()
             except BaseException:
                 self.db.rollback()
                 raise
-            if res["result"] == "duplicate":
-                self.duplicates += 1
-            elif res["result"] == "stored":
-                self.stored += 1
-        if res["result"] == "replay":
-            return self._reject(device, topic, res["reason"], data, seq)
-        return res
+            for r in results:
+                if r["result"] == "duplicate":
+                    self.duplicates += 1
+                elif r["result"] == "stored":
+                    self.stored += 1
+        return results
 
     def _store(
         self, device: str, seq: int, packet_id: str, kind: str, data: bytes, digest: str, prev_hash: str
@@ -259,22 +287,41 @@ class Registry:
         self._subscribed.clear()
 
     def _on_message(self, client, userdata, msg) -> None:
-        try:
-            res = self.handle(msg.topic, msg.payload)
-        except Exception as exc:  # database down etc.: no ack, the device will resend
-            self.last_error = f"storing failed: {exc!r}"
-            return
-        if res["result"] in ("stored", "duplicate"):
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
+        self._queue.put((msg.topic, msg.payload))
 
-            props = Properties(PacketTypes.PUBLISH)
-            props.ContentType = "application/json"
-            ack = {"seqs": [res["seq"]], "result": res["result"], "registry": self.instance}
-            client.publish(
-                topics.topic(self.prefix, res["device_id"], topics.ACK), json.dumps(ack), 1, False, props
-            )
-            self.acks_sent += 1
+    def _worker(self) -> None:
+        """Drains whatever arrived since the last commit into one batch, commits, then acks."""
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.PUBLISH)
+        props.ContentType = "application/json"
+        while not self._halt.is_set():
+            try:
+                first = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < 256:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                results = self.handle_batch(batch)
+            except Exception as exc:  # database down etc.: no ack, the device will resend
+                self.last_error = f"storing failed: {exc!r}"
+                continue
+            acks: dict[str, list[int]] = {}
+            for r in results:
+                if r["result"] in ("stored", "duplicate"):
+                    acks.setdefault(r["device_id"], []).append(r["seq"])
+            c = self._client
+            for device, seqs in acks.items():
+                if c is not None:
+                    ack = {"seqs": seqs, "registry": self.instance}
+                    c.publish(topics.topic(self.prefix, device, topics.ACK), json.dumps(ack), 1, False, props)
+                    self.acks_sent += 1
 
     def start(self, timeout: float = 10.0) -> Registry:
         """Connects and returns once the shared subscriptions are granted."""
@@ -292,16 +339,26 @@ class Registry:
             )
         c.on_connect, c.on_subscribe = self._on_connect, self._on_subscribe
         c.on_message, c.on_disconnect = self._on_message, self._on_disconnect
-        c.reconnect_delay_set(0.5, 10)
+        c.on_socket_open = nodelay
+        c.reconnect_delay_set(0.2, 5)
         c.connect_async(self.host, self.port, 30, clean_start=True)
-        c.loop_start()
         self._client = c
+        self._halt.clear()
+        self._thread = threading.Thread(target=self._worker, name=f"{self.instance}-store", daemon=True)
+        self._thread.start()
+        c.loop_start()
         if not self._subscribed.wait(timeout):
             self.stop()
             raise RuntimeError(f"registry: not subscribed on {self.host}:{self.port} within {timeout} s")
         return self
 
     def stop(self) -> None:
+        """Finishes the batch in hand (commit + acks), then disconnects. Messages still queued are
+        neither stored nor acked: devices publish them again after their ack timeout."""
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
         c, self._client = self._client, None
         if c is not None:
             c.disconnect()

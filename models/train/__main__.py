@@ -21,7 +21,7 @@ WORK = ROOT / "train" / "work"
 SEEDS = {"ocr_train": 1, "ocr_select": 2, "det_train": 3, "det_select": 4, "tf": 1234, "eval": 777}
 SIZES = {
     "ocr_train": int(os.environ.get("ANPR_OCR_N", 45000)),
-    "ocr_epochs": int(os.environ.get("ANPR_OCR_EPOCHS", 7)),
+    "ocr_epochs": int(os.environ.get("ANPR_OCR_EPOCHS", 8)),
     "det_train": int(os.environ.get("ANPR_DET_N", 2000)),
     "det_epochs": int(os.environ.get("ANPR_DET_EPOCHS", 14)),
 }
@@ -63,11 +63,26 @@ def cmd_ocr() -> None:
     from models.train import data, export, ocr
 
     t0 = time.time()
-    x, texts, countries = data.ocr_dataset(SIZES["ocr_train"], SEEDS["ocr_train"], ocr.H, ocr.W, "train")
-    xs, ts, _cs = data.ocr_dataset(2000, SEEDS["ocr_select"], ocr.H, ocr.W, "heldout")
+    cache = WORK / f"ocr_data_{SIZES['ocr_train']}_{SEEDS['ocr_train']}.npz"
+    if cache.exists():  # same seed and size give the same crops: reuse them between runs
+        z = np.load(cache)
+        x, texts, countries, xs, ts = z["x"], list(z["t"]), list(z["c"]), z["xs"], list(z["ts"])
+    else:
+        x, texts, countries = data.ocr_dataset(SIZES["ocr_train"], SEEDS["ocr_train"], ocr.H, ocr.W, "train")
+        xs, ts, _cs = data.ocr_dataset(2000, SEEDS["ocr_select"], ocr.H, ocr.W, "heldout")
+        np.savez(cache, x=x, t=np.array(texts), c=np.array(countries), xs=xs, ts=np.array(ts))
     log(f"ocr data {len(x)} train + {len(xs)} held-out in {time.time() - t0:.0f}s")
     t1 = time.time()
-    model = ocr.train(tf, x, texts, countries, seed=SEEDS["tf"], epochs=SIZES["ocr_epochs"], log=log)
+    model = ocr.train(
+        tf,
+        x,
+        texts,
+        countries,
+        seed=SEEDS["tf"],
+        epochs=SIZES["ocr_epochs"],
+        log=log,
+        checkpoint=WORK / "ocr.keras",
+    )
     model.save(WORK / "ocr.keras")
     log(f"ocr trained in {time.time() - t1:.0f}s")
     y = ocr.encode(ts)

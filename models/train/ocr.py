@@ -11,6 +11,7 @@ import numpy as np
 from device.anpr.plates import COUNTRY_CODES, OCR_ALPHABET, OCR_SLOTS, PAD
 
 H, W = 48, 160
+BATCH = 64
 
 
 def encode(texts: list[str]) -> np.ndarray:
@@ -41,7 +42,7 @@ def build(tf):
     x = block(x, 128)
     x = L.Flatten()(x)
     x = L.Dense(256, activation="relu")(x)
-    x = L.Dropout(0.25)(x)
+    x = L.Dropout(0.1)(x)
     chars = L.Reshape((OCR_SLOTS, len(OCR_ALPHABET)))(L.Dense(OCR_SLOTS * len(OCR_ALPHABET))(x))
     chars = L.Softmax(name="chars")(chars)
     country = L.Dense(len(COUNTRY_CODES), activation="softmax", name="country")(x)
@@ -49,7 +50,7 @@ def build(tf):
 
 
 def train(
-    tf, x: np.ndarray, texts: list[str], countries: list[str], *, seed: int, epochs: int, log
+    tf, x: np.ndarray, texts: list[str], countries: list[str], *, seed: int, epochs: int, log, checkpoint=None
 ) -> object:
     tf.keras.utils.set_random_seed(seed)
     y = encode(texts)
@@ -58,8 +59,10 @@ def train(
     xv, yv, ycv = x[:n_val], y[:n_val], yc[:n_val]
     xt, yt, yct = x[n_val:], y[n_val:], yc[n_val:]
     model = build(tf)
-    steps = epochs * int(np.ceil(len(xt) / 128))
-    lr = tf.keras.optimizers.schedules.CosineDecay(2e-3, steps, alpha=0.02, warmup_target=None)
+    steps = epochs * int(np.ceil(len(xt) / BATCH))
+    lr = tf.keras.optimizers.schedules.CosineDecay(
+        1e-4, steps - 300, alpha=0.01, warmup_target=3e-3, warmup_steps=300
+    )
     model.compile(
         optimizer=tf.keras.optimizers.Adam(lr),
         loss={"chars": "sparse_categorical_crossentropy", "country": "sparse_categorical_crossentropy"},
@@ -76,7 +79,7 @@ def train(
         tf.data.Dataset.from_tensor_slices((xt, yt, yct))
         .shuffle(len(xt), seed=seed)
         .map(aug, num_parallel_calls=2)
-        .batch(128)
+        .batch(BATCH)
         .prefetch(2)
     )
     vds = tf.data.Dataset.from_tensor_slices(
@@ -91,6 +94,8 @@ def train(
                 f"ocr epoch {epoch + 1}/{epochs} loss={logs['loss']:.4f} val_loss={logs.get('val_loss', 0):.4f} "
                 f"val_exact_argmax={exact:.4f}"
             )
+            if checkpoint is not None:
+                self.model.save(checkpoint)  # usable even if the run is cut short
 
     model.fit(ds, epochs=epochs, validation_data=vds, verbose=0, callbacks=[Log()])
     return model

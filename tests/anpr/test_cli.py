@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from device.anpr.synth.samples import crop_sample
 from device.anpr.synth.scene import make_scene
@@ -83,7 +84,7 @@ def test_read_batch_with_bad_files(tmp_path: Path) -> None:
 
 def test_no_plate_gives_null_text(tmp_path: Path) -> None:
     blank = tmp_path / "blank.png"
-    cv2.imwrite(str(blank), (cv2.UMat(720, 1280, cv2.CV_8UC3, (90, 90, 90))).get())
+    cv2.imwrite(str(blank), np.full((720, 1280, 3), 90, np.uint8))
     p = subprocess.run(
         [sys.executable, "-m", "device.cli", "anpr", "read", str(blank)],
         capture_output=True,

@@ -7,6 +7,7 @@ import random
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -37,9 +38,10 @@ def test_read_frames_votes_one_pass(reader: PlateReader) -> None:
     rng = random.Random(4711)
     scene = make_scene(rng, split="heldout", min_plates=1, max_plates=1, degraded=False, countries=("MA",))
     truth = scene.plates[0]
-    frames = [scene.image, np.zeros_like(scene.image), scene.image[:, ::-1].copy()]
+    frames = [scene.image, np.zeros_like(scene.image), cv2.GaussianBlur(scene.image, (3, 3), 0)]
     v = reader.read_frames(frames, country="MA")
-    assert v is not None and v.text == truth.text and v.frame_no == 0 and v.box is not None
+    assert v is not None and v.text == truth.text and v.box is not None
+    assert v.frame_no in (0, 2) and v.frames_voted == 2
     x, y, w, h = v.box
     tx, ty, tw, th = truth.box
     assert abs(x + w / 2 - (tx + tw / 2)) < tw / 4 and abs(y + h / 2 - (ty + th / 2)) < th

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from device.config import TlsConfig, UplinkConfig
+from device.model import ClockStamp
 from device.uplink.keys import SigningKey, generate_key
 from device.uplink.mqtt import UplinkClient
 from device.uplink.outbox import Outbox
@@ -70,6 +72,9 @@ class Rig:
 
     def cfg(self, **kw) -> UplinkConfig:
         return uplink_cfg(self.broker, **kw)
+
+    def clock(self) -> ClockStamp:
+        return ClockStamp(time.time_ns(), time.monotonic_ns(), True, "ntp")
 
     def tls(self, *, rogue: bool = False) -> TlsConfig:
         return tls_for(self.pki, rogue=rogue)

@@ -6,6 +6,7 @@ packets, each once, verified, chain intact, and that the device saw every ack (`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,9 +19,11 @@ import cbor2
 import paho.mqtt.client as mqtt
 
 from device.uplink import topics
-from device.uplink.keys import generate_key
+from device.uplink.keys import generate_key, public_pem
 from device.uplink.outbox import Outbox
-from device.uplink.packet import seal_bytes, verify
+from device.uplink.packet import event_payload, seal_bytes, verify
+from device.uplink.registry import Registry
+from device.uplink.sample import sample_context
 from device.uplink.testing_broker import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,8 +70,15 @@ def test_delivery_status_lwt_and_content_type(rig):
     try:
         c = rig.client()
         wait_for(lambda: (obs.status() or {}).get("state") == "online", 5, "retained online status")
-        rig.seal(20)
+        rig.seal(19)
+        ev = event_payload(
+            "tamper", {"door": "open"}, sample_context(rig.device, rig.key.key_id), rig.clock()
+        )
+        assert rig.outbox.seal(ev, kind="event").seq == 20
+        c.wake()
         rig.assert_delivered(20, reg)
+        assert reg.packets(rig.device)[-1]["kind"] == "event"
+        assert len(obs.on(topics.EVENT)) >= 1 and obs.on(topics.EVENT)[0].properties.ContentType
         packets = obs.on(topics.VIOLATION)
         assert packets and all(m.properties.ContentType == topics.COSE_CONTENT_TYPE for m in packets)
         assert c.publish_status({"health": "ok", "outbox": rig.outbox.stats()["pending"]})
@@ -105,7 +115,7 @@ def test_fault2_sender_sigkilled_mid_publish_and_restarted(rig, tmp_path):
            rig.broker.host, str(rig.broker.port), str(n), rig.device]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     try:
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_for(lambda: reg.count(rig.device) >= 8, 15, "sender to deliver some packets")
         p.send_signal(signal.SIGKILL)
         p.wait(5)
@@ -127,7 +137,7 @@ def test_fault3_registry_down_then_up(rig):
     reg = rig.registry()
     c = rig.client()
     rig.seal(10)
-    wait_for(lambda: reg.count(rig.device) == 10, 10, "first 10 stored")
+    wait_for(lambda: rig.outbox.stats()["acked"] == 10, 10, "first 10 stored and acked")
     reg.stop()
     rig.seal(10)
     wait_for(lambda: rig.outbox.stats()["sent"] == 10, 10, "broker PUBACKs with no registry listening")
@@ -227,3 +237,99 @@ def test_mqtt311(rig):
     rig.seal(8)
     rig.assert_delivered(8, reg)
     assert c.health()["protocol"] == "mqttv311"
+
+
+class Mqtt311OnlyBroker:
+    """A TCP front for mosquitto that behaves like a 3.1.1-only broker: an MQTT 5 CONNECT gets the
+    3.1.1 answer "unacceptable protocol version" (CONNACK 20 02 00 01); anything else is proxied."""
+
+    def __init__(self, upstream) -> None:
+        import socket
+
+        self.upstream = upstream
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.refused_v5 = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            head = b""
+            while len(head) < 12:  # fixed header (1 + up to 4 length bytes) + "\0\4MQTT" + level
+                chunk = conn.recv(12 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+            n = 1
+            while n < len(head) and head[n] & 0x80:  # remaining-length varint
+                n += 1
+            level = head[n + 7] if len(head) > n + 7 else None
+            if level == 5:
+                self.refused_v5 += 1
+                conn.sendall(b"\x20\x02\x00\x01")
+                conn.close()
+                continue
+            up = socket.create_connection((self.upstream.host, self.upstream.port))
+            up.sendall(head)
+            for a, b in ((conn, up), (up, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.srv.close()
+
+
+def test_mqtt5_falls_back_to_311_on_an_old_broker(rig):
+    reg = rig.registry()
+    old = Mqtt311OnlyBroker(rig.broker)
+    try:
+        c = rig.client(port=old.port)  # configured for MQTT 5
+        rig.seal(6)
+        rig.assert_delivered(6, reg)
+        assert old.refused_v5 >= 1 and c.health()["protocol"] == "mqttv311"
+    finally:
+        old.close()
+
+
+def test_registry_cli_process(rig, tmp_path):
+    pem = tmp_path / f"{rig.device}.pub.pem"
+    pem.write_text(public_pem(rig.key))
+    db = tmp_path / "cli-registry.db"
+    cmd = [sys.executable, "-m", "device.cli", "registry", "run", "--db", str(db), "--broker",
+           f"{rig.broker.host}:{rig.broker.port}", "--device-key", f"{rig.device}={pem}", "--stats-every", "0.2"]  # fmt: skip
+    p = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "subscribed" in p.stderr.readline()
+        rig.client()
+        rig.seal(5)
+        wait_for(lambda: rig.outbox.stats()["acked"] == 5, 10, "acks from the registry process")
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(10) == 0
+        p.stderr.close()
+    reg = Registry(db, keys={})  # keys remembered in the database
+    try:
+        assert reg.count(rig.device) == 5 and reg.chain(rig.device)["intact"]
+        assert reg.export(tmp_path / "out") == 5
+        assert (tmp_path / "out" / f"{rig.device}.pub.pem").read_text() == pem.read_text()
+    finally:
+        reg.close()

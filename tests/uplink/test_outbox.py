@@ -129,9 +129,9 @@ def test_corrupt_page_keeps_seq_when_head_is_readable(key, tmp_path):
     ob.close()
     raw = bytearray(path.read_bytes())
     with sqlite3.connect(path) as db:
-        root = (
-            db.execute("SELECT rootpage FROM sqlite_master WHERE name='packets'").fetchone()[0] - 1
-        ) * 4096
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        rootpage = db.execute("SELECT rootpage FROM sqlite_master WHERE name='packets'").fetchone()[0]
+    root = (rootpage - 1) * page
     raw[root : root + 64] = b"\xff" * 64  # damage the packets table's root page, not the meta table
     path.write_bytes(bytes(raw))
     ob = Outbox(path, key)

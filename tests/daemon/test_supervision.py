@@ -1,0 +1,114 @@
+"""Faults injected into single stages of the real, in-process daemon."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import cbor2
+
+from device.uplink.packet import verify
+
+
+def watchdog_pings(h) -> list[float]:
+    return [t for t, m in h.notify.messages if m.get("WATCHDOG") == "1"]
+
+
+def test_ready_then_watchdog_stops_when_a_stage_hangs(harness, wait):
+    h = harness()
+    d = h.start()
+    assert any(m.get("READY") == "1" for _, m in h.notify.messages)
+    wait(lambda: len(watchdog_pings(h)) >= 3, 10, "watchdog pings")
+
+    # Hang the measurement stage inside the tracker: the radar keeps reading, the stage stops beating.
+    release = threading.Event()
+    real_push = d.tracker.push
+
+    def stuck_push(r):
+        release.wait()
+        return real_push(r)
+
+    d.tracker.push = stuck_push
+    wait(lambda: "measure" in d.heartbeats.stale(), 15, "measure stage to go stale")
+    time.sleep(0.3)
+    n = len(watchdog_pings(h))
+    time.sleep(1.5)
+    assert len(watchdog_pings(h)) == n, "WATCHDOG=1 must stop while a stage is hung"
+    status_msgs = [m["STATUS"] for _, m in h.notify.messages if "STATUS" in m]
+    assert any("measure" in s for s in status_msgs)
+    assert d.status()["state"] == "fault"
+
+    release.set()  # stage recovers -> pings resume
+    d.tracker.push = real_push
+    wait(lambda: len(watchdog_pings(h)) > n, 10, "watchdog pings to resume")
+
+
+def test_camera_lost_violation_still_recorded_without_images(harness, wait):
+    from device.sim.scenario import generate
+
+    h = harness(generate(9, vehicles=3, speeder_share=1.0))
+    d = h.start()
+    wait(lambda: d.ring.latest() is not None, 15, "first frame")
+    d.camera_thread.stop()  # the camera is gone (cable pulled)
+    wait(lambda: d.status()["components"]["camera"]["state"] == "down", 10, "camera reported down")
+    wait(lambda: d.counters["sealed"] >= 1, 90, "a violation sealed")
+    seq = d.timings.seq_of[next(iter(d.timings.seq_of))]
+    payload = verify(d.outbox.get(seq).data, h.key.public_key)
+    assert payload["kind"] == "violation"
+    assert payload["images"] == []
+    assert "camera" in payload["extra"]["evidence_problem"]
+    assert payload["measurement"]["readings"], "the measurement is kept in full"
+    assert d.status()["state"] == "fault"
+
+
+def test_reload_through_control_socket_is_audited_and_sealed(harness, wait):
+    from device import config as cfgmod
+    from device.control import ControlClient, ControlError
+
+    h = harness()
+    d = h.start()
+    client = ControlClient(h.tmp / "run" / "control.sock")
+    before = client.call("status")["config_hash"]
+
+    cfg = cfgmod.load(h.config_path)
+    lanes = [lane.model_copy(update={"limit_kmh": 50.0}) for lane in cfg.site.lanes]
+    cfg = cfg.model_copy(update={"site": cfg.site.model_copy(update={"lanes": lanes})})
+    cfgmod.save(cfg, h.config_path)
+    audit = [{"who": "tech1", "role": "technician", "field": "site.lanes.0.limit_kmh", "old": 60, "new": 50}]
+    res = client.call("reload", audit=audit)
+    assert res["config_hash"] != before and res["config_hash"] == cfgmod.config_hash(cfg)
+    ev = verify(d.outbox.get(res["event_seq"]).data, h.key.public_key)
+    assert ev["event"] == "config_changed"
+    assert ev["body"]["audit"] == audit
+    assert ev["body"]["old_config_hash"] == before
+    assert d.enforcer.site.lanes[0].limit_kmh == 50.0
+
+    # A corrupt file is refused; the running configuration stays in force.
+    h.config_path.write_text("[site\nbroken")
+    try:
+        client.call("reload", audit=[])
+        raise AssertionError("reload of a corrupt file must fail")
+    except ControlError as exc:
+        assert "TOML" in str(exc)
+    assert client.call("status")["config_hash"] == res["config_hash"]
+    assert client.call("keys")["key_id"] == h.key.key_id
+    assert "private" not in str(client.call("keys")).lower()
+
+
+def test_sigterm_style_stop_drains_and_seals_shutdown(harness, wait):
+    h = harness()
+    d = h.start()
+    wait(lambda: d.counters["readings"] > 0, 30, "readings")
+    t0 = time.monotonic()
+    d.request_stop()
+    h.supervisor.join(12)
+    assert not h.supervisor.is_alive()
+    assert time.monotonic() - t0 < 10
+    assert any(m.get("STOPPING") == "1" for _, m in h.notify.messages)
+    from device.uplink.outbox import Outbox
+
+    ob = Outbox(h.tmp / "state" / "outbox.sqlite", h.key, quota_bytes=10**9, retention_s=10**6)
+    last = ob.get(ob.stats()["last_seq"])
+    assert cbor2.loads(cbor2.loads(last.data).value[2])["event"] == "shutdown"
+    ob.close()
+    h.daemon = None
