@@ -45,7 +45,7 @@ from device.sensors.serial_reader import RadarReader
 from device.sensors.tracker import PassTracker
 from device.stats import TrafficStats
 from device.uplink.keys import SigningKey, load_signing_key
-from device.uplink.outbox import Outbox
+from device.uplink.outbox import Outbox, OutboxFull
 from device.uplink.packet import PacketContext, event_payload, violation_payload
 from device.violations import Candidate, EarlySnapshots, EvidenceBuilder
 
@@ -133,6 +133,7 @@ class Daemon:
         self.last_speed: dict[str, Any] | None = None
         self.restart_required: list[str] = []
         self._clock_synced: bool | None = None
+        self._unsealed: deque[Violation] = deque(maxlen=10_000)
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._readings: queue.Queue[Reading] = queue.Queue(READINGS_QUEUE)
@@ -298,8 +299,19 @@ class Daemon:
 
     # ------------------------------------------------------------------ sealing
     def _seal_violation(self, v: Violation) -> None:
-        payload = violation_payload(v, self.ctx)
-        sealed = self.outbox.seal(payload, kind="violation")
+        try:
+            self._seal_violation_now(v)
+        except OutboxFull as exc:  # keep it in memory, say so loudly, retry from the supervisor
+            self._unsealed.append(v)
+            log.error(
+                "DISK FULL: violation %s kept in memory (%d waiting): %s",
+                v.violation_id,
+                len(self._unsealed),
+                exc,
+            )
+
+    def _seal_violation_now(self, v: Violation) -> None:
+        sealed = self.outbox.seal(violation_payload(v, self.ctx), kind="violation")
         now = time.monotonic_ns()
         self.timings.sealed_ns[v.violation_id] = now
         self.timings.seq_of[v.violation_id] = sealed.seq
@@ -318,6 +330,16 @@ class Daemon:
             self.uplink.wake()
         if self.on_sealed is not None:
             self.on_sealed(v, sealed.seq)
+
+    def _retry_unsealed(self) -> None:
+        """Violations that met a full disk: sealed, in order, as soon as space is back."""
+        while self._unsealed:
+            v = self._unsealed[0]
+            try:
+                self._seal_violation_now(v)
+            except OutboxFull:
+                return
+            self._unsealed.popleft()
 
     def _late_plate(self, v: Violation, plate: PlateRead | None) -> None:
         """ANPR thread: hand the late read to the evidence thread, which sealed the violation itself."""
@@ -410,6 +432,7 @@ class Daemon:
                 self.notifier.ready()
             watchdog_tick(self.heartbeats, self.notifier)  # WATCHDOG=1 only while every stage is alive
             self._watch_clock_sync()
+            self._retry_unsealed()
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + STATUS_EVERY_S
@@ -515,6 +538,8 @@ class Daemon:
             "anpr": {"state": "ok" if self.plate_reader is not None else "disabled"},
         }
         bad = [n for n, c in components.items() if c.get("state") in ("down", "fault")]
+        if self._unsealed or components["outbox"].get("disk_full"):
+            bad.append("outbox")
         degraded = [n for n, c in components.items() if c.get("state") == "degraded"]
         stamp = self.clock.stamp()
         state = "fault" if (stale or bad) else ("degraded" if degraded or not stamp.synchronized else "ok")
@@ -528,6 +553,7 @@ class Daemon:
             "stale_stages": stale,
             "components": components,
             "counters": dict(self.counters),
+            "unsealed_in_memory": len(self._unsealed),
             "clock": {
                 "synchronized": stamp.synchronized,
                 "source": stamp.source,

@@ -122,7 +122,7 @@ class Unit:
                 "radar": {"port": radar_port, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
                 "camera": {**camera, "ring_seconds": 3.0},
                 "anpr": {"enabled": False},
-                "uplink": {"host": broker[0], "port": broker[1], "reconnect_max_s": 2.0},
+                "uplink": {"host": broker[0], "port": broker[1], "reconnect_max_s": 2.0, "ack_timeout_s": 3.0},
                 "clock": {"source": "assume-synced"},
             }
         )

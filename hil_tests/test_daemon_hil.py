@@ -14,6 +14,11 @@ import pytest
 from device.uplink.packet import verify
 
 
+def all_acked(status: dict) -> bool:
+    ob = status["components"]["outbox"]
+    return ob["pending"] == 0 and ob["sent"] == 0
+
+
 def outbox_seqs(unit) -> list[int]:
     db = sqlite3.connect(f"file:{unit.tmp / 'state' / 'outbox.sqlite'}?mode=ro", uri=True)
     try:
@@ -33,7 +38,9 @@ def assert_registry_complete(unit, reg, timeout: float = 30.0) -> list[dict]:
             break
         time.sleep(0.3)
     seqs = [p["seq"] for p in got]
-    assert sorted(seqs) == want, f"registry {sorted(seqs)} != outbox {want}"
+    assert sorted(seqs) == want, (
+        f"registry {sorted(seqs)} != outbox {want}; registry {reg.stats()}; daemon log: {unit.logs()[-4000:]}"
+    )
     assert len(seqs) == len(set(seqs)), "duplicate at the registry"
     prev = None
     for rec in sorted(got, key=lambda r: r["seq"]):
@@ -83,7 +90,7 @@ def test_power_cut_mid_violation_loses_nothing(unit_factory, registry_for):
     assert sealed_before, "a violation was sealed before the power cut"
     unit.start()
     unit.notify.wait_for("READY", "1", timeout=60)
-    unit.wait_status(lambda s: s["components"]["outbox"].get("pending", 1) == 0, timeout=60)
+    unit.wait_status(lambda s: all_acked(s), timeout=60)
     got = assert_registry_complete(unit, reg)
     assert set(sealed_before) <= {p["seq"] for p in got}
     assert unit.terminate() == 0
@@ -125,6 +132,6 @@ def test_broker_lost_then_back(unit_factory, registry_for, broker_proc):
     assert st["components"]["outbox"]["pending"] + st["components"]["outbox"].get("sent", 0) >= 1
     broker_proc.restart()
     unit.wait_status(lambda s: s["components"]["uplink"].get("connected"), 60)
-    unit.wait_status(lambda s: s["components"]["outbox"]["pending"] == 0, 60)
+    unit.wait_status(lambda s: all_acked(s), 60)
     assert unit.terminate() == 0
     assert_registry_complete(unit, reg)

@@ -17,8 +17,9 @@ from device.model import PlateRead
 DETECTOR_FILE = "anpr_detector.tflite"
 OCR_FILE = "anpr_ocr.tflite"
 INSTALLED_MODELS = Path("/usr/share/radarcam/models")
-# Loose crop around a detector box: the OCR was trained on crops with margins of this order.
-MARGIN_X, MARGIN_Y = 0.05, 0.12
+# Crops around a detector box, as (x, y) margins in box widths/heights: the first matches the OCR's
+# training crops; the wider one rescues boxes the detector drew too small (large two-row plates).
+MARGINS = ((0.05, 0.12), (0.22, 0.45))
 
 
 class ImageError(ValueError):
@@ -102,11 +103,20 @@ class PlateReader:
         reads: list[PlateRead] = []
         for det in self.detector.detect(img):
             x, y, bw, bh = det.box
-            mx, my = round(bw * MARGIN_X), round(bh * MARGIN_Y)
-            crop = img[max(0, y - my) : min(h, y + bh + my), max(0, x - mx) : min(w, x + bw + mx)]
-            if crop.shape[0] < 4 or crop.shape[1] < 4:
-                continue
-            reads.append(replace(self.read_crop(crop, country=country), box=det.box, frame_no=0))
+            best: PlateRead | None = None
+            for fx, fy in MARGINS:
+                mx, my = round(bw * fx), round(bh * fy)
+                crop = img[max(0, y - my) : min(h, y + bh + my), max(0, x - mx) : min(w, x + bw + mx)]
+                if crop.shape[0] < 4 or crop.shape[1] < 4:
+                    continue
+                r = self.read_crop(crop, country=country)
+                if best is None or (r.text is not None, r.confidence) > (
+                    best.text is not None,
+                    best.confidence,
+                ):
+                    best = r
+            if best is not None:
+                reads.append(replace(best, box=det.box, frame_no=0))
         reads.sort(key=lambda r: (r.text is not None, r.confidence), reverse=True)
         return reads
 

@@ -59,7 +59,8 @@ def generate_key(path: str | os.PathLike[str], *, force: bool = False) -> Signin
     p = Path(path)
     if p.exists() and not force:
         raise KeyFileError(f"{p}: key already exists; refusing to overwrite (use --force to replace it)")
-    p.parent.mkdir(parents=True, exist_ok=True)
+    if not p.parent.exists():
+        p.parent.mkdir(parents=True, mode=0o700)  # only the daemon's user may even list the key dir
     priv = Ed25519PrivateKey.generate()
     pem = priv.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
