@@ -244,6 +244,11 @@ class Client:
         h = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
         return self.request("POST", path, urlencode(form).encode(), h)
 
+    def site_form(self, **changes: str) -> dict[str, str]:
+        """The site page's hidden fields (CSRF, base version) plus the given field changes."""
+        _, _, html = self.get("/site")
+        return {"csrf": self.token(html), "_base_version": self.token(html, "_base_version"), **changes}
+
     @staticmethod
     def token(html: str, name: str = "csrf") -> str:
         m = re.search(rf'name="{name}" value="([^"]*)"', html)
@@ -278,6 +283,16 @@ class Env:
     def create_account(self, name: str, role: str, password: str = PASSWORD) -> None:
         self.app.accounts.create(name, password, role)
         self.app.first_start_code()
+
+    def setup(self, name: str = "tech") -> Client:
+        """First access with the one-time setup code: creates a technician and logs them in."""
+        c = self.client()
+        status, _, html = c.get("/setup")
+        assert status == 200
+        form = {"csrf": c.token(html), "code": self.setup_code, "username": name}
+        status, headers, _ = c.post("/setup", form | {"password": PASSWORD, "password2": PASSWORD})
+        assert status == 303 and headers["Location"] == "/dashboard"
+        return c
 
     def login(self, name: str, password: str = PASSWORD) -> Client:
         c = self.client()
@@ -373,3 +388,43 @@ def http_env(tmp_path: Path) -> Iterator[Env]:
 def strict_env(tmp_path: Path) -> Iterator[Env]:
     """Low per-address login rate, for the throttling test."""
     yield from make_env(tmp_path, per_minute=8)
+
+
+@pytest.fixture
+def daemon_env(tmp_path: Path) -> Iterator[Env]:
+    """The console in front of the REAL daemon (in-process, emulated radar and camera)."""
+    from device.sim.scenario import generate
+    from device.sim.unit import EmulatedUnit
+
+    port = free_port()
+    (tmp_path / "etc").mkdir()
+    unit = EmulatedUnit(
+        tmp_path / "unit",
+        generate(2, vehicles=3, speeder_share=0.0),
+        {
+            "console": {
+                "bind": "127.0.0.1",
+                "port": port,
+                "https": True,
+                "state_dir": str(tmp_path / "console-state"),
+                "allowed_file_dirs": [str(tmp_path / "etc")],
+                "argon2_time_cost": 2,
+                "argon2_memory_kib": 19456,
+            }
+        },
+    )
+    unit.start()
+    cfg = cfgmod.load(unit.config_path)
+    app = ConsoleApp(unit.config_path)
+    code = app.first_start_code()
+    cert, key, _ = ensure_certificate(cfg.console.state_dir, device_id=cfg.device.id)
+    app.tls_fingerprint = fingerprint(cert.read_bytes())
+    server = ConsoleHTTPServer(("127.0.0.1", port), app, cert=cert, key=key)
+    serve_in_thread(server)
+    try:
+        yield Env(tmp_path, unit.config_path, unit.daemon, unit.daemon.control, app, server, port, True, code,
+                  tmp_path / "etc", extra={"unit": unit})  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+        unit.stop()

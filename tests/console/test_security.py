@@ -17,21 +17,7 @@ TRAVERSAL = "../../../../etc/passwd"
 
 
 def _setup(env, name="tech"):
-    c = env.client()
-    status, headers, html = c.get("/setup")
-    assert status == 200
-    status, headers, _ = c.post(
-        "/setup",
-        {
-            "csrf": c.token(html),
-            "code": env.setup_code,
-            "username": name,
-            "password": PASSWORD,
-            "password2": PASSWORD,
-        },
-    )
-    assert status == 303 and headers["Location"] == "/dashboard"
-    return c
+    return env.setup(name)
 
 
 def test_no_default_account_setup_code_once(env) -> None:
@@ -114,10 +100,7 @@ def test_session_cookie_flags_plain_http_lab_mode(http_env) -> None:
 
 
 def _site_form(c, **changes):
-    _, _, html = c.get("/site")
-    form = {"csrf": c.token(html), "_base_version": c.token(html, "_base_version")}
-    form.update(changes)
-    return form
+    return c.site_form(**changes)
 
 
 def test_csrf_missing_or_wrong_refused(env) -> None:
