@@ -44,7 +44,7 @@ from device.sensors.radar import make_driver
 from device.sensors.serial_reader import RadarReader
 from device.sensors.tracker import PassTracker
 from device.stats import TrafficStats
-from device.uplink.keys import SigningKey, load_signing_key
+from device.uplink.keys import KeyFileError, SigningKey, load_signing_key
 from device.uplink.outbox import Outbox, OutboxFull
 from device.uplink.packet import PacketContext, event_payload, violation_payload
 from device.violations import Candidate, EarlySnapshots, EvidenceBuilder
@@ -155,12 +155,7 @@ class Daemon:
         self.plate_reader = self._plate_reader()  # loads the models now: a broken model fails start-up
 
         # Evidence store: the outbox, then the uplink that drains it.
-        self.outbox = _ObservedOutbox(
-            cfg.device.state_dir / "outbox.sqlite",
-            self.key,
-            quota_bytes=int(cfg.uplink.quota_mb * 1024 * 1024),
-            retention_s=cfg.uplink.retention_days * 86400,
-        )
+        self.outbox = _ObservedOutbox.from_config(cfg.device.state_dir / "outbox.sqlite", self.key, cfg.uplink)
         self.outbox.timings = self.timings
         self.ctx = self._packet_context()
         self.uplink = None
@@ -582,10 +577,8 @@ class Daemon:
         path = default_key_path(self.cfg)
         try:
             return load_signing_key(path)
-        except FileNotFoundError:
-            raise StartupError(
-                f"signing key {path} missing: run `radarcam keys init --path {path}`"
-            ) from None
+        except KeyFileError as exc:
+            raise StartupError(f"{exc}; to create one: radarcam keys init --path {path}") from None
 
     def _packet_context(self) -> PacketContext:
         models = self.plate_reader.models() if getattr(self, "plate_reader", None) is not None else None

@@ -10,12 +10,16 @@ from pathlib import Path
 
 def _sim_inputs(cfg):
     """Synthetic camera in a separate process: the scenario file carries the shared monotonic epoch."""
+    from device import config as cfgmod
     from device.daemon import SimInputs
     from device.sim.scenario import Scenario
 
-    if cfg.camera.backend != "synthetic":
-        return None
-    text = Path(cfg.camera.source).read_text(encoding="utf-8")
+    if cfg.camera.backend != "synthetic" or not cfg.camera.source:
+        return None  # no scenario file: the synthetic camera plays its own default traffic
+    try:
+        text = Path(cfg.camera.source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise cfgmod.ConfigError(f"camera.source: cannot read scenario {cfg.camera.source}: {exc}") from None
     epoch = json.loads(text).get("epoch_mono_ns")
     if epoch is None:
         raise SystemExit(f"{cfg.camera.source}: synthetic camera scenario has no epoch_mono_ns")

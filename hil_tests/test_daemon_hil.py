@@ -135,3 +135,12 @@ def test_broker_lost_then_back(unit_factory, registry_for, broker_proc):
     unit.wait_status(lambda s: all_acked(s), 60)
     assert unit.terminate() == 0
     assert_registry_complete(unit, reg)
+
+
+def test_missing_key_fails_loudly_without_traceback(unit_factory):
+    unit = unit_factory(vehicles=1)
+    (unit.tmp / "state" / "keys" / "signing-key.pem").unlink()
+    unit.start()
+    assert unit.proc.wait(60) == 1
+    log = unit.logs()
+    assert "cannot start" in log and "keys init" in log and "Traceback" not in log

@@ -37,6 +37,12 @@ class OcrSpec(BaseModel):
     alphabet: list[str]
     pad: str
     slots: int = Field(gt=0)
+    """Output positions: character slots (``decoder: slots``) or time steps (``decoder: ctc``)."""
+    decoder: Literal["slots", "ctc"] = "slots"
+    """``slots``: one character (or pad) per position, plate text order, decoded under the grammar.
+    ``ctc``: pad is the CTC blank; positions read the plate in visual order, ``rows`` rows one after
+    the other (device.anpr.layout)."""
+    rows: int = Field(default=1, ge=1, le=2)
     countries: list[str]
     """Countries whose plates the model was trained on; decoding only tries these."""
     chars_output: int | None = None

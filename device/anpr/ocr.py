@@ -10,6 +10,8 @@ import numpy as np
 
 from device.anpr.card import CardError, ModelCard, load_card
 from device.anpr.grammar import Grammar, decode_best
+from device.anpr.layout import Token, parse
+from device.anpr.plates import COUNTRIES, DIGITS
 from device.anpr.preprocess import to_gray
 from device.anpr.runtime import Model
 
@@ -46,9 +48,19 @@ class PlateOcr:
             if not fits:
                 raise CardError(f"{path}: no output of size slots x alphabet = {n}")
             self._chars = fits[0]
-        self._grammars: dict[str, Grammar] = {
-            c: Grammar(c, self.spec.alphabet, self.spec.pad) for c in self.spec.countries
-        }
+        self._grammars: dict[str, Grammar] = {}
+        self._masks: dict[str, np.ndarray] = {}
+        index = {ch: i for i, ch in enumerate(self.spec.alphabet)}
+        for c in self.spec.countries:
+            if self.spec.decoder == "slots":
+                self._grammars[c] = Grammar(c, self.spec.alphabet, self.spec.pad)
+            else:
+                allowed = {self.spec.pad, *DIGITS, *COUNTRIES[c].letters}
+                if c == "SA":  # the Latin row of Saudi plates
+                    allowed |= set(COUNTRIES[c].letters.values())
+                self._masks[c] = np.array([ch in allowed for ch in self.spec.alphabet])
+                if not all(d in index for d in DIGITS):
+                    raise CardError(f"{path}: alphabet lacks digits")
 
     @property
     def countries(self) -> list[str]:
@@ -88,7 +100,42 @@ class PlateOcr:
             country = {c: float(p) for c, p in zip(self.spec.country_codes, cp, strict=True)}
         return chars, country
 
+    def _ctc(self, probs: np.ndarray, country: str) -> tuple[str, tuple[float, ...], float] | None:
+        """Best path under the country's character set, collapsed, then parsed by its layouts."""
+        masked = np.where(self._masks[country][None, :], probs, 0.0)
+        best = masked.argmax(axis=1)
+        blank = self.spec.alphabet.index(self.spec.pad)
+        per_row = probs.shape[0] // self.spec.rows
+        tokens: list[Token] = []
+        prev = blank
+        for t, k in enumerate(best):
+            k = int(k)
+            if k != blank and k == prev and tokens:
+                tokens[-1] = Token(tokens[-1].char, tokens[-1].row, max(tokens[-1].prob, float(probs[t, k])))
+            elif k != blank:
+                tokens.append(Token(self.spec.alphabet[k], min(t // per_row, 1), float(probs[t, k])))
+            prev = k
+        parsed = parse(tokens, country)
+        if parsed is None:
+            return None
+        text, confs = parsed
+        # Product of the emitted characters' probabilities, times the geometric mean over all steps of
+        # the chosen class's probability (a step that only weakly preferred blank lowers it too).
+        steps = float(np.exp(np.mean(np.log(masked.max(axis=1) + 1e-12))))
+        conf = float(np.prod([tk.prob for tk in tokens])) * steps
+        return text, confs, conf
+
     def read(self, crop_bgr: np.ndarray, countries: list[str] | None = None) -> OcrResult:
+        if self.spec.decoder == "ctc":
+            wanted = [c for c in (countries or self.spec.countries) if c in self._masks]
+            if not wanted:
+                raise ValueError(f"OCR model supports {self.spec.countries}, asked for {countries}")
+            chars, _ = self.scores(crop_bgr)
+            results = [(c, r) for c in wanted if (r := self._ctc(chars, c)) is not None]
+            if not results:
+                return OcrResult(None, None, 0.0)
+            country, (text, confs, conf) = max(results, key=lambda cr: cr[1][2])
+            return OcrResult(text, country, conf, confs)
         wanted = [c for c in (countries or self.spec.countries) if c in self._grammars]
         if not wanted:
             raise ValueError(f"OCR model supports {self.spec.countries}, asked for {countries}")

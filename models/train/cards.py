@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from device.anpr.card import file_sha256
-from device.anpr.plates import COUNTRY_CODES, OCR_ALPHABET, OCR_SLOTS, PAD
+from device.anpr.plates import COUNTRY_CODES, OCR_ALPHABET, PAD
 
 EVAL_N = {"crops": 600, "frames": 200}
 
@@ -48,15 +48,17 @@ def ocr_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
         "ocr": {
             "alphabet": list(OCR_ALPHABET),
             "pad": PAD,
-            "slots": OCR_SLOTS,
+            "slots": 80,
+            "decoder": "ctc",
+            "rows": 2,
             "countries": list(COUNTRY_CODES),
-            "chars_output": None,
+            "chars_output": 0,
             "country_output": None,
-            "country_codes": list(COUNTRY_CODES),
+            "country_codes": [],
             "scores": "probabilities",
         },
         "quantisation": quant + (" (uint8 image input, float32 outputs)" if quant == "int8" else ""),
-        "ops": ["CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED", "RESHAPE", "SOFTMAX", "QUANTIZE", "DEQUANTIZE"],
+        "ops": ["CONV_2D", "MAX_POOL_2D", "RESHAPE", "SOFTMAX", "QUANTIZE", "DEQUANTIZE"],
         "training": {
             "recipe": RECIPE,
             "samples": sizes["ocr_train"],

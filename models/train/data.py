@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 
+from device.anpr.layout import visual_target
 from device.anpr.preprocess import detector_input, ocr_input
 from device.anpr.synth.samples import crop_sample, frame_sample
 
@@ -17,13 +18,13 @@ def _ocr_chunk(args: tuple[int, int, int, int, int, str]) -> tuple[np.ndarray, l
     seed, idx, n, h, w, split = args
     rng = random.Random(seed * 1_000_003 + idx)
     xs = np.zeros((n, h, w), np.uint8)
-    texts, countries = [], []
+    texts, targets = [], []
     for i in range(n):
         s = crop_sample(rng, split=split)
         xs[i] = ocr_input(s.image, h, w)
         texts.append(s.text)
-        countries.append(s.country)
-    return xs, texts, countries
+        targets.append(visual_target(s.text, s.country, s.style))
+    return xs, texts, targets
 
 
 def ocr_dataset(n: int, seed: int, h: int, w: int, split: str = "train", workers: int = 2):

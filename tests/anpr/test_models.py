@@ -36,7 +36,7 @@ def test_cards_describe_the_files(reader: PlateReader) -> None:
         assert path.stat().st_size < 5_000_000
         assert card.training.get("seeds") and card.metrics, "card lacks training recipe or metrics"
     ocr = load_card(reader.ocr_path).ocr
-    assert ocr is not None and ocr.pad in ocr.alphabet and ocr.slots == 10
+    assert ocr is not None and ocr.pad in ocr.alphabet and ocr.decoder == "ctc" and ocr.rows == 2
 
 
 def test_clean_crops_bar(reader: PlateReader) -> None:

@@ -27,6 +27,8 @@ class CropSample:
     latin: str
     country: str
     conditions: tuple[str, ...]
+    style: str = ""
+    """Layout variant drawn (``STYLES[country]``): decides the visual reading order."""
 
 
 def pick_country(rng: random.Random, countries: tuple[str, ...] | None = None) -> str:
@@ -82,7 +84,7 @@ def crop_sample(
     conditions: tuple[str, ...] = ()
     if degraded:
         crop, conditions = augment.degrade(crop, rng)
-    return CropSample(np.ascontiguousarray(crop), text, latin, country, conditions)
+    return CropSample(np.ascontiguousarray(crop), text, latin, country, conditions, style)
 
 
 def frame_sample(

@@ -1,0 +1,50 @@
+"""Visual reading order per layout and the way back to plate text (what the CTC OCR relies on)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from device.anpr.layout import Token, parse, visual_target
+from device.anpr.plates import COUNTRIES
+from device.anpr.synth import STYLES, random_plate
+
+
+def _tokens(visual: str, top_len: int | None = None) -> list[Token]:
+    n = len(visual) if top_len is None else top_len
+    return [Token(c, 0 if i < n else 1, 0.9) for i, c in enumerate(visual)]
+
+
+@pytest.mark.parametrize("country", sorted(COUNTRIES))
+def test_round_trip_every_style(country: str) -> None:
+    rng = random.Random(77)
+    for style in STYLES[country]:
+        for _ in range(100):
+            text, _ = random_plate(country, rng)
+            v = visual_target(text, country, style)
+            top = 1 + len(text.split("-")[2]) if style == "two_line" else None
+            got = parse(_tokens(v, top), country)
+            assert got is not None and got[0] == text, (style, v, got)
+            assert len(got[1]) == len(text.replace("-", ""))
+
+
+def test_arabic_groups_are_reversed_visually() -> None:
+    assert visual_target("123-بحد", "EG", "private") == "123دحب"
+    assert visual_target("12-بحد", "SA", "standard") == "12دحب12BJD"
+    assert visual_target("12-ب-7", "MA", "two_line") == "ب712"
+
+
+def test_saudi_latin_row_preferred_and_arabic_row_as_fallback() -> None:
+    # Arabic row misread (ن instead of ب), Latin row right: the Latin row wins.
+    assert parse(_tokens("12دحن12BJD"), "SA")[0] == "12-بحد"
+    # Latin row unreadable (no Latin letters emitted): the Arabic row is used.
+    assert parse(_tokens("12دحب"), "SA")[0] == "12-بحد"
+
+
+def test_layouts_reject_wrong_shapes() -> None:
+    assert parse(_tokens("12ب"), "MA") is None  # no region
+    assert parse(_tokens("ب712"), "MA") is None  # two-line order but one row: split unknown
+    assert parse(_tokens("123AB12"), "MR") is None  # 3 serial digits
+    assert parse(_tokens("12ب"), "EG") is None  # EG needs 3-4 digits, 2-3 letters
+    assert parse(_tokens("12-ب-95".replace("-", "")), "MA") is None  # region above 89
