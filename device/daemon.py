@@ -155,7 +155,9 @@ class Daemon:
         self.plate_reader = self._plate_reader()  # loads the models now: a broken model fails start-up
 
         # Evidence store: the outbox, then the uplink that drains it.
-        self.outbox = _ObservedOutbox.from_config(cfg.device.state_dir / "outbox.sqlite", self.key, cfg.uplink)
+        self.outbox = _ObservedOutbox.from_config(
+            cfg.device.state_dir / "outbox.sqlite", self.key, cfg.uplink
+        )
         self.outbox.timings = self.timings
         self.ctx = self._packet_context()
         self.uplink = None

@@ -122,7 +122,12 @@ class Unit:
                 "radar": {"port": radar_port, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
                 "camera": {**camera, "ring_seconds": 3.0},
                 "anpr": {"enabled": False},
-                "uplink": {"host": broker[0], "port": broker[1], "reconnect_max_s": 2.0, "ack_timeout_s": 3.0},
+                "uplink": {
+                    "host": broker[0],
+                    "port": broker[1],
+                    "reconnect_max_s": 2.0,
+                    "ack_timeout_s": 3.0,
+                },
                 "clock": {"source": "assume-synced"},
             }
         )
@@ -200,7 +205,9 @@ def unit_factory(tmp_path: Path, broker: tuple[str, int]) -> Iterator:
         *, seed: int = 7, vehicles: int = 8, speeder_share: float = 0.5, emulated_only: bool = False
     ) -> Unit:
         if emulated_only and HIL_RADAR:
-            pytest.skip("needs scripted traffic from the radar emulator (RADARCAM_HIL_RADAR is real hardware)")
+            pytest.skip(
+                "needs scripted traffic from the radar emulator (RADARCAM_HIL_RADAR is real hardware)"
+            )
         u = Unit(tmp_path / f"u{len(units)}", broker, traffic(seed, vehicles, speeder_share))
         units.append(u)
         return u

@@ -78,6 +78,8 @@ def test_selftest_reports_failures_with_fixes(tmp_path):
     assert "keys init" in by["signing key"]["fix"]
     # The table form is what a technician sees at the roadside.
     p = subprocess.run(
-        [sys.executable, "-m", "device.cli", "selftest", "--config", str(path)], capture_output=True, text=True
+        [sys.executable, "-m", "device.cli", "selftest", "--config", str(path)],
+        capture_output=True,
+        text=True,
     )
     assert p.returncode == 1 and "FAIL  signing key" in p.stdout and "fix:" in p.stdout
