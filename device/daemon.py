@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -222,16 +223,19 @@ class Daemon:
     def _measure_loop(self) -> None:
         while not self._stop.is_set():
             self.heartbeats.beat("measure")
-            try:
-                r = self._readings.get(timeout=0.05)
-            except queue.Empty:
-                r = None
+            batch: list[Reading] = []
+            with contextlib.suppress(queue.Empty):
+                batch.append(self._readings.get(timeout=0.05))
+                while len(batch) < 512:  # a burst is taken in one turn, not one reading per wake-up
+                    batch.append(self._readings.get_nowait())
             passes: list[Pass] = []
-            if r is not None:
-                self.counters["readings"] += 1
-                self.last_speed = {"kmh": r.speed_kmh, "direction": r.direction, "t_mono_ns": r.t_mono_ns}
+            for r in batch:
                 self.snapshots.on_reading(r)
                 passes += self.tracker.push(r)
+            if batch:
+                r = batch[-1]
+                self.counters["readings"] += len(batch)
+                self.last_speed = {"kmh": r.speed_kmh, "direction": r.direction, "t_mono_ns": r.t_mono_ns}
             now = time.monotonic_ns()
             self.snapshots.poll(now)
             passes += self.tracker.flush(now)
@@ -241,8 +245,9 @@ class Daemon:
             self._on_pass(p)
 
     def _on_pass(self, p: Pass) -> None:
+        when = datetime.fromtimestamp(self.clock.utc_for_mono(p.end_mono_ns) / 1e9, UTC)  # time windows
         with self._cfg_lock:
-            d = self.enforcer.decide(p)
+            d = self.enforcer.decide(p, when=when)
         self.counters["passes"] += 1
         self.stats.add(p, d)
         self.recent_passes.appendleft(
@@ -646,8 +651,6 @@ class Daemon:
 
 
 def _iso(utc_ns: int) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(utc_ns / 1e9, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
