@@ -173,6 +173,9 @@ class CameraConfig(_Section):
     """Distance along the road from the beam's near edge to where the camera sees plates best (set when
     aiming). The trigger is when the vehicle is there: ``offset / speed`` before the end of an inbound
     pass, after the start of an outbound one."""
+    rear_plate_offset_m: Annotated[float, Field(ge=0, le=30)] = 4.5
+    """Outbound vehicles show their rear plate, about a car length behind the front the radar meets
+    first: added to ``capture_offset_m`` for outbound passes."""
     pre_trigger_ms: Annotated[int, Field(ge=0, le=10000)] = 400
     post_trigger_ms: Annotated[int, Field(ge=0, le=10000)] = 400
     evidence_frames: Annotated[int, Field(ge=1, le=10)] = 2

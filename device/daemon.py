@@ -143,6 +143,7 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self._cfg_lock = threading.Lock()
         self.on_sealed: Callable[[Violation, int], None] | None = None
+        self._given_reader = plate_reader  # a deployer's reader object, or a test's slowed-down one
 
     # ------------------------------------------------------------------ start-up, top to bottom
     def start(self) -> None:
@@ -153,7 +154,8 @@ class Daemon:
         self.key: SigningKey = self._load_key()
         self.clock = ClockMonitor(cfg.clock, on_jump=self._clock_jumped)
         self.clock.start()  # own thread: chronyc/timedatectl never run on a hot path
-        self.plate_reader = self._plate_reader()  # loads the models now: a broken model fails start-up
+        # Models load now: a broken or tampered model (hash != card) fails start-up, not the first violation.
+        self.plate_reader = self._given_reader or self._plate_reader()
 
         # Evidence store: the outbox, then the uplink that drains it.
         self.outbox = _ObservedOutbox.from_config(

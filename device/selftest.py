@@ -180,7 +180,9 @@ def check_models(cfg: Config, reader: Any | None = None) -> tuple[bool, str, str
     text, _ = random_plate(country, rng)
     crop = render_plate(text, country, rng, height_px=64)
     read = reader.read_crop(crop, country=country)
-    names = ", ".join(f"{k}:{(v or {}).get('sha256', '')[:12]}" for k, v in reader.models().items())
+    names = ", ".join(
+        f"{k}:{v.get('sha256', '')[:12]}" for k, v in reader.models().items() if isinstance(v, dict)
+    )
     fix = "reinstall the models (models/*.tflite) or check anpr.*_model paths in the config"
     return read.text == text, f"reference plate {text!r} read as {read.text!r} ({names})", fix
 

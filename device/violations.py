@@ -33,18 +33,19 @@ class Candidate:
     clock: ClockStamp
 
 
-def trigger_ns(p: Pass, capture_offset_m: float, speed_kmh: float) -> int:
+def trigger_ns(p: Pass, capture_offset_m: float, speed_kmh: float, rear_plate_offset_m: float = 0.0) -> int:
     """When the vehicle was at the camera's capture point.
 
     A Doppler radar measures no range, but the beam's near edge is a known place: an inbound vehicle
     leaves the beam there (pass end), an outbound one enters there (pass start). The capture point is
     ``capture_offset_m`` further up the road, crossed ``offset / speed`` before (inbound) or after
-    (outbound). The frame nearest this instant is the first evidence image.
+    (outbound, plus ``rear_plate_offset_m``: we see its rear). The frame nearest this instant is the
+    first evidence image.
     """
-    dt_ns = int(capture_offset_m / max(speed_kmh / 3.6, 0.5) * 1e9)
+    v = max(speed_kmh / 3.6, 0.5)
     if p.direction is Direction.OUTBOUND:
-        return p.start_mono_ns + dt_ns
-    return p.end_mono_ns - dt_ns
+        return p.start_mono_ns + int((capture_offset_m + rear_plate_offset_m) / v * 1e9)
+    return p.end_mono_ns - int(capture_offset_m / v * 1e9)
 
 
 def utc_of(clock: ClockStamp, mono_ns: int) -> int:
@@ -78,7 +79,8 @@ class EarlySnapshots:
         self._last_reading_ns = r.t_mono_ns
         if last is not None and r.t_mono_ns - last <= self._gap_ns:
             return  # same pass
-        dt = int(self._cfg.camera.capture_offset_m / max(r.speed_kmh / 3.6, 0.5) * 1e9)
+        cam = self._cfg.camera
+        dt = int((cam.capture_offset_m + cam.rear_plate_offset_m) / max(r.speed_kmh / 3.6, 0.5) * 1e9)
         self._armed.append((r.t_mono_ns, r.t_mono_ns + dt))
 
     def poll(self, now_ns: int) -> None:
@@ -140,7 +142,7 @@ class EvidenceBuilder:
             snap = self._snapshots.take(p)
             if snap is not None:
                 return snap
-        t = trigger_ns(p, cam.capture_offset_m, p.median_kmh)
+        t = trigger_ns(p, cam.capture_offset_m, p.median_kmh, cam.rear_plate_offset_m)
         t1 = t + cam.post_trigger_ms * 1_000_000
         # Wait (briefly) until the post-trigger frames exist.
         deadline = time.monotonic_ns() + 2 * cam.post_trigger_ms * 1_000_000 + 500_000_000

@@ -38,6 +38,8 @@ class Token:
     char: str
     row: int
     prob: float
+    step: int = -1
+    """Output position that emitted the character (-1: unknown)."""
 
 
 def _runs(tokens: list[Token]) -> list[tuple[str, list[Token]]]:
@@ -70,6 +72,12 @@ def parse(tokens: list[Token], country: str) -> tuple[str, tuple[float, ...]] | 
             a, dd = runs[0][1], runs[1][1]
             top = [t for t in dd if t.row == 0]
             bottom = [t for t in dd if t.row == 1]
+            if not (top and bottom) and len(dd) >= 2 and dd[0].step >= 0:
+                # Both lines emitted from one row of steps: the region (top right) and the serial
+                # (bottom) are separated by the widest jump in emitting position.
+                ks = [k for k in (1, 2) if k < len(dd)]
+                k = max(ks, key=lambda k: dd[k].step - dd[k - 1].step)
+                top, bottom = dd[:k], dd[k:]
             if top and bottom:
                 text, confs = f"{_s(bottom)}-{_s(a)}-{_s(top)}", bottom + a + top
     elif country == "SA":

@@ -111,9 +111,11 @@ class PlateOcr:
         for t, k in enumerate(best):
             k = int(k)
             if k != blank and k == prev and tokens:
-                tokens[-1] = Token(tokens[-1].char, tokens[-1].row, max(tokens[-1].prob, float(probs[t, k])))
+                tokens[-1] = Token(
+                    tokens[-1].char, tokens[-1].row, max(tokens[-1].prob, float(probs[t, k])), tokens[-1].step
+                )
             elif k != blank:
-                tokens.append(Token(self.spec.alphabet[k], min(t // per_row, 1), float(probs[t, k])))
+                tokens.append(Token(self.spec.alphabet[k], min(t // per_row, 1), float(probs[t, k]), t))
             prev = k
         parsed = parse(tokens, country)
         if parsed is None:

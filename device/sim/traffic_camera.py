@@ -3,7 +3,7 @@
 Same vehicles, same instants: frame ``i`` is stamped ``epoch_mono_ns + i / fps`` and shows every vehicle
 at ``Vehicle.distance_m(i / fps)``, so a pass the tracker builds from emulated radar bytes finds its
 vehicle in the ring exactly where a real camera would. Geometry is a pinhole camera aimed down the road
-(focal length ``2.2 * width`` px, mounted 1.6 m high): nearer is lower and larger, the plate is focused
+(focal length ``3.2 * width`` px, a short telephoto as ANPR cameras use, mounted 1.6 m high): nearer is lower and larger, the plate is focused
 at ``geometry.capture_m`` and defocused in front of and behind it, so the sharpest frame is the one
 nearest the capture line. Ground-truth plate boxes (:meth:`SyntheticCamera.plate_boxes`) let tests check
 evidence selection and ANPR against what was drawn.
@@ -31,7 +31,7 @@ from device.sim.scenario import Scenario, Vehicle
 
 CAMERA_HEIGHT_M = 1.6
 HORIZON_FRAC = 0.28
-FOCAL_PER_WIDTH = 2.2
+FOCAL_PER_WIDTH = 3.2
 LANE_WIDTH_M = 3.5
 PLATE_W_M = 0.52
 PLATE_H_M = 0.11

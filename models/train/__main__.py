@@ -22,6 +22,7 @@ SEEDS = {"ocr_train": 1, "ocr_select": 2, "det_train": 3, "det_select": 4, "tf":
 SIZES = {
     "ocr_train": int(os.environ.get("ANPR_OCR_N", 40000)),
     "ocr_epochs": int(os.environ.get("ANPR_OCR_EPOCHS", 7)),
+    "ocr_epochs2": int(os.environ.get("ANPR_OCR_EPOCHS2", 3)),
     "det_train": int(os.environ.get("ANPR_DET_N", 2000)),
     "det_epochs": int(os.environ.get("ANPR_DET_EPOCHS", 14)),
 }
@@ -78,8 +79,46 @@ def cmd_ocr() -> None:
     )
     trained.save(WORK / "ocr.keras")
     log(f"ocr trained in {time.time() - t1:.0f}s")
+    if SIZES["ocr_epochs2"]:
+        trained = ocr_stage2(tf, x, targets)
+
     export_ocr(tf, ocr.with_softmax(tf, trained), x, xs, ts)
     _timing("ocr_s", time.time() - t0)
+
+
+def ocr_stage2(tf, x: np.ndarray, targets: list[str]):
+    """Second cosine cycle (lower peak) from the first stage's weights: what the CPU budget allowed."""
+    from models.train import ocr
+
+    t1 = time.time()
+    trained = ocr.train(
+        tf,
+        x,
+        targets,
+        seed=SEEDS["tf"] + 1,
+        epochs=SIZES["ocr_epochs2"],
+        log=log,
+        checkpoint=WORK / "ocr2.keras",
+        resume=WORK / "ocr.keras",
+        peak=1e-3,
+    )
+    trained.save(WORK / "ocr2.keras")
+    log(f"ocr stage 2 trained in {time.time() - t1:.0f}s")
+    return trained
+
+
+def cmd_ocr2() -> None:
+    """Stage 2 alone (from models/train/work/ocr.keras and the cached data), then export."""
+    import tensorflow as tf
+
+    from models.train import ocr
+
+    t0 = time.time()
+    z = np.load(WORK / f"ocr_ctc_data_{SIZES['ocr_train']}_{SEEDS['ocr_train']}.npz")
+    x, targets, xs, ts = z["x"], list(z["t"]), z["xs"], list(z["ts"])
+    trained = ocr_stage2(tf, x, targets)
+    export_ocr(tf, ocr.with_softmax(tf, trained), x, xs, ts)
+    _timing("ocr_stage2_s", time.time() - t0)
 
 
 def export_ocr(tf, model, x: np.ndarray, xs: np.ndarray, ts: list[str]) -> None:
@@ -150,12 +189,12 @@ def cmd_eval() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.train")
-    ap.add_argument("step", choices=["ocr", "detector", "eval", "all"])
+    ap.add_argument("step", choices=["ocr", "ocr2", "detector", "eval", "all"])
     args = ap.parse_args(argv)
     steps = ["ocr", "detector", "eval"] if args.step == "all" else [args.step]
     t0 = time.time()
     for s in steps:
-        {"ocr": cmd_ocr, "detector": cmd_detector, "eval": cmd_eval}[s]()
+        {"ocr": cmd_ocr, "ocr2": cmd_ocr2, "detector": cmd_detector, "eval": cmd_eval}[s]()
     log(f"{'+'.join(steps)} done in {time.time() - t0:.0f}s")
     return 0
 

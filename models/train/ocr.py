@@ -79,16 +79,29 @@ def greedy(probs: np.ndarray) -> list[str]:
     return out
 
 
-def train(tf, x: np.ndarray, targets: list[str], *, seed: int, epochs: int, log, checkpoint=None):
+def train(
+    tf,
+    x: np.ndarray,
+    targets: list[str],
+    *,
+    seed: int,
+    epochs: int,
+    log,
+    checkpoint=None,
+    resume=None,
+    peak=3e-3,
+):
     tf.keras.utils.set_random_seed(seed)
     y = encode(targets)
     n_val = min(1000, len(x) // 10)
     xv, tv = x[:n_val], targets[:n_val]
     xt, yt = x[n_val:], y[n_val:]
     model = build(tf, softmax=False)
+    if resume is not None:  # second stage: continue from the first stage's weights
+        model.set_weights(tf.keras.models.load_model(resume, compile=False).get_weights())
     steps = epochs * int(np.ceil(len(xt) / BATCH))
     lr = tf.keras.optimizers.schedules.CosineDecay(
-        1e-4, max(1, steps - 200), alpha=0.01, warmup_target=3e-3, warmup_steps=min(200, steps // 2)
+        1e-4, max(1, steps - 200), alpha=0.01, warmup_target=peak, warmup_steps=min(200, steps // 2)
     )
     model.compile(optimizer=tf.keras.optimizers.Adam(lr, clipnorm=5.0), loss=ctc_loss(tf))
 

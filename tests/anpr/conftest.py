@@ -9,5 +9,6 @@ from device.config import AnprConfig
 
 @pytest.fixture(scope="session")
 def reader() -> PlateReader:
-    """The committed models through the real runtime (LiteRT, falling back to tflite-runtime)."""
-    return PlateReader(AnprConfig(countries=list(COUNTRY_CODES), threads=2), models_dir=default_models_dir())
+    """The committed models through the real runtime; ``min_confidence=0``: accuracy of the best read."""
+    cfg = AnprConfig(countries=list(COUNTRY_CODES), threads=2, min_confidence=0.0)
+    return PlateReader(cfg, models_dir=default_models_dir())

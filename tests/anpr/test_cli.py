@@ -34,8 +34,8 @@ def _huge_png(path: Path, w: int = 20000, h: int = 20000) -> None:
 
 def test_read_batch_with_bad_files(tmp_path: Path) -> None:
     rng = random.Random(31337)
-    crop = crop_sample(rng, split="heldout", degraded=False, country="MA")
-    scene = make_scene(rng, split="heldout", min_plates=1, max_plates=1, degraded=False, countries=("MA",))
+    crop = crop_sample(rng, split="heldout", degraded=False, country="MR")
+    scene = make_scene(rng, split="heldout", min_plates=1, max_plates=1, degraded=False, countries=("MR",))
     good_crop = tmp_path / "crop.png"
     cv2.imwrite(str(good_crop), crop.image)
     frame = tmp_path / "frame.jpg"
@@ -61,7 +61,7 @@ def test_read_batch_with_bad_files(tmp_path: Path) -> None:
         )
 
     bad = [empty, trunc, text, tiny, huge, missing]
-    p = run(frame, *bad, good_crop, extra=("--country", "MA"))
+    p = run(frame, *bad, good_crop, extra=("--country", "MR"))
     assert p.returncode == 1
     rows = [json.loads(line) for line in p.stdout.splitlines()]
     assert [r["file"] for r in rows] == [str(frame), str(good_crop)]
@@ -78,7 +78,7 @@ def test_read_batch_with_bad_files(tmp_path: Path) -> None:
     p = run(good_crop, extra=("--crop",))
     assert p.returncode == 0, p.stderr
     row = json.loads(p.stdout)
-    assert row["text"] == crop.text and row["country"] == "MA" and row["text_latin"] == crop.latin
+    assert row["text"] == crop.text and row["country"] == "MR" and row["text_latin"] == crop.latin
     assert 0.0 < row["confidence"] <= 1.0
 
 

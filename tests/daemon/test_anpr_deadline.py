@@ -1,0 +1,48 @@
+"""A slow plate reader delays the packet, never the measurement: past the deadline the violation is sealed
+with the plate pending, and the read follows as a signed amendment that names it."""
+
+from __future__ import annotations
+
+import time
+
+from device.anpr.reader import PlateReader
+from device.config import AnprConfig
+from device.sim.scenario import generate
+from device.uplink.packet import verify
+
+
+class SlowReader:
+    """The real reader, made slow (as a CPU-starved unit would be)."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.real = PlateReader(AnprConfig(countries=["MA"]))
+        self.delay_s = delay_s
+
+    def read_frames(self, images, *, country=None):
+        time.sleep(self.delay_s)
+        return self.real.read_frames(images, country=country)
+
+    def models(self) -> dict:
+        return self.real.models()
+
+
+def test_deadline_passes_plate_pending_then_signed_amendment(harness, wait):
+    h = harness(generate(6, vehicles=2, speeder_share=1.0), {"anpr": {"enabled": True, "deadline_s": 0.3}})
+    d = h.start(plate_reader=SlowReader(1.5))
+    wait(lambda: d.counters["sealed"] >= 1, 60, "a violation sealed")
+    vid, seq = next(iter(d.timings.seq_of.items()))
+    v = verify(d.outbox.get(seq).data, h.key.public_key)
+    assert v["plate"] == {"status": "pending"}
+    assert v["anpr_models"]["ocr"]["sha256"]
+
+    def amendment():
+        for s in range(seq + 1, d.outbox.stats()["last_seq"] + 1):
+            p = verify(d.outbox.get(s).data, h.key.public_key)
+            if p.get("event") == "plate_amendment" and p["body"]["amends"] == vid:
+                return p
+        return None
+
+    am = wait(amendment, 30, "the plate amendment") or amendment()
+    assert am["body"]["amends_seq"] == seq and am["seq"] > seq
+    plate = am["body"]["plate"]
+    assert plate is None or plate["ocr_model_sha256"] == v["anpr_models"]["ocr"]["sha256"]
