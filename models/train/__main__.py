@@ -22,7 +22,7 @@ SEEDS = {"ocr_train": 1, "ocr_select": 2, "det_train": 3, "det_select": 4, "tf":
 SIZES = {
     "ocr_train": int(os.environ.get("ANPR_OCR_N", 40000)),
     "ocr_epochs": int(os.environ.get("ANPR_OCR_EPOCHS", 7)),
-    "ocr_epochs2": int(os.environ.get("ANPR_OCR_EPOCHS2", 3)),
+    "ocr_epochs2": int(os.environ.get("ANPR_OCR_EPOCHS2", 12)),
     "det_train": int(os.environ.get("ANPR_DET_N", 2000)),
     "det_epochs": int(os.environ.get("ANPR_DET_EPOCHS", 14)),
 }

@@ -82,7 +82,8 @@ def test_threads_do_not_change_reads(threads: int, reader: PlateReader) -> None:
     from device.config import AnprConfig
 
     r2 = PlateReader(
-        AnprConfig(countries=reader.countries, threads=threads), models_dir=reader.ocr_path.parent
+        AnprConfig(countries=reader.countries, threads=threads, min_confidence=0.0),
+        models_dir=reader.ocr_path.parent,
     )
     rng = random.Random(SEED + 5)
     for _ in range(10):
