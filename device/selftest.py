@@ -167,24 +167,31 @@ def check_broker(cfg: Config, timeout: float = 5.0) -> tuple[bool, str, str]:
 
 
 def check_models(cfg: Config, reader: Any | None = None) -> tuple[bool, str, str]:
-    import random
+    """The deployed chain (runtime, model files, decoding) reads the committed reference plate as the
+    committed model did when it was made (models/reference_plates.json); accuracy is in the model card."""
+    import json
+
+    import cv2
 
     if not cfg.anpr.enabled:
         return True, "ANPR disabled", ""
     from device.anpr.reader import PlateReader
-    from device.anpr.synth import random_plate, render_plate
 
     reader = reader or PlateReader(cfg.anpr)
+    models = reader.models()
+    fix = "reinstall the models (models/*.tflite + cards) or check anpr.*_model paths in the config"
+    ref_file = Path(models["ocr"]["path"]).parent / "reference_plates.json"
+    refs = json.loads(ref_file.read_text(encoding="utf-8")) if ref_file.exists() else {}
     country = cfg.site.jurisdiction
-    rng = random.Random(12345)
-    text, _ = random_plate(country, rng)
-    crop = render_plate(text, country, rng, height_px=64)
-    read = reader.read_crop(crop, country=country)
-    names = ", ".join(
-        f"{k}:{v.get('sha256', '')[:12]}" for k, v in reader.models().items() if isinstance(v, dict)
-    )
-    fix = "reinstall the models (models/*.tflite) or check anpr.*_model paths in the config"
-    return read.text == text, f"reference plate {text!r} read as {read.text!r} ({names})", fix
+    ref = refs.get(country)
+    if ref is None:
+        return False, f"no reference plate for {country} in {ref_file}", fix
+    img = cv2.imread(str(ref_file.parent / ref["image"]), cv2.IMREAD_COLOR)
+    if img is None:
+        return False, f"reference image {ref['image']} missing or unreadable", fix
+    read = reader.read_crop(img, country=country)
+    names = ", ".join(f"{k}:{v.get('sha256', '')[:12]}" for k, v in models.items() if isinstance(v, dict))
+    return read.text == ref["text"], f"reference plate {ref['text']!r} read as {read.text!r} ({names})", fix
 
 
 def check_gpio(cfg: Config) -> tuple[bool, str, str]:

@@ -184,6 +184,10 @@ def cmd_eval() -> None:
 
     t0 = time.time()
     cards.write_cards(ROOT, WORK, SEEDS, SIZES, log=log)
+    from models.train.reference import write_references
+
+    refs = write_references(ROOT)  # after the cards: the reader refuses a model whose card disagrees
+    log(f"reference plates for selftest: {', '.join(f'{c} {r['text']}' for c, r in refs.items())}")
     _timing("eval_s", time.time() - t0)
 
 
