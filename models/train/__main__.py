@@ -187,7 +187,8 @@ def cmd_eval() -> None:
     from models.train.reference import write_references
 
     refs = write_references(ROOT)  # after the cards: the reader refuses a model whose card disagrees
-    log(f"reference plates for selftest: {', '.join(f'{c} {r['text']}' for c, r in refs.items())}")
+    texts = ", ".join(f"{c} {r['text']}" for c, r in refs.items())
+    log(f"reference plates for selftest: {texts}")
     _timing("eval_s", time.time() - t0)
 
 
