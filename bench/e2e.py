@@ -46,6 +46,8 @@ def _one(rate: float, width: int, height: int, fps: float) -> dict:
             str(height),
             "--fps",
             str(fps),
+            "--beam-far",
+            "18",
             "--out",
             out,
         ]

@@ -38,6 +38,9 @@ class DemoOptions:
     rate_per_s: float | None = None
     anpr: bool = True
     drain_timeout_s: float = 60.0
+    beam_far_m: float | None = None
+    """Shorter beam for dense-traffic runs (a narrow-beam module aimed steeply)."""
+    ring_seconds: float = 2.5
 
 
 def demo_config(opts: DemoOptions, scenario: Scenario, run_dir: Path, host: str, port: int, radar_port: str):
@@ -66,7 +69,8 @@ def demo_config(opts: DemoOptions, scenario: Scenario, run_dir: Path, host: str,
                 "width": opts.width,
                 "height": opts.height,
                 "fps": opts.fps,
-                "ring_seconds": 3.0,
+                "ring_seconds": opts.ring_seconds,
+                "capture_offset_m": scenario.geometry.capture_m - scenario.geometry.beam_near_m,
             },
             "anpr": {"enabled": opts.anpr, "countries": ["MA"], "deadline_s": 5.0},
             "uplink": {"host": host, "port": port, "stats_interval_s": 30, "ack_timeout_s": 5.0},
@@ -76,8 +80,23 @@ def demo_config(opts: DemoOptions, scenario: Scenario, run_dir: Path, host: str,
     )
 
 
-def expected_violation(enforcer: Any, v: Vehicle, scenario: Scenario) -> bool:
-    """Ground truth: the enforcement rules applied to the vehicle's true speed as the radar sees it."""
+def alone_in_beam(v: Vehicle, scenario: Scenario, gap_s: float = 0.5) -> bool:
+    """No other vehicle of the same direction in the beam within ``gap_s`` (the tracker's pass gap plus
+    a margin): otherwise the radar cannot say which speed is whose and the pass is (rightly) not
+    enforceable."""
+    g = scenario.geometry
+    a, b = v.t_enter_s - gap_s, v.t_exit_s(g) + gap_s
+    return not any(
+        o is not v and o.direction is v.direction and o.t_enter_s < b and o.t_exit_s(g) > a
+        for o in scenario.vehicles
+    )
+
+
+def expected_violation(enforcer: Any, v: Vehicle, scenario: Scenario, enforcer_gap_s: float = 0.5) -> bool:
+    """Ground truth: the enforcement rules applied to the vehicle's true speed as the radar sees it,
+    for vehicles alone in the beam in their direction."""
+    if not alone_in_beam(v, scenario, enforcer_gap_s):
+        return False
     g = scenario.geometry
     t = v.t_capture_s(g)
     speed = max(v.radar_speed_kmh(v.t_enter_s, g), v.radar_speed_kmh(v.t_exit_s(g), g))
@@ -132,8 +151,12 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     pub_path = run_dir / "device.pub.pem"
     pub_path.write_text(public_pem(key))
 
+    from device.sim.scenario import Geometry
+
+    geometry = Geometry(beam_far_m=opts.beam_far_m) if opts.beam_far_m else None
     scenario = generate(
         opts.seed,
+        geometry=geometry,
         vehicles=opts.vehicles,
         duration_s=opts.duration_s,
         lanes={"1": 60.0, "2": 60.0},
@@ -217,7 +240,8 @@ def summarize(daemon, scenario, epoch, registry, key, run_dir, opts, verify) -> 
     from device.enforcement import Enforcer
 
     enforcer = Enforcer(daemon.cfg.site, daemon.cfg.enforcement)
-    expected = [v for v in scenario.vehicles if expected_violation(enforcer, v, scenario)]
+    gap_s = daemon.cfg.tracker.gap_ms / 1000 + 0.1
+    expected = [v for v in scenario.vehicles if expected_violation(enforcer, v, scenario, gap_s)]
     evidence_dir = run_dir / "evidence"
     evidence_dir.mkdir(exist_ok=True)
     stored = registry.packets(daemon.cfg.device.id)
