@@ -105,7 +105,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--height", type=int, default=720)
     d.add_argument("--fps", type=float, default=15.0)
     d.add_argument("--rate", type=float, default=None, help="vehicles per second (dense traffic; overlaps)")
-    d.add_argument("--beam-far", type=float, default=None, help="far edge of the radar beam in m (default 45)")
+    d.add_argument(
+        "--beam-far", type=float, default=None, help="far edge of the radar beam in m (default 45)"
+    )
     d.add_argument("--no-anpr", action="store_true", help="skip plate reading (radar/uplink only)")
     d.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     d.set_defaults(func=cmd_demo)
