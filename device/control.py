@@ -17,18 +17,21 @@ the server never crashes and keeps serving other connections.
 
 Commands the daemon implements (``handlers`` keys; each handler takes the ``args`` dict):
 
-``status`` -> dict::
+``status`` -> dict (what the daemon publishes retained on ``status`` too)::
 
-    {"device_id": str, "firmware": str, "config_hash": str, "uptime_s": float,
-     "components": {"radar": {"state": "ok"|"degraded"|"down", "detail": str}, "camera": {...},
-                    "anpr": {...}, "uplink": {...}, "clock": {...}, "gpio": {...}},
-     "radar": {"live_speed_kmh": float | None, "direction": "inbound"|"outbound"|None, "t_mono_ns": int},
-     "outbox": {"depth": int, "pending": int, "last_ack_seq": int | None, "last_ack_utc": str | None},
-     "uplink": {"connected": bool, "broker": str},
-     "clock": {"utc": str (ISO 8601), "synced": bool, "source": str, "offset_ms": float | None},
-     "disk": {"path": str, "free_bytes": int, "total_bytes": int},
-     "cpu_temp_c": float | None,
-     "tamper": {"open": bool, "since_utc": str | None}}
+    {"state": "ok"|"degraded"|"fault", "device_id": str, "firmware": str, "config_hash": str,
+     "restart_required": [section, ...], "uptime_s": float, "stale_stages": [str, ...],
+     "components": {"radar": RadarReader.health(), "camera": CameraThread.health() + last_frame_age_s,
+                    "uplink": UplinkClient.health() ({"connected", ...}), "outbox": Outbox.stats()
+                    ({"pending", "sent", "acked", "last_seq", "last_ack_time_ns", "disk_full", ...}),
+                    "anpr": {"state"}}   # every component has "state": ok|degraded|down|disabled
+     "counters": {"readings", "readings_dropped", "passes", "violations", "sealed"},
+     "unsealed_in_memory": int,
+     "clock": {"synchronized": bool, "source": str, "offset_ns": int|None, "max_error_ns": int|None,
+               "utc_ns": int},
+     "disk": {"free_bytes": int, "total_bytes": int, ...}, "cpu_temp_c": float | None,
+     "tamper": {"cabinet_open": bool} | None,
+     "live_speed": {"kmh": float, "direction": str|None, "t_mono_ns": int} | None}
 
 ``recent`` args ``{"limit": int = 20}`` -> ``{"passes": [...], "violations": [...]}``, newest first::
 
@@ -61,13 +64,9 @@ and credentials, then disconnect.
 ``logs`` args ``{"lines": int = 200}`` -> ``{"lines": [str, ...]}``: the daemon's most recent log lines
 (oldest first) from its in-memory ring, for the console's download page.
 
-Tolerance: the console (``device/console/view.py``) also understands the daemon's native shapes and fills
-gaps with "unknown": ``live_speed: {"kmh", "direction"}``, ``components.outbox`` (outbox stats),
-``components.uplink`` (uplink health), ``clock: {"synchronized", "utc_ns", "offset_ns"}``,
-``tamper: {"cabinet_open"}`` or None, violations with ``enforced_kmh``/``utc_ns``/``images: [{"jpeg_b64"}]``
-(downscaled by the console), ``test_trigger`` answering ``{"ok", "images"}`` or ``{"ok": false, "detail"}``,
-``preview`` with ``jpeg_b64: null`` before the first frame. Prefer the documented fields: a
-``thumbnail_jpeg_b64`` keeps the 2-second dashboard poll small.
+Tolerance: the console (``device/console/view.py``) renders missing or unexpected fields as "unknown"
+(an older daemon, a partial answer) instead of failing; ``preview`` answers ``jpeg_b64: null`` before the
+first frame and ``test_trigger`` ``{"ok": false, "detail"}`` when the ring is empty.
 """
 
 from __future__ import annotations
