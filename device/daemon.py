@@ -134,7 +134,7 @@ class Daemon:
         self.last_speed: dict[str, Any] | None = None
         self.restart_required: list[str] = []
         self._clock_synced: bool | None = None
-        self._unsealed: deque[Violation] = deque(maxlen=10_000)
+        self._unsealed: deque[Callable[[], object]] = deque(maxlen=10_000)  # seals waiting for disk space
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._readings: queue.Queue[Reading] = queue.Queue(READINGS_QUEUE)
@@ -142,7 +142,6 @@ class Daemon:
         self._amendments: queue.Queue[tuple[Violation, PlateRead | None]] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._cfg_lock = threading.Lock()
-        self.on_sealed: Callable[[Violation, int], None] | None = None
         self._given_reader = plate_reader  # a deployer's reader object, or a test's slowed-down one
 
     # ------------------------------------------------------------------ start-up, top to bottom
@@ -306,7 +305,7 @@ class Daemon:
         try:
             self._seal_violation_now(v)
         except OutboxFull as exc:  # keep it in memory, say so loudly, retry from the supervisor
-            self._unsealed.append(v)
+            self._unsealed.append(lambda: self._seal_violation_now(v))
             log.error(
                 "DISK FULL: violation %s kept in memory (%d waiting): %s",
                 v.violation_id,
@@ -332,15 +331,12 @@ class Daemon:
         )
         if self.uplink is not None:
             self.uplink.wake()
-        if self.on_sealed is not None:
-            self.on_sealed(v, sealed.seq)
 
     def _retry_unsealed(self) -> None:
-        """Violations that met a full disk: sealed, in order, as soon as space is back."""
+        """Violations and events that met a full disk: sealed, in order, as soon as space is back."""
         while self._unsealed:
-            v = self._unsealed[0]
             try:
-                self._seal_violation_now(v)
+                self._unsealed[0]()
             except OutboxFull:
                 return
             self._unsealed.popleft()
@@ -359,9 +355,14 @@ class Daemon:
             body["plate"] = _plate_full(plate)
             self._seal_event("plate_amendment", body)
 
-    def _seal_event(self, kind: str, body: dict) -> int:
-        payload = event_payload(kind, body, self.ctx, self.clock.stamp())
-        sealed = self.outbox.seal(payload, kind="event")
+    def _seal_event(self, kind: str, body: dict) -> int | None:
+        payload = event_payload(kind, body, self.ctx, self.clock.stamp())  # stamped now, sealed maybe later
+        try:
+            sealed = self.outbox.seal(payload, kind="event")
+        except OutboxFull as exc:
+            self._unsealed.append(lambda: self.outbox.seal(payload, kind="event"))
+            log.error("DISK FULL: event %s kept in memory: %s", kind, exc)
+            return None
         if getattr(self, "uplink", None) is not None:
             self.uplink.wake()
         log.info("event %s sealed seq=%d", kind, sealed.seq, extra={"stage": "seal"})

@@ -112,3 +112,34 @@ def test_sigterm_style_stop_drains_and_seals_shutdown(harness, wait):
     assert cbor2.loads(cbor2.loads(last.data).value[2])["event"] == "shutdown"
     ob.close()
     h.daemon = None
+
+
+def test_disk_full_keeps_violations_in_memory_then_seals_them(harness, wait):
+    from device.sim.scenario import generate
+    from device.uplink.outbox import OutboxFull
+
+    h = harness(generate(9, vehicles=3, speeder_share=1.0))
+    d = h.start()
+    real_seal = d.outbox.seal
+    full = {"on": True}
+
+    def seal(payload, *, kind="violation"):
+        if full["on"]:
+            raise OutboxFull("database or disk is full")
+        return real_seal(payload, kind=kind)
+
+    d.outbox.seal = seal
+    wait(lambda: d.counters["violations"] >= 2, 90, "two violations decided while the disk is full")
+    wait(lambda: len(d._unsealed) >= 2, 10, "violations kept in memory")
+    st = d.status()
+    assert st["state"] == "fault" and st["unsealed_in_memory"] >= 2
+    assert d.counters["sealed"] == 0
+
+    full["on"] = False  # space is back
+    wait(lambda: not d._unsealed, 10, "held violations sealed")
+    assert d.counters["sealed"] >= 2
+    kinds = [
+        verify(d.outbox.get(s).data, h.key.public_key)["kind"]
+        for s in range(1, d.outbox.stats()["last_seq"] + 1)
+    ]
+    assert kinds.count("violation") == d.counters["sealed"]
