@@ -73,7 +73,15 @@ def broker(broker_proc) -> tuple[str, int]:
 class Unit:
     """One unit under test: config, key, scenario, radar (emulated or real), daemon as a subprocess."""
 
-    def __init__(self, tmp: Path, broker: tuple[str, int], scenario: Scenario, *, epoch_delay_s: float = 6.0):
+    def __init__(
+        self,
+        tmp: Path,
+        broker: tuple[str, int],
+        scenario: Scenario,
+        *,
+        epoch_delay_s: float = 6.0,
+        camera: dict | None = None,
+    ):
         from device.uplink.keys import generate_key
 
         tmp.mkdir(parents=True, exist_ok=True)
@@ -95,7 +103,9 @@ class Unit:
         data = json.loads(scenario.to_json())
         data["epoch_mono_ns"] = self.epoch
         scen_path.write_text(json.dumps(data, ensure_ascii=False))
-        if HIL_CAMERA == "picamera2":
+        if camera is not None:
+            pass
+        elif HIL_CAMERA == "picamera2":
             camera = {"backend": "picamera2"}
         elif HIL_CAMERA:
             camera = {"backend": "opencv", "source": HIL_CAMERA}
@@ -202,13 +212,18 @@ def unit_factory(tmp_path: Path, broker: tuple[str, int]) -> Iterator:
     units: list[Unit] = []
 
     def make(
-        *, seed: int = 7, vehicles: int = 8, speeder_share: float = 0.5, emulated_only: bool = False
+        *,
+        seed: int = 7,
+        vehicles: int = 8,
+        speeder_share: float = 0.5,
+        emulated_only: bool = False,
+        camera: dict | None = None,
     ) -> Unit:
         if emulated_only and HIL_RADAR:
             pytest.skip(
                 "needs scripted traffic from the radar emulator (RADARCAM_HIL_RADAR is real hardware)"
             )
-        u = Unit(tmp_path / f"u{len(units)}", broker, traffic(seed, vehicles, speeder_share))
+        u = Unit(tmp_path / f"u{len(units)}", broker, traffic(seed, vehicles, speeder_share), camera=camera)
         units.append(u)
         return u
 

@@ -6,6 +6,7 @@ verified, with an unbroken hash chain, whatever happened in between.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 
@@ -144,3 +145,34 @@ def test_missing_key_fails_loudly_without_traceback(unit_factory):
     assert unit.proc.wait(60) == 1
     log = unit.logs()
     assert "cannot start" in log and "keys init" in log and "Traceback" not in log
+
+
+def test_camera_lost_measurements_still_sealed(unit_factory, registry_for, tmp_path):
+    """A USB camera that stops delivering (here: the OpenCV backend on a recording that ends) is reported
+    down; violations are still sealed, without images and saying why; the watchdog keeps running."""
+    import cv2
+    import numpy as np
+
+    if os.environ.get("RADARCAM_HIL_CAMERA"):
+        pytest.skip("the camera is real hardware: unplug it by hand for this check")
+    video = tmp_path / "short.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for i in range(30):  # 3 s of frames, then the 'camera' is gone
+        w.write(np.full((240, 320, 3), (i * 8) % 255, np.uint8))
+    w.release()
+    unit = unit_factory(
+        seed=9, vehicles=8, speeder_share=1.0, emulated_only=True,
+        camera={"backend": "opencv", "source": str(video), "width": 320, "height": 240, "fps": 10},
+    )  # fmt: skip
+    reg = registry_for(unit)
+    unit.start()
+    unit.notify.wait_for("READY", "1", timeout=60)
+    st = unit.wait_status(lambda s: s["components"]["camera"]["state"] == "down", 30)
+    assert st["state"] == "fault"
+    st = unit.wait_status(lambda s: s["counters"]["sealed"] >= 1, 90)
+    n = unit.notify.count("WATCHDOG", "1")
+    unit.wait_status(lambda s: unit.notify.count("WATCHDOG", "1") > n, 10)  # camera down is not a hung stage
+    assert unit.terminate() == 0
+    got = assert_registry_complete(unit, reg)
+    violations = [verify(p["data"], unit.key.public_key) for p in got if p["kind"] == "violation"]
+    assert violations and all(v["images"] == [] and v["extra"]["evidence_problem"] for v in violations)
