@@ -268,6 +268,7 @@ class Daemon:
             }
         )
         if not d.violation:
+            self.snapshots.release(p)
             return
         self.counters["violations"] += 1
         if self.gpio is not None:

@@ -93,8 +93,15 @@ class EarlySnapshots:
         with self._lock:
             for start, t in due:
                 self._snaps[start] = (t, self._ring.window(t - pre, t + post))
-            for k in [k for k in self._snaps if now_ns - k > 60_000_000_000]:
-                del self._snaps[k]  # passes that never completed (or were not violations)
+            # A pass lasts at most tracker.max_pass_s: older snapshots belong to passes already decided.
+            horizon = int((self._cfg.tracker.max_pass_s + 2.0) * 1e9) + self._gap_ns
+            for k in [k for k in self._snaps if now_ns - k > horizon]:
+                del self._snaps[k]
+
+    def release(self, p: Pass) -> None:
+        """A pass that is not a violation: let its frames go now (at 1080p they are ~6 MB each)."""
+        if p.direction is Direction.OUTBOUND:
+            self.take(p)
 
     def take(self, p: Pass) -> tuple[int, list[Frame]] | None:
         with self._lock:
