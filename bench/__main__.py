@@ -52,7 +52,8 @@ def main(argv: list[str]) -> int:
         )
     out = Path(__file__).with_name("results.json")
     previous = json.loads(out.read_text()) if out.exists() else {}
-    merged = {(r["bench"], r["metric"]): r for r in previous.get("rows", [])}
+    ran = {r["bench"] for r in rows}  # a bench that ran replaces all of its old rows
+    merged = {(r["bench"], r["metric"]): r for r in previous.get("rows", []) if r["bench"] not in ran}
     merged.update({(r["bench"], r["metric"]): r for r in rows})
     out.write_text(
         json.dumps(
