@@ -98,23 +98,25 @@ def parse_chronyc_tracking(text: str) -> SyncState:
     )
 
 
-def read_chrony(chronyc: str = "chronyc") -> SyncState:
-    exe = shutil.which(chronyc)
+def _run_tool(name: str, args: list[str]) -> str:
+    """stdout of a clock tool, or ClockSourceError naming what went wrong (never blocks for long)."""
+    exe = shutil.which(name)
     if exe is None:
-        raise ClockSourceError("chronyc not installed")
+        raise ClockSourceError(f"{name} not installed")
+    what = " ".join([name, *args[-1:]])
     try:
         proc = subprocess.run(
-            [exe, "-c", "-n", "tracking"],
-            capture_output=True,
-            text=True,
-            timeout=SUBPROCESS_TIMEOUT_S,
-            check=False,
+            [exe, *args], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ClockSourceError(f"chronyc tracking failed: {exc}") from None
+        raise ClockSourceError(f"{what} failed: {exc}") from None
     if proc.returncode != 0:
-        raise ClockSourceError(f"chronyc tracking exit {proc.returncode}: {proc.stderr.strip()[:200]}")
-    return parse_chronyc_tracking(proc.stdout)
+        raise ClockSourceError(f"{what} exit {proc.returncode}: {proc.stderr.strip()[:200]}")
+    return proc.stdout
+
+
+def read_chrony(chronyc: str = "chronyc") -> SyncState:
+    return parse_chronyc_tracking(_run_tool(chronyc, ["-c", "-n", "tracking"]))
 
 
 # --------------------------------------------------------------------------- timedatectl
@@ -133,22 +135,7 @@ def parse_timedatectl(text: str) -> SyncState:
 
 
 def read_timedatectl() -> SyncState:
-    exe = shutil.which("timedatectl")
-    if exe is None:
-        raise ClockSourceError("timedatectl not installed")
-    try:
-        proc = subprocess.run(
-            [exe, "show", "-p", "NTPSynchronized"],
-            capture_output=True,
-            text=True,
-            timeout=SUBPROCESS_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ClockSourceError(f"timedatectl failed: {exc}") from None
-    if proc.returncode != 0:
-        raise ClockSourceError(f"timedatectl exit {proc.returncode}: {proc.stderr.strip()[:200]}")
-    return parse_timedatectl(proc.stdout)
+    return parse_timedatectl(_run_tool("timedatectl", ["show", "-p", "NTPSynchronized"]))
 
 
 # --------------------------------------------------------------------------- adjtimex
