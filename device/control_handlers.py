@@ -20,17 +20,12 @@ def _b64(data: bytes) -> str:
 
 
 def _jsonable(obj: Any) -> Any:
-    from device.model import EvidenceImage
-
+    """Health dicts carry enums (directions, states): their string values go on the wire."""
     if isinstance(obj, dict):
         return {k: _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [_jsonable(v) for v in obj]
-    if isinstance(obj, EvidenceImage):
-        return {"role": obj.role, "jpeg_b64": _b64(obj.jpeg), "width": obj.width, "height": obj.height}
-    if isinstance(obj, bytes):
-        return _b64(obj)
-    if hasattr(obj, "value") and isinstance(getattr(obj, "value", None), str):
+    if isinstance(getattr(obj, "value", None), str):
         return obj.value
     return obj
 

@@ -287,9 +287,9 @@ class Daemon:
             try:
                 cand = self._candidates.get(timeout=0.2)
             except queue.Empty:
-                cand = None if self._stop.is_set() else ...
-            if cand is ...:
-                continue
+                if not self._stop.is_set():
+                    continue
+                cand = None  # stopping and nothing left: same as the sentinel
             if cand is None:  # stopping: queue drained
                 self.evidence.close()  # waits for reads in flight; their amendments are sealed next
                 self._seal_amendments()
@@ -499,10 +499,12 @@ class Daemon:
             time.sleep(0.05)
 
     # ------------------------------------------------------------------ reload / status / control
-    LIVE_SECTIONS = ("site", "enforcement", "tracker", "anpr")
+    LIVE_SECTIONS = ("site", "enforcement")
+    """Re-applied on reload (the enforcer is rebuilt); other sections hold open state (tracker passes,
+    loaded models, ports) and are flagged ``restart_required`` instead."""
 
     def reload(self, audit: list[dict] | None = None) -> dict:
-        """Re-reads the config file; live-applies site/enforcement/tracker/anpr, flags the rest."""
+        """Re-reads the config file; live-applies site/enforcement, flags the rest restart_required."""
         if self.config_path is None:
             raise StartupError("no config file to reload")
         new = cfgmod.load(self.config_path)  # ConfigError propagates: the old config stays in force
@@ -517,7 +519,6 @@ class Daemon:
                 new.site, new.enforcement, calibration_factor=new.radar.calibration.scale_factor
             )
             self.cfg = new
-            self.evidence.update_config(new)
         self.restart_required = sorted(set(changed) - set(self.LIVE_SECTIONS))
         self.config_hash = cfgmod.config_hash(new)
         self.ctx = self._packet_context()

@@ -136,7 +136,6 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     from device.daemon import Daemon, SimInputs
     from device.sim.radar_emulator import RadarEmulator
     from device.uplink.keys import generate_key, public_pem
-    from device.uplink.packet import verify
     from device.uplink.registry import Registry
     from device.uplink.testing_broker import MosquittoBroker
 
@@ -221,7 +220,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
             time.sleep(0.2)
         daemon.request_stop()
         sup.join(15)
-        summary = summarize(daemon, scenario, epoch, registry, key, run_dir, opts, verify)
+        summary = summarize(daemon, scenario, epoch, registry, key, run_dir)
         summary["registry_chain"] = registry.chain(cfg.device.id)
         if opts.export_packets:
             summary["exported_packets"] = registry.export(opts.export_packets)
@@ -236,8 +235,9 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     return summary
 
 
-def summarize(daemon, scenario, epoch, registry, key, run_dir, opts, verify) -> dict[str, Any]:
+def summarize(daemon, scenario, epoch, registry, key, run_dir) -> dict[str, Any]:
     from device.enforcement import Enforcer
+    from device.uplink.packet import verify
 
     enforcer = Enforcer(daemon.cfg.site, daemon.cfg.enforcement)
     gap_s = daemon.cfg.tracker.gap_ms / 1000 + 0.1

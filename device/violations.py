@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from device.capture.evidence import DataBar, EvidenceError, build_evidence, select_frames
 from device.capture.ring import FrameRing
@@ -140,9 +140,6 @@ class EvidenceBuilder:
         busy = self._anpr_busy_since
         return time.monotonic_ns() if busy is None else busy
 
-    def update_config(self, cfg: Config) -> None:
-        self._cfg = cfg
-
     def frames_for(self, p: Pass) -> tuple[int, list[Frame]]:
         cam = self._cfg.camera
         if p.direction is Direction.OUTBOUND and self._snapshots is not None:
@@ -171,7 +168,7 @@ class EvidenceBuilder:
                 return None, None
             idx = read.frame_no if read.frame_no is not None and 0 <= read.frame_no < len(frames) else 0
             best = frames[idx]
-            read = _with_frame_no(read, best.frame_no)
+            read = replace(read, frame_no=best.frame_no)
             return read, best
         finally:
             self._anpr_busy_since = None
@@ -266,9 +263,3 @@ class EvidenceBuilder:
 
     def close(self) -> None:
         self._anpr.shutdown(wait=True, cancel_futures=False)
-
-
-def _with_frame_no(read: PlateRead, frame_no: int) -> PlateRead:
-    from dataclasses import replace
-
-    return replace(read, frame_no=frame_no)

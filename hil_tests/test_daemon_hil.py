@@ -75,6 +75,7 @@ def test_supervised_run_ready_watchdog_and_clean_stop(unit_factory, registry_for
     t0 = time.monotonic()
     assert unit.terminate(timeout=12) == 0
     assert time.monotonic() - t0 < 10.0
+    unit.notify.wait_for("STOPPING", "1", timeout=5)
     assert unit.notify.count("STOPPING", "1") == 1
     assert t_ready > 0
     assert_registry_complete(unit, reg)

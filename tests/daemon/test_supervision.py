@@ -17,7 +17,7 @@ def watchdog_pings(h) -> list[float]:
 def test_ready_then_watchdog_stops_when_a_stage_hangs(harness, wait):
     h = harness()
     d = h.start()
-    assert any(m.get("READY") == "1" for _, m in h.notify.messages)
+    h.notify.wait_for("READY", "1", timeout=5)  # the listener thread reads it asynchronously
     wait(lambda: len(watchdog_pings(h)) >= 3, 10, "watchdog pings")
 
     # Hang the measurement stage inside the tracker: the radar keeps reading, the stage stops beating.
@@ -104,7 +104,7 @@ def test_sigterm_style_stop_drains_and_seals_shutdown(harness, wait):
     h.supervisor.join(12)
     assert not h.supervisor.is_alive()
     assert time.monotonic() - t0 < 10
-    assert any(m.get("STOPPING") == "1" for _, m in h.notify.messages)
+    h.notify.wait_for("STOPPING", "1", timeout=5)
     from device.uplink.outbox import Outbox
 
     ob = Outbox(h.tmp / "state" / "outbox.sqlite", h.key, quota_bytes=10**9, retention_s=10**6)

@@ -8,38 +8,12 @@ draws a valid plate number. Geometry, blur, noise and lighting are added by :mod
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-
-import numpy as np
 
 from device.anpr.plates import COUNTRIES
 from device.anpr.synth.render import STYLES, render
 
-
-def render_plate(
-    text: str,
-    country: str,
-    rng: random.Random,
-    *,
-    height_px: int = 64,
-    style: str | None = None,
-    arabic_fonts: Sequence[str] | None = None,
-    latin_fonts: Sequence[str] | None = None,
-) -> np.ndarray:
-    """BGR uint8 image of plate ``text`` (format of :mod:`device.anpr.plates`), ``height_px`` high.
-
-    ``style`` picks a layout variant (``STYLES[country]``, e.g. Morocco ``one_line``/``two_line``);
-    None draws one. Fonts default to every usable Debian font; training passes its own pool.
-    """
-    return render(
-        text,
-        country,
-        rng,
-        height_px=height_px,
-        style=style,
-        arabic_fonts=arabic_fonts,
-        latin_fonts=latin_fonts,
-    )
+render_plate = render
+"""Public name of :func:`device.anpr.synth.render.render` (scenarios, camera, training)."""
 
 
 def _num(rng: random.Random, lo_len: int, hi_len: int, nonzero: bool) -> str:

@@ -241,6 +241,11 @@ def render(
     arabic_fonts: Sequence[str] | None = None,
     latin_fonts: Sequence[str] | None = None,
 ) -> np.ndarray:
+    """BGR uint8 image of plate ``text`` (format of :mod:`device.anpr.plates`), ``height_px`` high.
+
+    ``style`` picks a layout variant (``STYLES[country]``, e.g. Morocco ``one_line``/``two_line``);
+    None draws one. Fonts default to every usable Debian font; training passes its own pool.
+    """
     if country not in COUNTRIES:
         raise ValueError(f"unknown country {country!r}; known: {sorted(COUNTRIES)}")
     groups = text.split("-")
