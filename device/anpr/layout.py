@@ -17,20 +17,30 @@ from device.anpr.plates import COUNTRIES, DIGITS
 from device.anpr.translit import from_latin
 
 
-def visual_target(text: str, country: str, style: str) -> str:
-    """What the plate shows, top row then bottom row, each left to right (ASCII digits)."""
+def visual_lines(text: str, country: str, style: str) -> tuple[str, str]:
+    """What the plate shows as (first line, second line), each left to right, ASCII digits.
+
+    One-line plates leave the second line empty. The OCR has one CTC head per line, so a two-line
+    plate's rows are never interleaved: Morocco's two-line variant is (letter + region, serial), a Saudi
+    plate is (Arabic row, Latin row).
+    """
     g = text.split("-")
     if country == "MA":
         digits, letter, region = g
-        return letter + region + digits if style == "two_line" else digits + letter + region
+        return (letter + region, digits) if style == "two_line" else (digits + letter + region, "")
     if country == "SA":
         digits, letters = g
         latin = "".join(COUNTRIES["SA"].letters[c] for c in letters)
-        return digits + letters[::-1] + digits + latin
+        return digits + letters[::-1], digits + latin
     if country == "EG":
         digits, letters = g
-        return digits + letters[::-1]
-    return "".join(g)
+        return digits + letters[::-1], ""
+    return "".join(g), ""
+
+
+def visual_target(text: str, country: str, style: str) -> str:
+    """Both lines of :func:`visual_lines` in reading order (top line first)."""
+    return "".join(visual_lines(text, country, style))
 
 
 @dataclass(frozen=True, slots=True)

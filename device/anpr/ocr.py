@@ -29,6 +29,30 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def best_path_tokens(probs: np.ndarray, alphabet: list[str], blank_symbol: str, rows: int) -> list[Token]:
+    """CTC best path: argmax per step, repeats merged, blanks dropped, each token tagged with its line.
+
+    ``probs`` is (rows * steps, classes), line after line. A new line starts a new path, so a
+    character ending one line and the same character starting the next stay two characters.
+    """
+    best = probs.argmax(axis=1)
+    blank = alphabet.index(blank_symbol)
+    per_row = probs.shape[0] // max(1, rows)
+    tokens: list[Token] = []
+    prev = blank
+    for t, k in enumerate(best):
+        k = int(k)
+        if t % per_row == 0:
+            prev = blank
+        if k != blank and k == prev and tokens:
+            last = tokens[-1]
+            tokens[-1] = Token(last.char, last.row, max(last.prob, float(probs[t, k])), last.step)
+        elif k != blank:
+            tokens.append(Token(alphabet[k], min(t // per_row, rows - 1), float(probs[t, k]), t))
+        prev = k
+    return tokens
+
+
 class PlateOcr:
     def __init__(self, path: Path, *, threads: int = 2):
         self.card: ModelCard = load_card(path)
@@ -103,20 +127,7 @@ class PlateOcr:
     def _ctc(self, probs: np.ndarray, country: str) -> tuple[str, tuple[float, ...], float] | None:
         """Best path under the country's character set, collapsed, then parsed by its layouts."""
         masked = np.where(self._masks[country][None, :], probs, 0.0)
-        best = masked.argmax(axis=1)
-        blank = self.spec.alphabet.index(self.spec.pad)
-        per_row = probs.shape[0] // self.spec.rows
-        tokens: list[Token] = []
-        prev = blank
-        for t, k in enumerate(best):
-            k = int(k)
-            if k != blank and k == prev and tokens:
-                tokens[-1] = Token(
-                    tokens[-1].char, tokens[-1].row, max(tokens[-1].prob, float(probs[t, k])), tokens[-1].step
-                )
-            elif k != blank:
-                tokens.append(Token(self.spec.alphabet[k], min(t // per_row, 1), float(probs[t, k]), t))
-            prev = k
+        tokens = best_path_tokens(masked, self.spec.alphabet, self.spec.pad, self.spec.rows)
         parsed = parse(tokens, country)
         if parsed is None:
             return None

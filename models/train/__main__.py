@@ -18,11 +18,20 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "train" / "work"
-SEEDS = {"ocr_train": 1, "ocr_select": 2, "det_train": 3, "det_select": 4, "tf": 1234, "eval": 777}
+SEEDS = {
+    "ocr_train": 11,
+    "ocr2_train": 12,
+    "ocr_select": 2,
+    "det_train": 3,
+    "det_select": 4,
+    "tf": 1234,
+    "eval": 777,
+}
 SIZES = {
-    "ocr_train": int(os.environ.get("ANPR_OCR_N", 40000)),
-    "ocr_epochs": int(os.environ.get("ANPR_OCR_EPOCHS", 7)),
-    "ocr_epochs2": int(os.environ.get("ANPR_OCR_EPOCHS2", 12)),
+    "ocr_train": int(os.environ.get("ANPR_OCR_N", 60000)),
+    "ocr_epochs": int(os.environ.get("ANPR_OCR_EPOCHS", 8)),
+    "ocr2_train": int(os.environ.get("ANPR_OCR2_N", 80000)),
+    "ocr2_epochs": int(os.environ.get("ANPR_OCR2_EPOCHS", 6)),
     "det_train": int(os.environ.get("ANPR_DET_N", 2000)),
     "det_epochs": int(os.environ.get("ANPR_DET_EPOCHS", 14)),
 }
@@ -58,67 +67,105 @@ def _tflite_predict(tf, blob: bytes, x: np.ndarray) -> list[np.ndarray]:
     return [it.get_tensor(o["index"]) for o in outs]
 
 
+def _ocr_data(n: int, seed: int, split: str, margins: str = "tight") -> dict:
+    from models.train import data, ocr
+
+    tag = "" if margins == "tight" else f"_{margins}"
+    cache = WORK / f"ocr_lines_data_{n}_{seed}_{split}{tag}.npz"
+    if cache.exists():  # same seed and size give the same crops: reuse them between runs
+        return dict(np.load(cache))
+    d = data.ocr_dataset(n, seed, ocr.H, ocr.W, split, margins=margins)
+    np.savez(cache, **d)
+    return d
+
+
 def cmd_ocr() -> None:
     import tensorflow as tf
 
     from models.train import data, ocr
 
     t0 = time.time()
-    cache = WORK / f"ocr_ctc_data_{SIZES['ocr_train']}_{SEEDS['ocr_train']}.npz"
-    if cache.exists():  # same seed and size give the same crops: reuse them between runs
-        z = np.load(cache)
-        x, targets, xs, ts = z["x"], list(z["t"]), z["xs"], list(z["ts"])
-    else:
-        x, _texts, targets = data.ocr_dataset(SIZES["ocr_train"], SEEDS["ocr_train"], ocr.H, ocr.W, "train")
-        xs, _t2, ts = data.ocr_dataset(1000, SEEDS["ocr_select"], ocr.H, ocr.W, "heldout")
-        np.savez(cache, x=x, t=np.array(targets), xs=xs, ts=np.array(ts))
-    log(f"ocr data {len(x)} train + {len(xs)} held-out in {time.time() - t0:.0f}s")
-    t1 = time.time()
-    trained = ocr.train(
-        tf, x, targets, seed=SEEDS["tf"], epochs=SIZES["ocr_epochs"], log=log, checkpoint=WORK / "ocr.keras"
-    )
-    trained.save(WORK / "ocr.keras")
-    log(f"ocr trained in {time.time() - t1:.0f}s")
-    if SIZES["ocr_epochs2"]:
-        trained = ocr_stage2(tf, x, targets)
-
-    export_ocr(tf, ocr.with_softmax(tf, trained), x, xs, ts)
-    _timing("ocr_s", time.time() - t0)
-
-
-def ocr_stage2(tf, x: np.ndarray, targets: list[str]):
-    """Second cosine cycle (lower peak) from the first stage's weights: what the CPU budget allowed."""
-    from models.train import ocr
-
+    d = _ocr_data(SIZES["ocr_train"], SEEDS["ocr_train"], "train")
+    sel = _ocr_data(2000, SEEDS["ocr_select"], "heldout")
+    lines = data.ocr_lines(d)
+    ts = ["".join(pair) for pair in data.ocr_lines(sel)]
+    log(f"ocr data {len(d['x'])} train + {len(sel['x'])} held-out in {time.time() - t0:.0f}s")
     t1 = time.time()
     trained = ocr.train(
         tf,
-        x,
-        targets,
-        seed=SEEDS["tf"] + 1,
-        epochs=SIZES["ocr_epochs2"],
+        d["x"],
+        lines,
+        seed=SEEDS["tf"],
+        epochs=SIZES["ocr_epochs"],
         log=log,
+        xv=sel["x"][:1000],
+        tv=ts[:1000],
+        checkpoint=WORK / "ocr.keras",
+    )
+    trained.save(WORK / "ocr.keras")
+    log(f"ocr trained in {time.time() - t1:.0f}s")
+    _timing("ocr_train_s", time.time() - t1)
+    if SIZES["ocr2_epochs"]:
+        trained = ocr_stage2(tf, sel, ts)
+    export_ocr(tf, ocr.with_softmax(tf, trained), d["x"], sel["x"], ts)
+    _timing("ocr_s", time.time() - t0)
+
+
+def ocr_stage2(tf, sel: dict, ts: list[str]):
+    """Fine-tuning on fresh crops with wide margins (the reader's retry crop) and stroke-weight jitter."""
+    from models.train import data, ocr
+
+    t0 = time.time()
+    d2 = _ocr_data(SIZES["ocr2_train"], SEEDS["ocr2_train"], "train_extended", margins="wide")
+    log(f"ocr stage 2 data {len(d2['x'])} in {time.time() - t0:.0f}s")
+    t1 = time.time()
+    trained = ocr.train(
+        tf,
+        d2["x"],
+        data.ocr_lines(d2),
+        seed=SEEDS["tf"] + 1,
+        epochs=SIZES["ocr2_epochs"],
+        log=log,
+        xv=sel["x"][:1000],
+        tv=ts[:1000],
         checkpoint=WORK / "ocr2.keras",
         resume=WORK / "ocr.keras",
         peak=1e-3,
+        morph=True,
     )
     trained.save(WORK / "ocr2.keras")
     log(f"ocr stage 2 trained in {time.time() - t1:.0f}s")
+    _timing("ocr_stage2_s", time.time() - t0)
     return trained
 
 
 def cmd_ocr2() -> None:
-    """Stage 2 alone (from models/train/work/ocr.keras and the cached data), then export."""
+    """Stage 2 alone, from models/train/work/ocr.keras, then export."""
     import tensorflow as tf
 
-    from models.train import ocr
+    from models.train import data, ocr
 
     t0 = time.time()
-    z = np.load(WORK / f"ocr_ctc_data_{SIZES['ocr_train']}_{SEEDS['ocr_train']}.npz")
-    x, targets, xs, ts = z["x"], list(z["t"]), z["xs"], list(z["ts"])
-    trained = ocr_stage2(tf, x, targets)
-    export_ocr(tf, ocr.with_softmax(tf, trained), x, xs, ts)
-    _timing("ocr_stage2_s", time.time() - t0)
+    sel = _ocr_data(2000, SEEDS["ocr_select"], "heldout")
+    ts = ["".join(pair) for pair in data.ocr_lines(sel)]
+    trained = ocr_stage2(tf, sel, ts)
+    d = _ocr_data(SIZES["ocr_train"], SEEDS["ocr_train"], "train")
+    export_ocr(tf, ocr.with_softmax(tf, trained), d["x"], sel["x"], ts)
+    log(f"ocr2 done in {time.time() - t0:.0f}s")
+
+
+def cmd_ocr_export() -> None:
+    """Exports models/train/work/ocr.keras (e.g. the last checkpoint of a run cut short)."""
+    import tensorflow as tf
+
+    from models.train import data, ocr
+
+    d = _ocr_data(SIZES["ocr_train"], SEEDS["ocr_train"], "train")
+    sel = _ocr_data(2000, SEEDS["ocr_select"], "heldout")
+    ts = ["".join(pair) for pair in data.ocr_lines(sel)]
+    last = WORK / "ocr2.keras" if (WORK / "ocr2.keras").exists() else WORK / "ocr.keras"
+    trained = tf.keras.models.load_model(last, compile=False)
+    export_ocr(tf, ocr.with_softmax(tf, trained), d["x"], sel["x"], ts)
 
 
 def export_ocr(tf, model, x: np.ndarray, xs: np.ndarray, ts: list[str]) -> None:
@@ -194,12 +241,18 @@ def cmd_eval() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.train")
-    ap.add_argument("step", choices=["ocr", "ocr2", "detector", "eval", "all"])
+    ap.add_argument("step", choices=["ocr", "ocr2", "ocr-export", "detector", "eval", "all"])
     args = ap.parse_args(argv)
     steps = ["ocr", "detector", "eval"] if args.step == "all" else [args.step]
     t0 = time.time()
     for s in steps:
-        {"ocr": cmd_ocr, "ocr2": cmd_ocr2, "detector": cmd_detector, "eval": cmd_eval}[s]()
+        {
+            "ocr": cmd_ocr,
+            "ocr2": cmd_ocr2,
+            "ocr-export": cmd_ocr_export,
+            "detector": cmd_detector,
+            "eval": cmd_eval,
+        }[s]()
     log(f"{'+'.join(steps)} done in {time.time() - t0:.0f}s")
     return 0
 

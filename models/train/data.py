@@ -7,35 +7,51 @@ import random
 
 import numpy as np
 
-from device.anpr.layout import visual_target
+from device.anpr.layout import visual_lines
 from device.anpr.preprocess import detector_input, ocr_input
 from device.anpr.synth.samples import crop_sample, frame_sample
 
 CHUNK = 500
 
 
-def _ocr_chunk(args: tuple[int, int, int, int, int, str]) -> tuple[np.ndarray, list[str], list[str]]:
-    seed, idx, n, h, w, split = args
+def _ocr_chunk(
+    args: tuple[int, int, int, int, int, str, str],
+) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
+    seed, idx, n, h, w, split, margins = args
     rng = random.Random(seed * 1_000_003 + idx)
     xs = np.zeros((n, h, w), np.uint8)
-    texts, targets = [], []
+    meta = []
     for i in range(n):
-        s = crop_sample(rng, split=split)
+        s = crop_sample(rng, split=split, margins=margins)
         xs[i] = ocr_input(s.image, h, w)
-        texts.append(s.text)
-        targets.append(visual_target(s.text, s.country, s.style))
-    return xs, texts, targets
+        meta.append((s.text, s.country, s.style))
+    return xs, meta
 
 
-def ocr_dataset(n: int, seed: int, h: int, w: int, split: str = "train", workers: int = 2):
-    jobs = [(seed, i, min(CHUNK, n - i * CHUNK), h, w, split) for i in range((n + CHUNK - 1) // CHUNK)]
+def ocr_dataset(
+    n: int, seed: int, h: int, w: int, split: str = "train", workers: int = 2, margins: str = "tight"
+) -> dict:
+    """Crops and their labels: ``x`` (n, h, w) uint8 and per-sample ``text``, ``country``, ``style``."""
+    jobs = [
+        (seed, i, min(CHUNK, n - i * CHUNK), h, w, split, margins) for i in range((n + CHUNK - 1) // CHUNK)
+    ]
     with mp.get_context("fork").Pool(workers) as pool:
         parts = pool.map(_ocr_chunk, jobs)
-    return (
-        np.concatenate([p[0] for p in parts]),
-        [t for p in parts for t in p[1]],
-        [c for p in parts for c in p[2]],
-    )
+    meta = [m for p in parts for m in p[1]]
+    return {
+        "x": np.concatenate([p[0] for p in parts]),
+        "text": np.array([m[0] for m in meta]),
+        "country": np.array([m[1] for m in meta]),
+        "style": np.array([m[2] for m in meta]),
+    }
+
+
+def ocr_lines(d: dict) -> list[tuple[str, str]]:
+    """The OCR's per-line targets for a dataset from :func:`ocr_dataset`."""
+    return [
+        visual_lines(str(t), str(c), str(s))
+        for t, c, s in zip(d["text"], d["country"], d["style"], strict=True)
+    ]
 
 
 def _det_chunk(args: tuple[int, int, int, int, int, str]):

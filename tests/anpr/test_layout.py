@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from device.anpr.layout import Token, parse, visual_target
+from device.anpr.layout import Token, parse, visual_lines, visual_target
 from device.anpr.plates import COUNTRIES
 from device.anpr.synth import STYLES, random_plate
 
@@ -22,10 +22,9 @@ def test_round_trip_every_style(country: str) -> None:
     for style in STYLES[country]:
         for _ in range(100):
             text, _ = random_plate(country, rng)
-            v = visual_target(text, country, style)
-            top = 1 + len(text.split("-")[2]) if style == "two_line" else None
-            got = parse(_tokens(v, top), country)
-            assert got is not None and got[0] == text, (style, v, got)
+            first, second = visual_lines(text, country, style)
+            got = parse(_tokens(first + second, len(first)), country)
+            assert got is not None and got[0] == text, (style, first, second, got)
             assert len(got[1]) == len(text.replace("-", ""))
 
 
@@ -33,6 +32,14 @@ def test_arabic_groups_are_reversed_visually() -> None:
     assert visual_target("123-بحد", "EG", "private") == "123دحب"
     assert visual_target("12-بحد", "SA", "standard") == "12دحب12BJD"
     assert visual_target("12-ب-7", "MA", "two_line") == "ب712"
+
+
+def test_lines_split_two_line_plates_only() -> None:
+    assert visual_lines("12-ب-7", "MA", "two_line") == ("ب7", "12")
+    assert visual_lines("12-ب-7", "MA", "one_line") == ("12ب7", "")
+    assert visual_lines("12-بحد", "SA", "standard") == ("12دحب", "12BJD")
+    assert visual_lines("1234-AB-07", "MR", "standard") == ("1234AB07", "")
+    assert visual_lines("123-بحد", "EG", "taxi") == ("123دحب", "")
 
 
 def test_saudi_latin_row_preferred_and_arabic_row_as_fallback() -> None:

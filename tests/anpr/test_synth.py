@@ -10,6 +10,7 @@ import pytest
 from device.anpr.grammar import is_valid
 from device.anpr.plates import COUNTRIES
 from device.anpr.synth import STYLES, random_plate, render_plate
+from device.anpr.synth import fonts as F
 from device.anpr.synth.samples import crop_sample
 from device.anpr.synth.scene import FRAME_H, FRAME_W, make_scene
 
@@ -53,3 +54,37 @@ def test_samples_and_scenes() -> None:
     for p in sc.plates:
         x, y, w, h = p.box
         assert x >= 0 and y >= 0 and x + w <= FRAME_W and y + h <= FRAME_H and w > h > 0
+
+
+def test_training_pools_never_include_held_out_faces() -> None:
+    for script in ("arabic", "latin"):
+        held = set(F.pool(script, "heldout"))
+        assert held, script
+        for split in ("train", "train_extended"):
+            train = set(F.pool(script, split))
+            assert train and not train & held, (script, split, train & held)
+        assert set(F.pool(script, "train")) <= set(F.pool(script, "train_extended"))
+
+
+def test_wide_margin_crops_keep_more_surroundings() -> None:
+    def mean_ratio(margins: str) -> float:
+        rng = random.Random(5)
+        shapes = [
+            crop_sample(rng, degraded=False, country="MR", margins=margins).image.shape for _ in range(30)
+        ]
+        return sum(h / w for h, w, _ in shapes) / len(shapes)
+
+    # Same plates (same seed, same draws), wider margins: taller crops relative to their width.
+    assert mean_ratio("wide") > mean_ratio("tight") * 1.1
+
+
+def test_hollow_keeps_outlines_and_empties_strokes() -> None:
+    from device.anpr.synth import augment
+
+    plate = render_plate("12345-ب-6", "MA", random.Random(3), height_px=110, style="one_line")
+    out = augment.hollow(plate, random.Random(1))
+    g0 = plate.mean(axis=2)
+    g1 = out.mean(axis=2)
+    dark0, dark1 = (g0 < 100).sum(), (g1 < 100).sum()
+    assert 0.1 * dark0 < dark1 < 0.8 * dark0  # strokes emptied, edges kept
+    assert out.shape == plate.shape and out.dtype == np.uint8

@@ -31,6 +31,24 @@ def perspective(
     return out, dst
 
 
+def hollow(img: np.ndarray, rng: random.Random) -> np.ndarray:
+    """Outline lettering: the inside of every dark stroke painted with the plate's background.
+
+    Some type faces (and some embossed plates under flat light) show only the strokes' edges; a flat
+    render of a filled face turned hollow teaches the OCR that shape, not stroke fill, is the letter.
+    """
+    g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    _, ink = cv2.threshold(g, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    dist = cv2.distanceTransform(ink, cv2.DIST_L2, 3)
+    half = float(np.percentile(dist[ink > 0], 95)) if (ink > 0).any() else 0.0  # half the stroke width
+    k = max(1, round(half * rng.uniform(0.35, 0.6)))
+    inner = cv2.erode(ink, np.ones((2 * k + 1, 2 * k + 1), np.uint8))
+    out = img.copy()
+    paper = np.median(img[ink == 0], axis=0) if (ink == 0).any() else np.array([255, 255, 255])
+    out[inner > 0] = paper.astype(np.uint8)
+    return out
+
+
 def motion_blur(img: np.ndarray, rng: random.Random, max_len: int | None = None) -> np.ndarray:
     """Linear blur up to ~6% of the image height (about a third of a stroke gap on a plate)."""
     n = rng.randint(3, max(3, max_len or int(img.shape[0] * 0.09)))

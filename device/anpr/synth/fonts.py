@@ -72,6 +72,21 @@ ARABIC_HELDOUT = (
     "truetype/kacst/KacstTitleL.ttf",
     "truetype/dejavu/DejaVuSansCondensed-Bold.ttf",
 )
+ARABIC_TRAIN_EXTRA = (
+    "opentype/fonts-hosny-amiri/Amiri-Slanted.ttf",
+    "opentype/fonts-hosny-amiri/Amiri-BoldSlanted.ttf",
+    "truetype/fonts-arabeyes/ae_Japan.ttf",
+    "truetype/fonts-arabeyes/ae_Mashq-Bold.ttf",
+    "truetype/fonts-arabeyes/ae_Ostorah.ttf",
+    "truetype/fonts-arabeyes/ae_Rasheeq-Bold.ttf",
+    "truetype/fonts-arabeyes/ae_Tholoth.ttf",
+    "truetype/kacst/KacstPen.ttf",
+    "truetype/kacst/KacstDigital.ttf",
+    "truetype/kacst/KacstArt.ttf",
+    "truetype/freefont/FreeMono.ttf",
+)
+"""Added to the training pool for the OCR's second stage (split ``train_extended``): more stroke
+weights and geometric faces. Decorative faces (ae_Haramain, ae_Shado, Nastaliq) stay out."""
 LATIN_TRAIN = (
     "truetype/dejavu/DejaVuSans.ttf",
     "truetype/dejavu/DejaVuSans-Bold.ttf",
@@ -101,6 +116,21 @@ LATIN_HELDOUT = (
     "truetype/liberation/LiberationSans-BoldItalic.ttf",
 )
 
+LATIN_TRAIN_EXTRA = (
+    "truetype/dejavu/DejaVuSerif.ttf",
+    "truetype/dejavu/DejaVuSerif-Bold.ttf",
+    "truetype/dejavu/DejaVuSans-Oblique.ttf",
+    "truetype/dejavu/DejaVuSansCondensed-Oblique.ttf",
+    "truetype/dejavu/DejaVuSans-ExtraLight.ttf",
+    "truetype/freefont/FreeSansOblique.ttf",
+    "truetype/freefont/FreeMono.ttf",
+    "truetype/liberation/LiberationMono-Regular.ttf",
+    "truetype/liberation/LiberationSerif-Regular.ttf",
+    "truetype/noto/NotoSerif-Regular.ttf",
+    "truetype/noto/NotoSerif-Bold.ttf",
+    "truetype/noto/NotoSans-Italic.ttf",
+)
+
 _ARABIC_NEEDED = "أابجحدرسصطعفقكلمنهوىي٠١٢٣٤٥٦٧٨٩"
 _LATIN_NEEDED = "0123456789ABCDEFGHJKLMNPRSTUVWXYZ"
 
@@ -123,15 +153,22 @@ def _covers(path: str, chars: str) -> bool:
 
 @functools.lru_cache(maxsize=8)
 def pool(script: str, split: str) -> tuple[str, ...]:
-    """Absolute paths of the usable fonts: ``script`` arabic|latin, ``split`` train|heldout|all."""
+    """Absolute paths of the usable fonts: ``script`` arabic|latin, ``split`` train|train_extended|heldout|all.
+
+    ``train_extended`` is the training pool plus the extra faces; ``all`` is everything.
+    """
     table = {
         ("arabic", "train"): ARABIC_TRAIN,
+        ("arabic", "train_extended"): ARABIC_TRAIN + ARABIC_TRAIN_EXTRA,
         ("arabic", "heldout"): ARABIC_HELDOUT,
         ("latin", "train"): LATIN_TRAIN,
+        ("latin", "train_extended"): LATIN_TRAIN + LATIN_TRAIN_EXTRA,
         ("latin", "heldout"): LATIN_HELDOUT,
     }
     names = (
-        table[(script, "train")] + table[(script, "heldout")] if split == "all" else table[(script, split)]
+        table[(script, "train_extended")] + table[(script, "heldout")]
+        if split == "all"
+        else table[(script, split)]
     )
     need = _ARABIC_NEEDED if script == "arabic" else _LATIN_NEEDED
     out = tuple(str(_ROOT / n) for n in names if (_ROOT / n).is_file() and _covers(str(_ROOT / n), need))

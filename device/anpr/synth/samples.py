@@ -45,8 +45,18 @@ def _background_patch(h: int, w: int, rng: random.Random) -> np.ndarray:
     return np.clip(img + g, 0, 255).astype(np.uint8)
 
 
+CROP_MARGINS = {"tight": (0.12, 0.2), "wide": (0.25, 0.45)}
+"""Largest crop margin per side, as fractions of the plate's (width, height): ``tight`` is a good
+detector box, ``wide`` covers the reader's wider retry crop (device.anpr.reader.MARGINS)."""
+
+
 def crop_sample(
-    rng: random.Random, *, split: str = "train", degraded: bool | None = None, country: str | None = None
+    rng: random.Random,
+    *,
+    split: str = "train",
+    degraded: bool | None = None,
+    country: str | None = None,
+    margins: str = "tight",
 ) -> CropSample:
     country = country or pick_country(rng)
     text, latin = random_plate(country, rng)
@@ -56,6 +66,8 @@ def crop_sample(
     plate = render_plate(
         text, country, rng, height_px=rng.randint(low, 110), style=style, arabic_fonts=ar, latin_fonts=la
     )
+    if split == "train_extended" and rng.random() < 0.06:  # (no draw for other splits: seeds keep their data)
+        plate = augment.hollow(plate, rng)
     ph, pw = plate.shape[:2]
     if rng.random() < 0.7:
         plate, corners = augment.perspective(plate, rng, max_shift=rng.uniform(0.01, 0.07))
@@ -72,10 +84,11 @@ def crop_sample(
     x0, y0 = corners[:, 0].min() + pad, corners[:, 1].min() + pad
     x1, y1 = corners[:, 0].max() + pad, corners[:, 1].max() + pad
     bw, bh = x1 - x0, y1 - y0
-    cx0 = round(x0 - bw * rng.uniform(-0.03, 0.12))
-    cx1 = round(x1 + bw * rng.uniform(-0.03, 0.12))
-    cy0 = round(y0 - bh * rng.uniform(-0.05, 0.2))
-    cy1 = round(y1 + bh * rng.uniform(-0.05, 0.2))
+    mx, my = CROP_MARGINS[margins]
+    cx0 = round(x0 - bw * rng.uniform(-0.03, mx))
+    cx1 = round(x1 + bw * rng.uniform(-0.03, mx))
+    cy0 = round(y0 - bh * rng.uniform(-0.05, my))
+    cy1 = round(y1 + bh * rng.uniform(-0.05, my))
     H, W = canvas.shape[:2]
     crop = canvas[max(0, cy0) : min(H, cy1), max(0, cx0) : min(W, cx1)]
     crop = augment.photometric(crop, rng)
