@@ -79,6 +79,14 @@ def _ocr_data(n: int, seed: int, split: str, margins: str = "tight") -> dict:
     return d
 
 
+def _selection() -> tuple[dict, list[str]]:
+    """Held-out selection crops and their targets (both lines joined), for per-epoch scores and export."""
+    from models.train import data
+
+    sel = _ocr_data(2000, SEEDS["ocr_select"], "heldout")
+    return sel, ["".join(pair) for pair in data.ocr_lines(sel)]
+
+
 def cmd_ocr() -> None:
     import tensorflow as tf
 
@@ -86,9 +94,8 @@ def cmd_ocr() -> None:
 
     t0 = time.time()
     d = _ocr_data(SIZES["ocr_train"], SEEDS["ocr_train"], "train")
-    sel = _ocr_data(2000, SEEDS["ocr_select"], "heldout")
+    sel, ts = _selection()
     lines = data.ocr_lines(d)
-    ts = ["".join(pair) for pair in data.ocr_lines(sel)]
     log(f"ocr data {len(d['x'])} train + {len(sel['x'])} held-out in {time.time() - t0:.0f}s")
     t1 = time.time()
     trained = ocr.train(
@@ -143,11 +150,10 @@ def cmd_ocr2() -> None:
     """Stage 2 alone, from models/train/work/ocr.keras, then export."""
     import tensorflow as tf
 
-    from models.train import data, ocr
+    from models.train import ocr
 
     t0 = time.time()
-    sel = _ocr_data(2000, SEEDS["ocr_select"], "heldout")
-    ts = ["".join(pair) for pair in data.ocr_lines(sel)]
+    sel, ts = _selection()
     trained = ocr_stage2(tf, sel, ts)
     d = _ocr_data(SIZES["ocr_train"], SEEDS["ocr_train"], "train")
     export_ocr(tf, ocr.with_softmax(tf, trained), d["x"], sel["x"], ts)
@@ -158,11 +164,10 @@ def cmd_ocr_export() -> None:
     """Exports models/train/work/ocr.keras (e.g. the last checkpoint of a run cut short)."""
     import tensorflow as tf
 
-    from models.train import data, ocr
+    from models.train import ocr
 
     d = _ocr_data(SIZES["ocr_train"], SEEDS["ocr_train"], "train")
-    sel = _ocr_data(2000, SEEDS["ocr_select"], "heldout")
-    ts = ["".join(pair) for pair in data.ocr_lines(sel)]
+    sel, ts = _selection()
     last = WORK / "ocr2.keras" if (WORK / "ocr2.keras").exists() else WORK / "ocr.keras"
     trained = tf.keras.models.load_model(last, compile=False)
     export_ocr(tf, ocr.with_softmax(tf, trained), d["x"], sel["x"], ts)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from device.anpr.ocr import best_path_tokens
 from device.anpr.plates import OCR_ALPHABET
 
 H, W = 48, 160
@@ -81,18 +82,10 @@ def ctc_loss(tf):
 
 
 def greedy(probs: np.ndarray) -> list[str]:
-    """Best path per line, collapsed, lines joined (compare with layout.visual_target)."""
-    out = []
-    for p in probs:
-        s = []
-        for r in range(ROWS):
-            prev = 0
-            for k in p[r * STEPS : (r + 1) * STEPS].argmax(-1):
-                if k != prev and k != 0:
-                    s.append(OCR_ALPHABET[k])
-                prev = k
-        out.append("".join(s))
-    return out
+    """Best path per line, lines joined: the runtime's decoding (compare with layout.visual_target)."""
+    return [
+        "".join(t.char for t in best_path_tokens(p, list(OCR_ALPHABET), OCR_ALPHABET[0], ROWS)) for p in probs
+    ]
 
 
 def train(
