@@ -60,6 +60,9 @@ class DetectorSpec(BaseModel):
     channels: list[str] = Field(default_factory=lambda: ["heat", "dx", "dy", "log_w", "log_h"])
     score_threshold: float = Field(default=0.3, gt=0, lt=1)
     max_plates: int = Field(default=4, gt=0)
+    second_look_plate_width: float | None = Field(default=None, gt=0, lt=1)
+    """Plate width, as a fraction of the input width, at which to look again around each detection
+    (a window cut so the plate appears that wide: mid-range of the training sizes). None: one look."""
 
 
 class ModelCard(BaseModel):

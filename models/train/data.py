@@ -15,25 +15,33 @@ CHUNK = 500
 
 
 def _ocr_chunk(
-    args: tuple[int, int, int, int, int, str, str],
+    args: tuple[int, int, int, int, int, str, str, bool],
 ) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
-    seed, idx, n, h, w, split, margins = args
+    seed, idx, n, h, w, split, margins, variety = args
     rng = random.Random(seed * 1_000_003 + idx)
     xs = np.zeros((n, h, w), np.uint8)
     meta = []
     for i in range(n):
-        s = crop_sample(rng, split=split, margins=margins)
+        s = crop_sample(rng, split=split, margins=margins, variety=variety)
         xs[i] = ocr_input(s.image, h, w)
         meta.append((s.text, s.country, s.style))
     return xs, meta
 
 
 def ocr_dataset(
-    n: int, seed: int, h: int, w: int, split: str = "train", workers: int = 2, margins: str = "tight"
+    n: int,
+    seed: int,
+    h: int,
+    w: int,
+    split: str = "train",
+    workers: int = 2,
+    margins: str = "tight",
+    variety: bool = False,
 ) -> dict:
     """Crops and their labels: ``x`` (n, h, w) uint8 and per-sample ``text``, ``country``, ``style``."""
     jobs = [
-        (seed, i, min(CHUNK, n - i * CHUNK), h, w, split, margins) for i in range((n + CHUNK - 1) // CHUNK)
+        (seed, i, min(CHUNK, n - i * CHUNK), h, w, split, margins, variety)
+        for i in range((n + CHUNK - 1) // CHUNK)
     ]
     with mp.get_context("fork").Pool(workers) as pool:
         parts = pool.map(_ocr_chunk, jobs)

@@ -88,3 +88,47 @@ def test_hollow_keeps_outlines_and_empties_strokes() -> None:
     dark0, dark1 = (g0 < 100).sum(), (g1 < 100).sum()
     assert 0.1 * dark0 < dark1 < 0.8 * dark0  # strokes emptied, edges kept
     assert out.shape == plate.shape and out.dtype == np.uint8
+
+
+def test_glyph_warp_bends_strokes_within_its_amplitude() -> None:
+    from device.anpr.synth import augment
+
+    plate = render_plate("2369-قسد", "EG", random.Random(3), height_px=100, style="private")
+    ink = plate.mean(axis=2) < 100
+    out = augment.glyph_warp(plate, random.Random(1), amplitude=0.04)
+    assert out.shape == plate.shape and out.dtype == np.uint8
+    moved = out.mean(axis=2) < 100
+    assert (ink != moved).sum() > 0.05 * ink.sum()  # the outlines changed ...
+    # ... but no ink moved further than the amplitude (4 px here): dilating by it covers the result.
+    import cv2
+
+    near = cv2.dilate(ink.astype(np.uint8), np.ones((11, 11), np.uint8)) > 0
+    assert (moved & ~near).sum() <= 0.01 * moved.sum()
+    still = augment.glyph_warp(plate, random.Random(1), amplitude=0.0)
+    assert np.abs(still.astype(int) - plate.astype(int)).max() <= 1
+
+
+def test_variety_crops_add_small_plates_and_egypt_without_changing_default_draws() -> None:
+    def draw(variety: bool) -> list:
+        rng = random.Random(21)
+        return [crop_sample(rng, split="train_extended", degraded=False, variety=variety) for _ in range(150)]
+
+    plain, varied = draw(False), draw(True)
+    again = draw(False)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(plain, again, strict=True))
+    share = {k: sum(s.country == "EG" for s in v) / len(v) for k, v in (("plain", plain), ("varied", varied))}
+    assert share["varied"] > share["plain"]
+    one_line = [s for s in varied if s.country in ("MA", "MR") and s.style in ("one_line", "standard")]
+    assert min(s.image.shape[0] for s in one_line) < min(
+        s.image.shape[0] for s in plain if s.country in ("MA", "MR") and s.style in ("one_line", "standard")
+    )
+
+
+def test_scene_motion_blur_scales_with_plate_width() -> None:
+    from device.anpr.synth.scene import BLUR_OF_PLATE_WIDTH, ScenePlate, blur_limit
+
+    small = [ScenePlate("1-ب-2", "1-B-2", "MA", (0, 0, 80, 18))]
+    large = [ScenePlate("1-ب-2", "1-B-2", "MA", (0, 0, 300, 66))]
+    assert blur_limit(small) == max(3, round(80 * BLUR_OF_PLATE_WIDTH))
+    assert blur_limit(large) == round(300 * BLUR_OF_PLATE_WIDTH) > blur_limit(small)
+    assert blur_limit([]) >= 3

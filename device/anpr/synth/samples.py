@@ -17,6 +17,9 @@ from device.anpr.synth import fonts as F
 from device.anpr.synth.scene import Scene, make_scene
 
 COUNTRY_WEIGHTS = {"MA": 0.4, "SA": 0.2, "EG": 0.2, "MR": 0.2}
+VARIETY_WEIGHTS = {"MA": 0.3, "SA": 0.15, "EG": 0.35, "MR": 0.2}
+"""Country mix of ``variety`` crops: Egypt's plates are Arabic glyphs only (no Latin row to fall back
+on), so they carry most of the unseen-type-face risk and get the largest share."""
 
 
 @dataclass(frozen=True)
@@ -31,9 +34,12 @@ class CropSample:
     """Layout variant drawn (``STYLES[country]``): decides the visual reading order."""
 
 
-def pick_country(rng: random.Random, countries: tuple[str, ...] | None = None) -> str:
-    names = list(countries or COUNTRY_WEIGHTS)
-    return rng.choices(names, weights=[COUNTRY_WEIGHTS.get(c, 0.25) for c in names])[0]
+def pick_country(
+    rng: random.Random, countries: tuple[str, ...] | None = None, weights: dict[str, float] | None = None
+) -> str:
+    table = weights or COUNTRY_WEIGHTS
+    names = list(countries or table)
+    return rng.choices(names, weights=[table.get(c, 0.25) for c in names])[0]
 
 
 def _background_patch(h: int, w: int, rng: random.Random) -> np.ndarray:
@@ -57,15 +63,22 @@ def crop_sample(
     degraded: bool | None = None,
     country: str | None = None,
     margins: str = "tight",
+    variety: bool = False,
 ) -> CropSample:
-    country = country or pick_country(rng)
+    """One labelled crop. ``variety`` (the OCR's third training stage) adds warped glyph outlines
+    (:func:`.augment.glyph_warp`), plates as small as a distant car's in a 1280x720 frame, and more
+    Egyptian plates; without it the draws are unchanged, so older seeds give the same crops."""
+    country = country or pick_country(rng, weights=VARIETY_WEIGHTS if variety else None)
     text, latin = random_plate(country, rng)
     ar, la = F.pool("arabic", split), F.pool("latin", split)
     style = rng.choice(STYLES[country])
-    low = 28 if style in ("one_line", "standard") and country in ("MA", "MR") else 40
+    one_line = style in ("one_line", "standard") and country in ("MA", "MR")
+    low = (18 if one_line else 26) if variety else (28 if one_line else 40)
     plate = render_plate(
         text, country, rng, height_px=rng.randint(low, 110), style=style, arabic_fonts=ar, latin_fonts=la
     )
+    if variety and rng.random() < 0.5:
+        plate = augment.glyph_warp(plate, rng)
     if split == "train_extended" and rng.random() < 0.06:  # (no draw for other splits: seeds keep their data)
         plate = augment.hollow(plate, rng)
     ph, pw = plate.shape[:2]
