@@ -118,9 +118,11 @@ def cmd_ocr() -> None:
     trained.save(WORK / "ocr.keras")
     log(f"ocr trained in {time.time() - t1:.0f}s")
     _timing("ocr_train_s", time.time() - t1)
+    resume = WORK / "ocr.keras"
     for stage in (2, 3, 4):
         if SIZES[f"ocr{stage}_epochs"]:
-            trained = ocr_finetune(tf, stage, sel, ts)
+            trained = ocr_finetune(tf, stage, sel, ts, resume)
+            resume = WORK / f"ocr{stage}.keras"
     export_ocr(tf, ocr.with_softmax(tf, trained), d["x"], sel["x"], ts)
     _timing("ocr_s", time.time() - t0)
 
@@ -136,7 +138,8 @@ outlines, smaller plates and more Egyptian plates (``crop_sample(variety=True)``
 second pass over stage 3's crops (same seed) with half of them slanted (oblique faces)."""
 
 
-def ocr_finetune(tf, stage: int, sel: dict, ts: list[str]):
+def ocr_finetune(tf, stage: int, sel: dict, ts: list[str], resume: Path):
+    """Runs fine-tuning ``stage`` from the weights in ``resume``; saves work/ocr<stage>.keras."""
     from models.train import data, ocr
 
     spec = FINETUNE[stage]
@@ -150,7 +153,6 @@ def ocr_finetune(tf, stage: int, sel: dict, ts: list[str]):
     )
     log(f"ocr stage {stage} data {len(d['x'])} in {time.time() - t0:.0f}s")
     t1 = time.time()
-    previous = WORK / ("ocr.keras" if stage == 2 else f"ocr{stage - 1}.keras")
     trained = ocr.train(
         tf,
         d["x"],
@@ -161,7 +163,7 @@ def ocr_finetune(tf, stage: int, sel: dict, ts: list[str]):
         xv=sel["x"][:1000],
         tv=ts[:1000],
         checkpoint=WORK / f"ocr{stage}.keras",
-        resume=previous,
+        resume=resume,
         peak=spec["peak"],
         morph=True,
         shear=spec.get("shear", False),
@@ -180,8 +182,12 @@ def cmd_finetune(stages: tuple[int, ...]) -> None:
 
     t0 = time.time()
     sel, ts = _selection()
+    resume = WORK / ("ocr.keras" if stages[0] == 2 else f"ocr{stages[0] - 1}.keras")
+    trained = tf.keras.models.load_model(resume, compile=False)
     for stage in stages:
-        trained = ocr_finetune(tf, stage, sel, ts)
+        if SIZES[f"ocr{stage}_epochs"]:
+            trained = ocr_finetune(tf, stage, sel, ts, resume)
+            resume = WORK / f"ocr{stage}.keras"
     d = _ocr_data(SIZES["ocr_train"], SEEDS["ocr_train"], "train")
     export_ocr(tf, ocr.with_softmax(tf, trained), d["x"], sel["x"], ts)
     log(f"ocr stages {stages} done in {time.time() - t0:.0f}s")

@@ -85,6 +85,15 @@ def ocr_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
                 "Adam from the stage 2 weights, warm-up to 7e-4, cosine decay",
                 "run_time_s": _timing(work).get("ocr_stage3_s"),
             },
+            "stage4": {
+                "samples": sizes.get("ocr4_train"),
+                "epochs": sizes.get("ocr4_epochs"),
+                "data_seed": seeds.get("ocr4_train"),
+                "recipe": "a second pass over the stage 3 crops (same seed) with half of them slanted by a "
+                "random horizontal shear of up to +-0.35 (oblique and calligraphic faces); from the stage 3 "
+                "weights, warm-up to 5e-4, cosine decay",
+                "run_time_s": _timing(work).get("ocr_stage4_s"),
+            },
             "architecture": "CNN (24-40-64-64-96-96 channels, 3x3) pooled to one row of 40 columns that "
             "see the full height, two (1x5) context convs, one 1x1 CTC head per text line (2 x 40 steps)",
             "schedule": "Adam, batch 64, sum of the two lines' CTC losses; 300 warm-up steps to 3e-3, "
@@ -94,7 +103,7 @@ def ocr_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
                 "tensorflow": seeds["tf"],
                 "selection": seeds["ocr_select"],
             },
-            "command": "python -m models.train ocr (stages 1-3 + export); ocr2 = stages 2-3, ocr3 = stage 3",
+            "command": "python -m models.train ocr (stages 1-4 + export); ocrN = from stage N",
             "run_time_s": _timing(work).get("ocr_s"),
             "run_time_train_s": _timing(work).get("ocr_train_s"),
             "machine": f"{platform.machine()} {platform.processor() or ''} (2 shared CPU cores)".strip(),
