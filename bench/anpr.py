@@ -55,33 +55,18 @@ def run() -> list[dict]:
         det = PlateDetector(base / DETECTOR_FILE, threads=threads)
         for f in frames[:3]:
             det.detect(f)
-        dt = []
-        for _ in range(5):
-            for f in frames:
-                t0 = time.perf_counter()
-                det.detect(f)
-                dt.append(time.perf_counter() - t0)
-        row(
-            f"detector_frame_p50_t{threads}",
-            _pct(dt, 50),
-            "ms",
-            "<= 40 ms/frame",
-            "1280x720 BGR in, boxes out",
-        )
-        row(f"detector_frame_p99_t{threads}", _pct(dt, 99), "ms", None, None)
-        dr = []
-        for _ in range(5):
-            for f in frames:
-                t0 = time.perf_counter()
-                det.detect_refined(f)
-                dr.append(time.perf_counter() - t0)
-        row(
-            f"detector_refined_p50_t{threads}",
-            _pct(dr, 50),
-            "ms",
-            "<= 40 ms/frame",
-            "first look + a second look at each plate (what the reader runs)",
-        )
+        for name, fn, note in (
+            ("detector_frame", det.detect, "1280x720 BGR in, boxes out"),
+            ("detector_refined", det.detect_refined, "+ a second look at each plate (what the reader runs)"),
+        ):
+            dt = []
+            for _ in range(5):
+                for f in frames:
+                    t0 = time.perf_counter()
+                    fn(f)
+                    dt.append(time.perf_counter() - t0)
+            row(f"{name}_p50_t{threads}", _pct(dt, 50), "ms", "<= 40 ms/frame", note)
+            row(f"{name}_p99_t{threads}", _pct(dt, 99), "ms", None, None)
     row("ocr_model_size", (base / OCR_FILE).stat().st_size / 1e6, "MB", "< 5 MB", None)
     row("detector_model_size", (base / DETECTOR_FILE).stat().st_size / 1e6, "MB", "< 5 MB", None)
     row(

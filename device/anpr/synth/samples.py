@@ -65,7 +65,7 @@ def crop_sample(
     margins: str = "tight",
     variety: bool = False,
 ) -> CropSample:
-    """One labelled crop. ``variety`` (the OCR's third training stage) adds warped glyph outlines
+    """One labelled crop. ``variety`` (the OCR's training stages 3 and 4) adds warped glyph outlines
     (:func:`.augment.glyph_warp`), plates as small as a distant car's in a 1280x720 frame, and more
     Egyptian plates; without it the draws are unchanged, so older seeds give the same crops."""
     country = country or pick_country(rng, weights=VARIETY_WEIGHTS if variety else None)
