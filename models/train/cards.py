@@ -155,9 +155,6 @@ def det_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
                 "selection": seeds["det_select"],
             },
             "command": "python -m models.train detector",
-            "note": "the committed detector was trained on frames whose motion blur was up to 64 px "
-            "whatever the plate size; the generator now limits it to 5 % of the plates' width "
-            "(scene.BLUR_OF_PLATE_WIDTH), so a retrain sees milder blur",
             "run_time_s": _timing(work).get("detector_s"),
         },
         "metrics": metrics,

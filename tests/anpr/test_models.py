@@ -2,9 +2,9 @@
 
 Test sets are generated here from seeds that training never used and from held-out fonts only.
 The issue's bar is exact plate match >= 98% clean crops, >= 92% degraded, >= 90% full frames (BAR).
-The committed models reach it on frames but not yet on crops (models/anpr_ocr.json "metrics"); the tests hold them to
-FLOOR, a regression guard a little under what they measure, so a worse model or a broken pipeline
-fails here. Raise FLOOR towards BAR as retrained models get better.
+The committed models reach it on frames but not yet on crops (models/anpr_ocr.json "metrics"); the
+tests hold them to FLOOR, a regression guard a little under what they measure, so a worse model or a
+broken pipeline fails here. Raise FLOOR towards BAR as retrained models get better.
 """
 
 from __future__ import annotations

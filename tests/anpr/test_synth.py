@@ -108,14 +108,12 @@ def test_glyph_warp_bends_strokes_within_its_amplitude() -> None:
     assert np.abs(still.astype(int) - plate.astype(int)).max() <= 1
 
 
-def test_variety_crops_add_small_plates_and_egypt_without_changing_default_draws() -> None:
+def test_variety_crops_add_small_plates_and_egypt() -> None:
     def draw(variety: bool) -> list:
         rng = random.Random(21)
         return [crop_sample(rng, split="train_extended", degraded=False, variety=variety) for _ in range(150)]
 
     plain, varied = draw(False), draw(True)
-    again = draw(False)
-    assert all(np.array_equal(a.image, b.image) for a, b in zip(plain, again, strict=True))
     share = {k: sum(s.country == "EG" for s in v) / len(v) for k, v in (("plain", plain), ("varied", varied))}
     assert share["varied"] > share["plain"]
     one_line = [s for s in varied if s.country in ("MA", "MR") and s.style in ("one_line", "standard")]

@@ -198,7 +198,7 @@ def make_scene(
             ("motion_blur", "noise", "night", "ir", "jpeg", "shadow", "glare"), rng.choice((1, 2))
         )
         for name in ("shadow", "glare", "ir", "night", "motion_blur", "noise", "jpeg"):
-            if name == "motion_blur" and name in names:
+            if name == "motion_blur" and name in names:  # sized to the plates, not the frame
                 img = augment.motion_blur(img, rng, max_len=blur_limit(plates))
             elif name in names:
                 img = augment.apply(img, name, rng)
