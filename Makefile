@@ -31,7 +31,8 @@ bench: install
 	$(PY) -m bench
 
 # Retrains the committed TFLite models from scratch (CPU; see models/README.md for the run time).
-models: install
+models:
+	@BOOTSTRAP_TRAINING=1 scripts/bootstrap.sh
 	$(VENV)/bin/pip install -q -e ".[dev,train]"
 	$(PY) -m models.train all
 

@@ -9,6 +9,13 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 DEB_PKGS=(mosquitto chromium fonts-dejavu-core fonts-noto-core fonts-kacst fonts-arabeyes
           fonts-hosny-amiri fonts-sil-scheherazade fonts-freefont-ttf)
+# More Arabic type faces for the OCR's training (models/train, stage 5): only `make models` needs them
+# (BOOTSTRAP_TRAINING=1); the tests' held-out faces are all in DEB_PKGS.
+TRAINING_DEB_PKGS=(fonts-hosny-thabit fonts-sil-lateef fonts-lemonada fonts-sil-alkalami fonts-sil-harmattan
+                   fonts-farsiweb fonts-freefarsi fonts-unikurdweb fonts-ukij-uyghur fonts-noto-extra)
+if [ "${BOOTSTRAP_TRAINING:-0}" = 1 ]; then
+  DEB_PKGS+=("${TRAINING_DEB_PKGS[@]}")
+fi
 
 missing=()
 for p in "${DEB_PKGS[@]}"; do

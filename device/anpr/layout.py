@@ -68,6 +68,23 @@ def _s(ts: list[Token]) -> str:
     return "".join(t.char for t in ts)
 
 
+INCOMPLETE_READ_WEIGHT = 0.25
+"""Confidence factor for a read that lacks a row its country always prints (see :func:`complete`)."""
+
+
+def complete(tokens: list[Token], country: str) -> bool:
+    """Whether the read has every row the country's plates always print.
+
+    A Saudi plate always carries its Latin row; a read of the Arabic row alone parses, so that a plate
+    with a dirty Latin row is still read, but an Egyptian plate gives exactly that read too (digits and
+    letters, no Latin row), and most Egyptian letters are also Saudi ones. Weighting the incomplete
+    read down lets the layout that explains the whole plate win when several countries are configured.
+    """
+    if country == "SA":
+        return any(t.char.isascii() and t.char.isalpha() for t in tokens)
+    return True
+
+
 def parse(tokens: list[Token], country: str) -> tuple[str, tuple[float, ...]] | None:
     """Plate text and per-character probabilities (text order), or None if the read fits no layout."""
     runs = _runs(tokens)

@@ -10,7 +10,7 @@ import numpy as np
 
 from device.anpr.card import CardError, ModelCard, load_card
 from device.anpr.grammar import Grammar, decode_best
-from device.anpr.layout import Token, parse
+from device.anpr.layout import INCOMPLETE_READ_WEIGHT, Token, complete, parse
 from device.anpr.plates import COUNTRIES, DIGITS
 from device.anpr.preprocess import to_gray
 from device.anpr.runtime import Model
@@ -136,7 +136,17 @@ class PlateOcr:
         # the chosen class's probability (a step that only weakly preferred blank lowers it too).
         steps = float(np.exp(np.mean(np.log(masked.max(axis=1) + 1e-12))))
         conf = float(np.prod([tk.prob for tk in tokens])) * steps
+        if not complete(tokens, country):
+            conf *= INCOMPLETE_READ_WEIGHT
         return text, confs, conf
+
+    def decode_ctc(self, chars: np.ndarray, countries: list[str]) -> OcrResult:
+        """The most confident layout among ``countries`` for (steps x classes) probabilities ``chars``."""
+        results = [(c, r) for c in countries if (r := self._ctc(chars, c)) is not None]
+        if not results:
+            return OcrResult(None, None, 0.0)
+        country, (text, confs, conf) = max(results, key=lambda cr: cr[1][2])
+        return OcrResult(text, country, conf, confs)
 
     def read(self, crop_bgr: np.ndarray, countries: list[str] | None = None) -> OcrResult:
         if self.spec.decoder == "ctc":
@@ -144,11 +154,7 @@ class PlateOcr:
             if not wanted:
                 raise ValueError(f"OCR model supports {self.spec.countries}, asked for {countries}")
             chars, _ = self.scores(crop_bgr)
-            results = [(c, r) for c in wanted if (r := self._ctc(chars, c)) is not None]
-            if not results:
-                return OcrResult(None, None, 0.0)
-            country, (text, confs, conf) = max(results, key=lambda cr: cr[1][2])
-            return OcrResult(text, country, conf, confs)
+            return self.decode_ctc(chars, wanted)
         wanted = [c for c in (countries or self.spec.countries) if c in self._grammars]
         if not wanted:
             raise ValueError(f"OCR model supports {self.spec.countries}, asked for {countries}")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from device.anpr.synth import fonts as F
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "train" / "work"
 SEEDS = {
@@ -23,6 +25,8 @@ SEEDS = {
     "ocr2_train": 12,
     "ocr3_train": 13,
     "ocr4_train": 13,
+    "ocr5_train": 14,
+    "ocr6_train": 15,
     "ocr_select": 2,
     "det_train": 3,
     "det_select": 4,
@@ -38,6 +42,10 @@ SIZES = {
     "ocr3_epochs": int(os.environ.get("ANPR_OCR3_EPOCHS", 5)),
     "ocr4_train": int(os.environ.get("ANPR_OCR4_N", 80000)),
     "ocr4_epochs": int(os.environ.get("ANPR_OCR4_EPOCHS", 3)),
+    "ocr5_train": int(os.environ.get("ANPR_OCR5_N", 80000)),
+    "ocr5_epochs": int(os.environ.get("ANPR_OCR5_EPOCHS", 4)),
+    "ocr6_train": int(os.environ.get("ANPR_OCR6_N", 80000)),
+    "ocr6_epochs": int(os.environ.get("ANPR_OCR6_EPOCHS", 4)),
     "det_train": int(os.environ.get("ANPR_DET_N", 3000)),
     "det_epochs": int(os.environ.get("ANPR_DET_EPOCHS", 16)),
 }
@@ -119,7 +127,7 @@ def cmd_ocr() -> None:
     log(f"ocr trained in {time.time() - t1:.0f}s")
     _timing("ocr_train_s", time.time() - t1)
     resume = WORK / "ocr.keras"
-    for stage in (2, 3, 4):
+    for stage in sorted(FINETUNE):
         if SIZES[f"ocr{stage}_epochs"]:
             trained = ocr_finetune(tf, stage, sel, ts, resume)
             resume = WORK / f"ocr{stage}.keras"
@@ -131,11 +139,25 @@ FINETUNE = {
     2: {"margins": "wide", "variety": False, "peak": 1e-3},
     3: {"margins": "wide", "variety": True, "peak": 7e-4},
     4: {"margins": "wide", "variety": True, "peak": 5e-4, "shear": True},
+    5: {"margins": "wide", "variety": True, "peak": 5e-4, "shear": True, "split": "train_wide"},
+    6: {"margins": "wide", "variety": True, "peak": 3e-4, "shear": True, "split": "train_wide"},
 }
 """Fine-tuning stages, each from the previous stage's weights on fresh crops of the extended font
 pool with wide margins (the reader's retry crop) and stroke-weight jitter. Stage 3 adds warped glyph
 outlines, smaller plates and more Egyptian plates (``crop_sample(variety=True)``); stage 4 takes a
-second pass over stage 3's crops (same seed) with half of them slanted (oblique faces)."""
+second pass over stage 3's crops (same seed) with half of them slanted (oblique faces). Stage 5 draws
+fresh crops from the wide font pool (``fonts.ARABIC_TRAIN_WIDE``: 48 more Arabic faces); stage 6 is
+another such pass on fresh crops (seed 15) at a lower learning rate."""
+
+
+def _require_fonts(names: tuple[str, ...]) -> None:
+    """Training data must not depend on which fonts happen to be installed: refuse to run without them."""
+    missing = [n for n in names if not (F.ROOT / n).is_file()]
+    if missing:
+        raise SystemExit(
+            f"{len(missing)} training fonts missing (e.g. {missing[0]}): run `make models` as root, or "
+            "install TRAINING_DEB_PKGS from scripts/bootstrap.sh"
+        )
 
 
 def ocr_finetune(tf, stage: int, sel: dict, ts: list[str], resume: Path):
@@ -143,11 +165,14 @@ def ocr_finetune(tf, stage: int, sel: dict, ts: list[str], resume: Path):
     from models.train import data, ocr
 
     spec = FINETUNE[stage]
+    split = spec.get("split", "train_extended")
+    if split == "train_wide":
+        _require_fonts(F.ARABIC_TRAIN_WIDE)
     t0 = time.time()
     d = _ocr_data(
         SIZES[f"ocr{stage}_train"],
         SEEDS[f"ocr{stage}_train"],
-        "train_extended",
+        split,
         margins=spec["margins"],
         variety=spec["variety"],
     )
@@ -201,7 +226,7 @@ def cmd_ocr_export() -> None:
 
     d = _ocr_data(SIZES["ocr_train"], SEEDS["ocr_train"], "train")
     sel, ts = _selection()
-    last = next(p for p in (WORK / f"ocr{k}.keras" for k in (4, 3, 2, "")) if p.exists())
+    last = next(p for p in (WORK / f"ocr{k}.keras" for k in (6, 5, 4, 3, 2, "")) if p.exists())
     trained = tf.keras.models.load_model(last, compile=False)
     export_ocr(tf, ocr.with_softmax(tf, trained), d["x"], sel["x"], ts)
 
@@ -279,16 +304,21 @@ def cmd_eval() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.train")
-    ap.add_argument("step", choices=["ocr", "ocr2", "ocr3", "ocr4", "ocr-export", "detector", "eval", "all"])
+    ap.add_argument(
+        "step",
+        choices=["ocr", "ocr2", "ocr3", "ocr4", "ocr5", "ocr6", "ocr-export", "detector", "eval", "all"],
+    )
     args = ap.parse_args(argv)
     steps = ["ocr", "detector", "eval"] if args.step == "all" else [args.step]
     t0 = time.time()
     for s in steps:
         {
             "ocr": cmd_ocr,
-            "ocr2": lambda: cmd_finetune((2, 3, 4)),
-            "ocr3": lambda: cmd_finetune((3, 4)),
-            "ocr4": lambda: cmd_finetune((4,)),
+            "ocr2": lambda: cmd_finetune((2, 3, 4, 5, 6)),
+            "ocr3": lambda: cmd_finetune((3, 4, 5, 6)),
+            "ocr4": lambda: cmd_finetune((4, 5, 6)),
+            "ocr5": lambda: cmd_finetune((5, 6)),
+            "ocr6": lambda: cmd_finetune((6,)),
             "ocr-export": cmd_ocr_export,
             "detector": cmd_detector,
             "eval": cmd_eval,

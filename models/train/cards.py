@@ -94,6 +94,23 @@ def ocr_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
                 "weights, warm-up to 5e-4, cosine decay",
                 "run_time_s": _timing(work).get("ocr_stage4_s"),
             },
+            "stage5": {
+                "samples": sizes.get("ocr5_train"),
+                "epochs": sizes.get("ocr5_epochs"),
+                "data_seed": seeds.get("ocr5_train"),
+                "recipe": "as stage 4 (variety crops, slant) on fresh crops from the wide font pool: the "
+                "extended pool plus 48 Arabic faces of other Debian packages (Uyghur, Persian, West African, "
+                "geometric; device.anpr.synth.fonts.ARABIC_TRAIN_WIDE, never a held-out face or another "
+                "weight of a held-out family); from the stage 4 weights, warm-up to 5e-4, cosine decay",
+                "run_time_s": _timing(work).get("ocr_stage5_s"),
+            },
+            "stage6": {
+                "samples": sizes.get("ocr6_train"),
+                "epochs": sizes.get("ocr6_epochs"),
+                "data_seed": seeds.get("ocr6_train"),
+                "recipe": "as stage 5 on fresh crops; from the stage 5 weights, warm-up to 3e-4, cosine decay",
+                "run_time_s": _timing(work).get("ocr_stage6_s"),
+            },
             "architecture": "CNN (24-40-64-64-96-96 channels, 3x3) pooled to one row of 40 columns that "
             "see the full height, two (1x5) context convs, one 1x1 CTC head per text line (2 x 40 steps)",
             "schedule": "Adam, batch 64, sum of the two lines' CTC losses; 300 warm-up steps to 3e-3, "
@@ -103,7 +120,7 @@ def ocr_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
                 "tensorflow": seeds["tf"],
                 "selection": seeds["ocr_select"],
             },
-            "command": "python -m models.train ocr (stages 1-4 + export); ocrN = from stage N",
+            "command": "python -m models.train ocr (stages 1-6 + export); ocrN = from stage N",
             "run_time_s": _timing(work).get("ocr_s"),
             "run_time_train_s": _timing(work).get("ocr_train_s"),
             "machine": f"{platform.machine()} {platform.processor() or ''} (2 shared CPU cores)".strip(),

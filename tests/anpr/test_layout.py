@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from device.anpr.layout import Token, parse, visual_lines, visual_target
+from device.anpr.layout import Token, complete, parse, visual_lines, visual_target
 from device.anpr.plates import COUNTRIES
 from device.anpr.synth import STYLES, random_plate
 
@@ -47,6 +47,15 @@ def test_saudi_latin_row_preferred_and_arabic_row_as_fallback() -> None:
     assert parse(_tokens("12دحن12BJD"), "SA")[0] == "12-بحد"
     # Latin row unreadable (no Latin letters emitted): the Arabic row is used.
     assert parse(_tokens("12دحب"), "SA")[0] == "12-بحد"
+
+
+def test_saudi_read_without_its_latin_row_is_incomplete() -> None:
+    # An Egyptian plate's read (digits, letters, no Latin row) also parses as a Saudi plate whose Latin
+    # row was unreadable; only the Saudi layout is missing a row.
+    eg = _tokens("123دسب")
+    assert parse(eg, "SA") is not None and parse(eg, "EG") is not None
+    assert not complete(eg, "SA") and complete(eg, "EG")
+    assert complete(_tokens("123دسب123BSD"), "SA")
 
 
 def test_layouts_reject_wrong_shapes() -> None:

@@ -20,10 +20,12 @@ from device.anpr.runtime import interpreter_class
 
 SEED = 90210  # not a training seed (models/train/__main__.py SEEDS)
 BAR = {"clean": 0.98, "degraded": 0.92, "frames": 0.90}
-FLOOR = {"clean": 0.88, "degraded": 0.83, "frames": 0.80}  # measured here: 0.925, 0.875, 0.864
-FLOOR_PER_COUNTRY_CLEAN = {"MR": 0.90, "SA": 0.95, "MA": 0.92}  # measured: MR 41/42, SA 40/40, MA 77/79
-# (EG 27/39 is the weakest: Arabic letters and Arabic-Indic digits in unseen faces.)
-FLOOR_PRECISION = 0.90  # measured: 0.956 of the 90.5% of reads at confidence >= 0.5
+FLOOR = {"clean": 0.88, "degraded": 0.85, "frames": 0.83}  # measured here: 0.92, 0.89, 0.879
+FLOOR_PER_COUNTRY_CLEAN = {"MR": 0.90, "SA": 0.95, "MA": 0.92}  # measured: MR 40/42, SA 40/40, MA 76/79
+# (EG 28/39 is the weakest: Arabic letters and Arabic-Indic digits in unseen faces.)
+FLOOR_COUNTRY_AUTO = 0.88  # measured: 0.925
+FLOOR_EG_COUNTRY_AUTO = 0.60  # measured: 27/38 (without the layout-completeness weight: 0.30 on the card)
+FLOOR_PRECISION = 0.92  # measured: 0.973 of the 92% of reads at confidence >= 0.5
 
 
 def test_runtime_is_litert_or_tflite_runtime(reader: PlateReader) -> None:
@@ -73,6 +75,17 @@ def test_confident_reads_are_right(reader: PlateReader) -> None:
     t = eval_crops(reader, 200, SEED + 3, degraded=False, fixed_country=True)
     kept = t.at_threshold(0.5)
     assert kept["reported"] > 0 and kept["exact_of_reported"] >= FLOOR_PRECISION, kept
+
+
+def test_country_inferred_when_several_are_configured(reader: PlateReader) -> None:
+    """A site configured for all four jurisdictions reads each plate as its own country's.
+
+    Egyptian plates are the test: most of their letters are Saudi letters too, and only the missing
+    Latin row says the plate is not Saudi."""
+    t = eval_crops(reader, 200, SEED + 4, degraded=False, fixed_country=False)
+    assert t.accuracy >= FLOOR_COUNTRY_AUTO, (t.summary(), t.errors)
+    ok, n = t.by["country:EG"]
+    assert n and ok / n >= FLOOR_EG_COUNTRY_AUTO, (ok, n, t.errors)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

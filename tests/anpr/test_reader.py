@@ -102,3 +102,31 @@ def test_low_confidence_gives_no_text(reader: PlateReader) -> None:
     read = reader.read_crop(noise, country="MA")
     assert read.text is None or read.confidence >= reader.cfg.min_confidence
     assert (read.text is None) == (read.text_latin is None)
+
+
+def _one_hot_path(alphabet: list[str], pad: str, rows: list[str], steps_per_row: int) -> np.ndarray:
+    """CTC probabilities that spell ``rows`` (one string per row), each character between blanks."""
+    probs = np.full((steps_per_row * len(rows), len(alphabet)), 0.001, np.float32)
+    probs[:, alphabet.index(pad)] = 0.95
+    for r, text in enumerate(rows):
+        for i, ch in enumerate(text):
+            step = r * steps_per_row + 2 * i + 1
+            probs[step] = 0.001
+            probs[step, alphabet.index(ch)] = 0.95
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def test_country_choice_prefers_the_layout_that_explains_every_row(reader: PlateReader) -> None:
+    spec = reader.ocr.spec
+    steps = spec.slots // spec.rows
+    # Digits and letters, no Latin row: Egyptian, although "123-بسد" is also a valid Saudi plate.
+    eg = _one_hot_path(spec.alphabet, spec.pad, ["123دسب", ""], steps)
+    got = reader.ocr.decode_ctc(eg, ["MA", "SA", "EG", "MR"])
+    assert (got.text, got.country) == ("123-بسد", "EG")
+    # The same Arabic row with its Latin row is Saudi.
+    sa = _one_hot_path(spec.alphabet, spec.pad, ["123دسب", "123BSD"], steps)
+    got = reader.ocr.decode_ctc(sa, ["MA", "SA", "EG", "MR"])
+    assert (got.text, got.country) == ("123-بسد", "SA")
+    # Configured for Saudi Arabia alone, a plate whose Latin row is unreadable still reads (less sure).
+    alone = reader.ocr.decode_ctc(eg, ["SA"])
+    assert alone.text == "123-بسد" and alone.confidence < reader.ocr.decode_ctc(sa, ["SA"]).confidence

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,10 +61,22 @@ def test_training_pools_never_include_held_out_faces() -> None:
     for script in ("arabic", "latin"):
         held = set(F.pool(script, "heldout"))
         assert held, script
-        for split in ("train", "train_extended"):
+        for split in ("train", "train_extended", "train_wide"):
             train = set(F.pool(script, split))
             assert train and not train & held, (script, split, train & held)
         assert set(F.pool(script, "train")) <= set(F.pool(script, "train_extended"))
+        assert set(F.pool(script, "train_extended")) <= set(F.pool(script, "train_wide"))
+    # The wide pool's additions include no other weight of a held-out family (e.g. Noto Kufi Arabic).
+    held_families = {Path(n).stem.split("-")[0] for n in F.ARABIC_HELDOUT}
+    assert not [n for n in F.ARABIC_TRAIN_WIDE if Path(n).stem.split("-")[0] in held_families]
+
+
+def test_faces_with_persian_digit_shapes_are_refused() -> None:
+    nazli = F.ROOT / "truetype/farsiweb/nazli.ttf"  # fonts-farsiweb: draws U+0664 as the Persian four
+    if not nazli.is_file():
+        pytest.skip("fonts-farsiweb (a training-only package) is not installed")
+    assert F.persian_digits(str(nazli))
+    assert not [p for p in F.pool("arabic", "all") if F.persian_digits(p)]
 
 
 def test_wide_margin_crops_keep_more_surroundings() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import ImageFont
 
-_ROOT = Path("/usr/share/fonts")
+ROOT = Path("/usr/share/fonts")
 
 ARABIC_TRAIN = (
     "opentype/fonts-hosny-amiri/Amiri-Bold.ttf",
@@ -87,6 +87,62 @@ ARABIC_TRAIN_EXTRA = (
 )
 """Added to the training pool for the OCR's second stage (split ``train_extended``): more stroke
 weights and geometric faces. Decorative faces (ae_Haramain, ae_Shado, Nastaliq) stay out."""
+ARABIC_TRAIN_WIDE = (
+    "opentype/fonts-hosny-thabit/Thabit.ttf",
+    "opentype/fonts-hosny-thabit/Thabit-Bold.ttf",
+    "opentype/fonts-hosny-thabit/Thabit-Oblique.ttf",
+    "opentype/fonts-hosny-thabit/Thabit-Bold-Oblique.ttf",
+    "opentype/lateef/Lateef-Regular.ttf",
+    "opentype/lateef/Lateef-ExtraBold.ttf",
+    "opentype/lateef/Lateef-ExtraLight.ttf",
+    "opentype/lemonada/Lemonada-Light.otf",
+    "opentype/lemonada/Lemonada-Regular.otf",
+    "opentype/lemonada/Lemonada-Bold.otf",
+    "truetype/alkalami/Alkalami-Light.ttf",
+    "truetype/harmattan/Harmattan-Regular.ttf",
+    "truetype/harmattan/Harmattan-Bold.ttf",
+    "truetype/farsiweb/homa.ttf",
+    "truetype/freefarsi/FreeFarsi.ttf",
+    "truetype/freefarsi/FreeFarsi-Bold.ttf",
+    "truetype/freefarsi/FreeFarsi-Italic.ttf",
+    "truetype/freefarsi/FreeFarsi-BoldItalic.ttf",
+    "truetype/unikurdweb/Unikuweb.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJBasma.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJBom.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJCJK.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJDiT.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJEkran.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJEsBold.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJEsC.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJKesme.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJKesmeTuz-b.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJMe.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJNsq.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJNsqb.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJOrqun_B.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJQara.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJQara-b.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJQol_Tez.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJSlsTom.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJTitle.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJTor.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJTuT.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJTuz.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJTuzBold.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJTuzK.ttf",
+    "truetype/fonts-ukij-uyghur/UKIJ_MacEkran.ttf",
+    "truetype/noto/NotoSansArabic-Thin.ttf",
+    "truetype/noto/NotoSansArabic-Black.ttf",
+    "truetype/noto/NotoSansArabic-Condensed.ttf",
+    "truetype/noto/NotoSansArabic-ExtraCondensedBold.ttf",
+    "truetype/noto/NotoSansArabic-SemiCondensedLight.ttf",
+)
+"""Added for the OCR's fifth stage (split ``train_wide``; Debian packages in ``TRAINING_DEB_PKGS`` of
+scripts/bootstrap.sh, needed by ``make models`` only): Uyghur, Persian, West African and modern
+geometric faces, including square "screen" digits. Left out: faces that draw U+0664..U+0666 in their
+Persian shapes (nazli, titr, UKIJQol_Tuz/Yantu: a wrong label for an Egyptian plate), ornamental ones
+(UKIJTughra, UKIJChechek, UKIJTiken, UKIJOrqun_Y), and every other weight of a held-out family (Noto
+Kufi, Noto Naskh), so that the held-out faces stay unseen."""
 LATIN_TRAIN = (
     "truetype/dejavu/DejaVuSans.ttf",
     "truetype/dejavu/DejaVuSans-Bold.ttf",
@@ -151,18 +207,32 @@ def _covers(path: str, chars: str) -> bool:
     return True
 
 
+def persian_digits(path: str) -> bool:
+    """True when the face draws Arabic-Indic four or five (U+0664, U+0665) with the Persian glyph.
+
+    Such a face would label a Persian-shaped digit as an Egyptian one; Egyptian plates use the Arabic
+    shapes, so these faces are refused for Arabic plates."""
+    f = font(path, 32)
+    return any(
+        bytes(f.getmask(a)) == bytes(f.getmask(b)) for a, b in (("\u0664", "\u06f4"), ("\u0665", "\u06f5"))
+    )
+
+
 @functools.lru_cache(maxsize=8)
 def pool(script: str, split: str) -> tuple[str, ...]:
-    """Absolute paths of the usable fonts: ``script`` arabic|latin, ``split`` train|train_extended|heldout|all.
+    """Absolute paths of the usable fonts: ``script`` arabic|latin, ``split`` train|train_extended|train_wide|heldout|all.
 
-    ``train_extended`` is the training pool plus the extra faces; ``all`` is everything.
+    ``train_extended`` is the training pool plus the extra faces, ``train_wide`` adds the fifth stage's
+    faces (missing ones are skipped); ``all`` is the extended pool and the held-out faces.
     """
     table = {
         ("arabic", "train"): ARABIC_TRAIN,
         ("arabic", "train_extended"): ARABIC_TRAIN + ARABIC_TRAIN_EXTRA,
+        ("arabic", "train_wide"): ARABIC_TRAIN + ARABIC_TRAIN_EXTRA + ARABIC_TRAIN_WIDE,
         ("arabic", "heldout"): ARABIC_HELDOUT,
         ("latin", "train"): LATIN_TRAIN,
         ("latin", "train_extended"): LATIN_TRAIN + LATIN_TRAIN_EXTRA,
+        ("latin", "train_wide"): LATIN_TRAIN + LATIN_TRAIN_EXTRA,
         ("latin", "heldout"): LATIN_HELDOUT,
     }
     names = (
@@ -171,7 +241,13 @@ def pool(script: str, split: str) -> tuple[str, ...]:
         else table[(script, split)]
     )
     need = _ARABIC_NEEDED if script == "arabic" else _LATIN_NEEDED
-    out = tuple(str(_ROOT / n) for n in names if (_ROOT / n).is_file() and _covers(str(_ROOT / n), need))
+    out = tuple(
+        str(ROOT / n)
+        for n in names
+        if (ROOT / n).is_file()
+        and _covers(str(ROOT / n), need)
+        and not (script == "arabic" and persian_digits(str(ROOT / n)))
+    )
     if not out:
-        raise RuntimeError(f"no usable {script} fonts ({split}) under {_ROOT}")
+        raise RuntimeError(f"no usable {script} fonts ({split}) under {ROOT}")
     return out
