@@ -106,6 +106,7 @@ def cmd_ocr() -> None:
 
     from models.train import data, ocr
 
+    _require_stage_fonts(tuple(FINETUNE))
     t0 = time.time()
     d = _ocr_data(SIZES["ocr_train"], SEEDS["ocr_train"], "train")
     sel, ts = _selection()
@@ -160,14 +161,18 @@ def _require_fonts(names: tuple[str, ...]) -> None:
         )
 
 
+def _require_stage_fonts(stages: tuple[int, ...]) -> None:
+    """Checked before any training starts, so a missing package fails in seconds, not hours in."""
+    if any(SIZES[f"ocr{k}_epochs"] and FINETUNE[k].get("split") == "train_wide" for k in stages):
+        _require_fonts(F.ARABIC_TRAIN_WIDE)
+
+
 def ocr_finetune(tf, stage: int, sel: dict, ts: list[str], resume: Path):
     """Runs fine-tuning ``stage`` from the weights in ``resume``; saves work/ocr<stage>.keras."""
     from models.train import data, ocr
 
     spec = FINETUNE[stage]
     split = spec.get("split", "train_extended")
-    if split == "train_wide":
-        _require_fonts(F.ARABIC_TRAIN_WIDE)
     t0 = time.time()
     d = _ocr_data(
         SIZES[f"ocr{stage}_train"],
@@ -205,6 +210,7 @@ def cmd_finetune(stages: tuple[int, ...]) -> None:
 
     from models.train import ocr
 
+    _require_stage_fonts(stages)
     t0 = time.time()
     sel, ts = _selection()
     resume = WORK / ("ocr.keras" if stages[0] == 2 else f"ocr{stages[0] - 1}.keras")

@@ -220,10 +220,11 @@ def persian_digits(path: str) -> bool:
 
 @functools.lru_cache(maxsize=8)
 def pool(script: str, split: str) -> tuple[str, ...]:
-    """Absolute paths of the usable fonts: ``script`` arabic|latin, ``split`` train|train_extended|train_wide|heldout|all.
+    """Absolute paths of the usable fonts of ``script`` (arabic|latin) in ``split``.
 
-    ``train_extended`` is the training pool plus the extra faces, ``train_wide`` adds the fifth stage's
-    faces (missing ones are skipped); ``all`` is the extended pool and the held-out faces.
+    Splits: train, train_extended, train_wide, heldout, all. ``train_extended`` is the training pool
+    plus the extra faces, ``train_wide`` adds the fifth stage's faces (missing ones are skipped); ``all``
+    is the extended pool and the held-out faces.
     """
     table = {
         ("arabic", "train"): ARABIC_TRAIN,

@@ -79,9 +79,8 @@ def crop_sample(
     )
     if variety and rng.random() < 0.5:
         plate = augment.glyph_warp(plate, rng)
-    if (
-        split in ("train_extended", "train_wide") and rng.random() < 0.06
-    ):  # (no draw for other splits: seeds keep their data)
+    # (No draw for the other splits, so their seeds keep their data.)
+    if split in ("train_extended", "train_wide") and rng.random() < 0.06:
         plate = augment.hollow(plate, rng)
     ph, pw = plate.shape[:2]
     if rng.random() < 0.7:
