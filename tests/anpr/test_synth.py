@@ -71,12 +71,19 @@ def test_training_pools_never_include_held_out_faces() -> None:
     assert not [n for n in F.ARABIC_TRAIN_WIDE if Path(n).stem.split("-")[0] in held_families]
 
 
-def test_faces_with_persian_digit_shapes_are_refused() -> None:
-    nazli = F.ROOT / "truetype/farsiweb/nazli.ttf"  # fonts-farsiweb: draws U+0664 as the Persian four
-    if not nazli.is_file():
+def test_faces_with_persian_digit_shapes_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = "truetype/farsiweb/nazli.ttf"  # fonts-farsiweb: draws U+0664 as the Persian four
+    if not (F.ROOT / name).is_file():
         pytest.skip("fonts-farsiweb (a training-only package) is not installed")
-    assert F.persian_digits(str(nazli))
-    assert not [p for p in F.pool("arabic", "all") if F.persian_digits(p)]
+    assert F.persian_digits(str(F.ROOT / name))
+    for split in ("train_wide", "all"):
+        assert not [p for p in F.pool("arabic", split) if F.persian_digits(p)]
+    monkeypatch.setattr(F, "ARABIC_TRAIN_WIDE", (*F.ARABIC_TRAIN_WIDE, name))
+    F.pool.cache_clear()
+    try:
+        assert str(F.ROOT / name) not in F.pool("arabic", "train_wide")
+    finally:
+        F.pool.cache_clear()
 
 
 def test_wide_margin_crops_keep_more_surroundings() -> None:
