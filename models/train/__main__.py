@@ -151,20 +151,17 @@ fresh crops from the wide font pool (``fonts.ARABIC_TRAIN_WIDE``: 48 more Arabic
 another such pass on fresh crops (seed 15) at a lower learning rate."""
 
 
-def _require_fonts(names: tuple[str, ...]) -> None:
-    """Training data must not depend on which fonts happen to be installed: refuse to run without them."""
-    missing = [n for n in names if not (F.ROOT / n).is_file()]
+def _require_stage_fonts(stages: tuple[int, ...]) -> None:
+    """Refuses to train when a stage's fonts are missing: the training data must not depend on which
+    fonts happen to be installed. Checked before any training starts, so it fails in seconds, not hours in."""
+    if not any(SIZES[f"ocr{k}_epochs"] and FINETUNE[k].get("split") == "train_wide" for k in stages):
+        return
+    missing = [n for n in F.ARABIC_TRAIN_WIDE if not (F.ROOT / n).is_file()]
     if missing:
         raise SystemExit(
             f"{len(missing)} training fonts missing (e.g. {missing[0]}): run `make models` as root, or "
             "install TRAINING_DEB_PKGS from scripts/bootstrap.sh"
         )
-
-
-def _require_stage_fonts(stages: tuple[int, ...]) -> None:
-    """Checked before any training starts, so a missing package fails in seconds, not hours in."""
-    if any(SIZES[f"ocr{k}_epochs"] and FINETUNE[k].get("split") == "train_wide" for k in stages):
-        _require_fonts(F.ARABIC_TRAIN_WIDE)
 
 
 def ocr_finetune(tf, stage: int, sel: dict, ts: list[str], resume: Path):
@@ -232,7 +229,9 @@ def cmd_ocr_export() -> None:
 
     d = _ocr_data(SIZES["ocr_train"], SEEDS["ocr_train"], "train")
     sel, ts = _selection()
-    last = next(p for p in (WORK / f"ocr{k}.keras" for k in (6, 5, 4, 3, 2, "")) if p.exists())
+    last = next(
+        p for p in (WORK / f"ocr{k}.keras" for k in (*sorted(FINETUNE, reverse=True), "")) if p.exists()
+    )
     trained = tf.keras.models.load_model(last, compile=False)
     export_ocr(tf, ocr.with_softmax(tf, trained), d["x"], sel["x"], ts)
 
@@ -310,25 +309,23 @@ def cmd_eval() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.train")
-    ap.add_argument(
-        "step",
-        choices=["ocr", "ocr2", "ocr3", "ocr4", "ocr5", "ocr6", "ocr-export", "detector", "eval", "all"],
-    )
+    commands = {
+        "ocr": cmd_ocr,
+        # ocrN: fine-tuning stage N and every later one, from stage N-1's checkpoint
+        **{
+            f"ocr{k}": (lambda k=k: cmd_finetune(tuple(s for s in sorted(FINETUNE) if s >= k)))
+            for k in FINETUNE
+        },
+        "ocr-export": cmd_ocr_export,
+        "detector": cmd_detector,
+        "eval": cmd_eval,
+    }
+    ap.add_argument("step", choices=[*commands, "all"])
     args = ap.parse_args(argv)
     steps = ["ocr", "detector", "eval"] if args.step == "all" else [args.step]
     t0 = time.time()
     for s in steps:
-        {
-            "ocr": cmd_ocr,
-            "ocr2": lambda: cmd_finetune((2, 3, 4, 5, 6)),
-            "ocr3": lambda: cmd_finetune((3, 4, 5, 6)),
-            "ocr4": lambda: cmd_finetune((4, 5, 6)),
-            "ocr5": lambda: cmd_finetune((5, 6)),
-            "ocr6": lambda: cmd_finetune((6,)),
-            "ocr-export": cmd_ocr_export,
-            "detector": cmd_detector,
-            "eval": cmd_eval,
-        }[s]()
+        commands[s]()
     log(f"{'+'.join(steps)} done in {time.time() - t0:.0f}s")
     return 0
 
