@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import random
 
 import numpy as np
@@ -34,16 +35,19 @@ def ocr_dataset(
     h: int,
     w: int,
     split: str = "train",
-    workers: int = 2,
+    workers: int | None = None,
     margins: str = "tight",
     variety: bool = False,
 ) -> dict:
-    """Crops and their labels: ``x`` (n, h, w) uint8 and per-sample ``text``, ``country``, ``style``."""
+    """Crops and their labels: ``x`` (n, h, w) uint8 and per-sample ``text``, ``country``, ``style``.
+
+    ``workers`` defaults to every CPU this process may use; chunks are seeded by their index, so the
+    crops do not depend on it."""
     jobs = [
         (seed, i, min(CHUNK, n - i * CHUNK), h, w, split, margins, variety)
         for i in range((n + CHUNK - 1) // CHUNK)
     ]
-    with mp.get_context("fork").Pool(workers) as pool:
+    with mp.get_context("fork").Pool(workers or len(os.sched_getaffinity(0))) as pool:
         parts = pool.map(_ocr_chunk, jobs)
     meta = [m for p in parts for m in p[1]]
     return {

@@ -1,11 +1,23 @@
-"""The training pipeline's start-up checks (no training here: that is `make models`)."""
+"""The training pipeline's start-up checks and network code (no training here: that is `make models`).
+
+The network tests run on Keras' JAX backend (on the CPU) unless KERAS_BACKEND says otherwise: they need
+neither TensorFlow nor a GPU, and the same code trains under TensorFlow (CPU) or JAX (GPU).
+"""
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "jax")  # before Keras is imported: it reads this once
+
+import keras
 
 from device.anpr.synth import fonts as F
 from models.train import __main__ as train
+from models.train import ocr
 
 
 def test_wide_stages_refuse_to_start_without_their_fonts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -14,3 +26,63 @@ def test_wide_stages_refuse_to_start_without_their_fonts(monkeypatch: pytest.Mon
     with pytest.raises(SystemExit, match="TRAINING_DEB_PKGS"):
         train._require_stage_fonts(tuple(train.FINETUNE))
     train._require_stage_fonts((2, 3, 4))  # stages on the extended pool need no extra package
+
+
+def _randomised(model, seed: int):
+    """Random weights everywhere (batch-norm variances kept positive), so identities are not trivial."""
+    rng = np.random.default_rng(seed)
+    model.set_weights(
+        [
+            np.abs(w) + 0.1 if "variance" in v.path else rng.normal(0, 0.3, w.shape).astype(np.float32)
+            for v, w in zip(model.weights, model.get_weights(), strict=True)
+        ]
+    )
+    return model
+
+
+def _run(model, x: np.ndarray) -> np.ndarray:
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+def test_grown_network_starts_where_its_source_left_off() -> None:
+    """Stage 9 grows the network; its residual blocks must start as the identity, or fine-tuning would
+    start from a broken model instead of stage 8's accuracy."""
+    src = _randomised(ocr.build(keras, softmax=False), 1)
+    dst = ocr.build(keras, softmax=False, grow=2)
+    assert ocr.grown(src) == 0 and ocr.grown(dst) == 2
+    x = np.random.default_rng(2).random((2, ocr.H, ocr.W, 1)).astype(np.float32)
+    before = _run(dst, x)
+    ocr.transfer(src, dst)
+    after = _run(dst, x)
+    assert np.abs(after - before).max() > 1e-3  # the weights really moved
+    np.testing.assert_allclose(after, _run(src, x), atol=1e-4)
+    again = ocr.build(keras, softmax=False, grow=2)
+    ocr.transfer(_randomised(dst, 3), again)  # a grown source keeps its residual blocks
+    np.testing.assert_allclose(_run(again, x), _run(dst, x), atol=1e-4)
+    with pytest.raises(ValueError, match="cannot grow"):
+        ocr.transfer(dst, ocr.build(keras, softmax=False))
+    exported = ocr.with_softmax(keras, dst)
+    np.testing.assert_allclose(_run(exported, x).sum(axis=-1), 1.0, rtol=1e-4)
+
+
+def test_augmentation_only_in_training() -> None:
+    """At inference the augmentation layer only scales pixels to 0..1 (what the runtime feeds the
+    exported model); in training it changes them and keeps them in range."""
+    aug = ocr.augmenter(keras, seed=5, morph=True, shear=True)
+    x = np.random.default_rng(4).integers(0, 256, (16, ocr.H, ocr.W)).astype(np.uint8)
+    plain = keras.ops.convert_to_numpy(aug(x, training=False))
+    np.testing.assert_allclose(plain[..., 0], x / 255.0, atol=1e-6)
+    jittered = keras.ops.convert_to_numpy(aug(x, training=True))
+    assert jittered.shape == plain.shape
+    assert jittered.min() >= 0.0 and jittered.max() <= 1.0
+    assert np.abs(jittered - plain).mean() > 0.02
+
+
+def test_every_stage_has_a_command_seed_and_size() -> None:
+    """A stage is one FINETUNE entry; its command, data seed and sizes must all exist."""
+    for k, spec in train.FINETUNE.items():
+        assert {f"ocr{k}_train", f"ocr{k}_epochs"} <= set(train.SIZES)
+        assert f"ocr{k}_train" in train.SEEDS
+        assert spec.get("grow", 0) >= train.FINETUNE.get(k - 1, {}).get("grow", 0)  # networks only grow
+    with pytest.raises(SystemExit):  # argparse: no such stage
+        train.main([f"ocr{max(train.FINETUNE) + 1}"])
