@@ -114,8 +114,6 @@ def _selection() -> tuple[dict, list[str]]:
 
 
 def cmd_ocr() -> None:
-    import keras
-
     from models.train import data, ocr
 
     _require_stage_fonts(tuple(FINETUNE))
@@ -124,6 +122,10 @@ def cmd_ocr() -> None:
     sel, ts = _selection()
     lines = data.ocr_lines(d)
     log(f"ocr data {len(d['x'])} train + {len(sel['x'])} held-out in {time.time() - t0:.0f}s")
+    _prepare_stage_data(tuple(FINETUNE), t0)
+
+    import keras
+
     t1 = time.time()
     trained = ocr.train(
         keras,
@@ -164,7 +166,10 @@ pool with wide margins (the reader's retry crop) and stroke-weight jitter. Stage
 outlines, smaller plates and more Egyptian plates (``crop_sample(variety=True)``); stage 4 takes a
 second pass over stage 3's crops (same seed) with half of them slanted (oblique faces). Stage 5 draws
 fresh crops from the wide font pool (``fonts.ARABIC_TRAIN_WIDE``: 48 more Arabic faces); stage 6 is
-another such pass on fresh crops (seed 15) at a lower learning rate."""
+another such pass on fresh crops (seed 15) at a lower learning rate. Stages 7 and 8 take 300 000 fresh
+crops each; stage 9 grows the network (``grow``: residual blocks that start as the identity, see
+:func:`models.train.ocr.build`) and trains it on 250 000 fresh crops; stage 10 is a second pass over
+them. Stages 7-10 were trained on a GPU (scripts/gpu_train.sh); they run on a CPU too, slowly."""
 
 
 def _require_stage_fonts(stages: tuple[int, ...]) -> None:
@@ -189,6 +194,17 @@ def _stage_data(stage: int) -> dict:
         margins=spec["margins"],
         variety=spec["variety"],
     )
+
+
+def _prepare_stage_data(stages: tuple[int, ...], t0: float) -> None:
+    """Generates (or finds cached) every stage's crops before Keras is imported: the workers fork, and
+    forking after a framework has started its threads can deadlock (JAX warns about it)."""
+    for stage in stages:
+        if SIZES[f"ocr{stage}_epochs"]:
+            t1 = time.time()
+            n = len(_stage_data(stage)["x"])
+            log(f"ocr stage {stage} data {n} ready after {time.time() - t0:.0f}s")
+            _timing(f"ocr_stage{stage}_data_s", time.time() - t1)
 
 
 def ocr_finetune(keras, stage: int, sel: dict, ts: list[str], resume: Path):
@@ -231,12 +247,7 @@ def cmd_finetune(stages: tuple[int, ...]) -> None:
     _require_stage_fonts(stages)
     t0 = time.time()
     sel, ts = _selection()
-    for stage in stages:  # every stage's crops first: the workers fork before Keras starts its threads
-        if SIZES[f"ocr{stage}_epochs"]:
-            t1 = time.time()
-            n = len(_stage_data(stage)["x"])
-            log(f"ocr stage {stage} data {n} ready after {time.time() - t0:.0f}s")
-            _timing(f"ocr_stage{stage}_data_s", time.time() - t1)
+    _prepare_stage_data(stages, t0)
 
     import keras
 

@@ -19,6 +19,9 @@ from device.anpr.synth import fonts as F
 from models.train import __main__ as train
 from models.train import ocr
 
+# Keras 3's Variable.__array__ predates NumPy 2's copy keyword and warns on every weight read (upstream).
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
 
 def test_wide_stages_refuse_to_start_without_their_fonts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Training data must not silently depend on which fonts a machine happens to have."""
