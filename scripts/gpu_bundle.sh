@@ -3,7 +3,7 @@
 # project's virtualenv, Debian fonts or network: the wheels Keras and the synthesiser need, the training
 # fonts (paths kept relative to /usr/share/fonts, so the font pools resolve unchanged), libfribidi (the
 # Arabic layout engine Pillow loads at run time), the checkpoint to resume from and the held-out
-# selection crops. Output: .gpu/ (git-ignored), about 25 MB. Run from the repository root, after
+# selection crops. Output: .gpu/ (git-ignored), about 34 MB. Run from the repository root, after
 # `make models` has produced the checkpoint named by $1 (default ocr6.keras).
 set -euo pipefail
 resume=${1:-ocr6.keras}

@@ -40,6 +40,28 @@ GPU_STAGES = {
 """Stages trained on a lent GPU machine; the same commands run (slowly) on a CPU."""
 
 
+STAGES = {
+    2: "fresh crops from the extended training font pool (train + 11 Arabic and 12 Latin "
+    "faces, never the held-out ones), crop margins up to 25 % / 45 % of the plate (the reader's "
+    "wide retry crop), 6 % hollow (outline) lettering; stroke thinning/thickening on 40 % of "
+    "crops; Adam from the stage 1 weights, 300 warm-up steps to 1e-3, cosine decay",
+    3: "as stage 2, plus crop_sample(variety=True): half the plates' glyph outlines bent "
+    "by a smooth random displacement field (augment.glyph_warp, 1.5-3.5 % of the plate height), "
+    "plates down to 18 px (one-line) / 26 px high, country mix MA 30 / SA 15 / EG 35 / MR 20 %; "
+    "Adam from the stage 2 weights, warm-up to 7e-4, cosine decay",
+    4: "a second pass over the stage 3 crops (same seed) with half of them slanted by a "
+    "random horizontal shear of up to +-0.35 (oblique and calligraphic faces); from the stage 3 "
+    "weights, warm-up to 5e-4, cosine decay",
+    5: "as stage 4 (variety crops, slant) on fresh crops from the wide font pool: the "
+    "extended pool plus 48 Arabic faces of other Debian packages (Uyghur, Persian, West African, "
+    "geometric; device.anpr.synth.fonts.ARABIC_TRAIN_WIDE, never a held-out face or another "
+    "weight of a held-out family); from the stage 4 weights, warm-up to 5e-4, cosine decay",
+    6: "as stage 5 on fresh crops; from the stage 5 weights, warm-up to 3e-4, cosine decay",
+    **GPU_STAGES,
+}
+"""Each fine-tuning stage's recipe, for the card (models.train.__main__.FINETUNE runs them)."""
+
+
 def builtin_ops(path: Path) -> list[str]:
     """The operators the flatbuffer really uses, read by the TFLite interpreter (not a hand-kept list)."""
     import tensorflow as tf
@@ -89,52 +111,6 @@ def ocr_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
             "recipe": RECIPE,
             "samples": sizes["ocr_train"],
             "epochs": sizes["ocr_epochs"],
-            "stage2": {
-                "samples": sizes.get("ocr2_train"),
-                "epochs": sizes.get("ocr2_epochs"),
-                "data_seed": seeds.get("ocr2_train"),
-                "recipe": "fresh crops from the extended training font pool (train + 11 Arabic and 12 Latin "
-                "faces, never the held-out ones), crop margins up to 25 % / 45 % of the plate (the reader's "
-                "wide retry crop), 6 % hollow (outline) lettering; stroke thinning/thickening on 40 % of "
-                "crops; Adam from the stage 1 weights, 300 warm-up steps to 1e-3, cosine decay",
-                "run_time_s": _timing(work).get("ocr_stage2_s"),
-            },
-            "stage3": {
-                "samples": sizes.get("ocr3_train"),
-                "epochs": sizes.get("ocr3_epochs"),
-                "data_seed": seeds.get("ocr3_train"),
-                "recipe": "as stage 2, plus crop_sample(variety=True): half the plates' glyph outlines bent "
-                "by a smooth random displacement field (augment.glyph_warp, 1.5-3.5 % of the plate height), "
-                "plates down to 18 px (one-line) / 26 px high, country mix MA 30 / SA 15 / EG 35 / MR 20 %; "
-                "Adam from the stage 2 weights, warm-up to 7e-4, cosine decay",
-                "run_time_s": _timing(work).get("ocr_stage3_s"),
-            },
-            "stage4": {
-                "samples": sizes.get("ocr4_train"),
-                "epochs": sizes.get("ocr4_epochs"),
-                "data_seed": seeds.get("ocr4_train"),
-                "recipe": "a second pass over the stage 3 crops (same seed) with half of them slanted by a "
-                "random horizontal shear of up to +-0.35 (oblique and calligraphic faces); from the stage 3 "
-                "weights, warm-up to 5e-4, cosine decay",
-                "run_time_s": _timing(work).get("ocr_stage4_s"),
-            },
-            "stage5": {
-                "samples": sizes.get("ocr5_train"),
-                "epochs": sizes.get("ocr5_epochs"),
-                "data_seed": seeds.get("ocr5_train"),
-                "recipe": "as stage 4 (variety crops, slant) on fresh crops from the wide font pool: the "
-                "extended pool plus 48 Arabic faces of other Debian packages (Uyghur, Persian, West African, "
-                "geometric; device.anpr.synth.fonts.ARABIC_TRAIN_WIDE, never a held-out face or another "
-                "weight of a held-out family); from the stage 4 weights, warm-up to 5e-4, cosine decay",
-                "run_time_s": _timing(work).get("ocr_stage5_s"),
-            },
-            "stage6": {
-                "samples": sizes.get("ocr6_train"),
-                "epochs": sizes.get("ocr6_epochs"),
-                "data_seed": seeds.get("ocr6_train"),
-                "recipe": "as stage 5 on fresh crops; from the stage 5 weights, warm-up to 3e-4, cosine decay",
-                "run_time_s": _timing(work).get("ocr_stage6_s"),
-            },
             **{
                 f"stage{k}": {
                     "samples": sizes.get(f"ocr{k}_train"),
@@ -142,10 +118,10 @@ def ocr_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
                     "data_seed": seeds.get(f"ocr{k}_train"),
                     "recipe": recipe,
                     "run_time_s": _timing(work).get(f"ocr_stage{k}_s"),
-                    "data_time_s": _timing(work).get(f"ocr_stage{k}_data_s"),
-                    "machine": GPU_MACHINE,
+                    **({"data_time_s": _timing(work).get(f"ocr_stage{k}_data_s")} if k in GPU_STAGES else {}),
+                    **({"machine": GPU_MACHINE} if k in GPU_STAGES else {}),
                 }
-                for k, recipe in GPU_STAGES.items()
+                for k, recipe in STAGES.items()
             },
             "architecture": "CNN (24-40-64-64-96-96 channels, 3x3) pooled to one row of 40 columns that "
             "see the full height, two (1x5) context convs, one 1x1 CTC head per text line (2 x 40 steps); "
