@@ -1,5 +1,6 @@
-"""ANPR latency: OCR per plate and detector per 1280x720 frame (p50/p99, 1 and 2 threads; also with the
-second look at each plate), model sizes, decode time, peak RSS. Inputs are seeded synthetic crops and
+"""ANPR latency: OCR per plate (one look, and with the second look at unsure plates) and detector per
+1280x720 frame (p50/p99, 1 and 2 threads; also with its second look at each plate), model sizes, decode
+time, peak RSS. Inputs are seeded synthetic crops and
 frames (held-out fonts)."""
 
 from __future__ import annotations
@@ -37,20 +38,48 @@ def run() -> list[dict]:
         ocr = PlateOcr(base / OCR_FILE, threads=threads)
         for c in crops[:10]:
             ocr.scores(c)  # warm-up
-        inf, full = [], []
+        inf, first, full, looks = [], [], [], []
         for _ in range(5):
             for c in crops:
                 t0 = time.perf_counter()
                 ocr.scores(c)
                 t1 = time.perf_counter()
-                ocr.read(c, ["MA", "SA", "EG", "MR"])
+                ocr.read(c, ["MA", "SA", "EG", "MR"], second_look=False)
                 t2 = time.perf_counter()
+                looks.append(ocr.read(c, ["MA", "SA", "EG", "MR"]).looks)
+                t3 = time.perf_counter()
                 inf.append(t1 - t0)
-                full.append(t2 - t1)
+                first.append(t2 - t1)
+                full.append(t3 - t2)
         row(f"ocr_infer_p50_t{threads}", _pct(inf, 50), "ms", "<= 3 ms/plate", "preprocess + TFLite invoke")
         row(f"ocr_infer_p99_t{threads}", _pct(inf, 99), "ms", None, None)
         row(
-            f"ocr_read_p50_t{threads}", _pct(full, 50), "ms", None, "invoke + grammar decode over 4 countries"
+            f"ocr_read_one_look_p50_t{threads}",
+            _pct(first, 50),
+            "ms",
+            None,
+            "invoke + grammar decode over 4 countries",
+        )
+        row(
+            f"ocr_read_p50_t{threads}",
+            _pct(full, 50),
+            "ms",
+            "<= 3 ms/plate",
+            "what the reader runs: + the second look at unsure plates",
+        )
+        row(
+            f"ocr_read_p99_t{threads}",
+            _pct(full, 99),
+            "ms",
+            None,
+            "a plate looked at again: 3 invokes + search",
+        )
+        row(
+            f"ocr_second_look_share_t{threads}",
+            100.0 * float(np.mean(np.array(looks) > 1)),
+            "%",
+            None,
+            "plates whose first read was below the card's second_look_below",
         )
         det = PlateDetector(base / DETECTOR_FILE, threads=threads)
         for f in frames[:3]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
 class CardError(ValueError):
@@ -51,6 +53,19 @@ class OcrSpec(BaseModel):
     country_codes: list[str] = Field(default_factory=list)
     """Order of the country head's classes (empty: no country head)."""
     scores: Literal["probabilities", "logits"] = "probabilities"
+    second_look_below: float | None = Field(default=None, gt=0, le=1)
+    """(``ctc`` only) A first read less confident than this is read again from widened crops and the
+    most likely valid reading over all looks is kept (device.anpr.second_look). None: one look. The
+    value belongs to the model: it is measured on the model's own confidence scale."""
+    second_look_margins: list[tuple[Fraction, Fraction]] = Field(default_factory=list)
+    """(x, y) fractions of the crop's width and height added on each side, one pair per extra look
+    (none: the first look's candidates are re-ranked alone)."""
+
+    @model_validator(mode="after")
+    def _second_look_needs_ctc(self) -> OcrSpec:
+        if self.second_look_below is not None and self.decoder != "ctc":
+            raise ValueError("second_look_below needs decoder 'ctc'")
+        return self
 
 
 class DetectorSpec(BaseModel):

@@ -9,11 +9,13 @@ import cv2
 import numpy as np
 
 from device.anpr.card import CardError, ModelCard, load_card
+from device.anpr.ctc import best_path_tokens
 from device.anpr.grammar import Grammar, decode_best
-from device.anpr.layout import INCOMPLETE_READ_WEIGHT, Token, complete, parse
+from device.anpr.layout import INCOMPLETE_READ_WEIGHT, complete, parse
 from device.anpr.plates import COUNTRIES, DIGITS
 from device.anpr.preprocess import to_gray
 from device.anpr.runtime import Model
+from device.anpr.second_look import candidates, choose, widen
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,35 +24,13 @@ class OcrResult:
     country: str | None
     confidence: float
     char_confidences: tuple[float, ...] = ()
+    looks: int = 1
+    """Model runs behind the read: 1, or 1 + the card's second-look margins (device.anpr.second_look)."""
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
-
-
-def best_path_tokens(probs: np.ndarray, alphabet: list[str], blank_symbol: str, rows: int) -> list[Token]:
-    """CTC best path: argmax per step, repeats merged, blanks dropped, each token tagged with its line.
-
-    ``probs`` is (rows * steps, classes), line after line. A new line starts a new path, so a
-    character ending one line and the same character starting the next stay two characters.
-    """
-    best = probs.argmax(axis=1)
-    blank = alphabet.index(blank_symbol)
-    per_row = probs.shape[0] // max(1, rows)
-    tokens: list[Token] = []
-    prev = blank
-    for t, k in enumerate(best):
-        k = int(k)
-        if t % per_row == 0:
-            prev = blank
-        if k != blank and k == prev and tokens:
-            last = tokens[-1]
-            tokens[-1] = Token(last.char, last.row, max(last.prob, float(probs[t, k])), last.step)
-        elif k != blank:
-            tokens.append(Token(alphabet[k], min(t // per_row, rows - 1), float(probs[t, k]), t))
-        prev = k
-    return tokens
 
 
 class PlateOcr:
@@ -148,13 +128,42 @@ class PlateOcr:
         country, (text, confs, conf) = max(results, key=lambda cr: cr[1][2])
         return OcrResult(text, country, conf, confs)
 
-    def read(self, crop_bgr: np.ndarray, countries: list[str] | None = None) -> OcrResult:
+    def second_look(self, looks: list[np.ndarray], countries: list[str]) -> OcrResult:
+        """The most likely valid reading over several looks' (steps x classes) probabilities."""
+        cands = {}
+        for c in countries:
+            for probs in looks:
+                for text, cand in candidates(
+                    probs, self._masks[c], self.spec.alphabet, self.spec.pad, self.spec.rows, c
+                ).items():
+                    cands.setdefault((c, text), cand)
+        best = choose(looks, list(cands.values()), self.spec.alphabet.index(self.spec.pad), self.spec.rows)
+        if best is None:
+            return OcrResult(None, None, 0.0, looks=len(looks))
+        cand = best.candidate
+        # Confidence on the first look's scale, so that one min_confidence serves both: the looks'
+        # mean first-read confidence in this text (a look that read something else adds 0); a text no
+        # look read outright (a one-character edit) has its CTC probability, lower for the same evidence.
+        agree = [r for p in looks if (r := self.decode_ctc(p, [cand.country])).text == cand.text]
+        conf = max(best.confidence, sum(r.confidence for r in agree) / len(looks))
+        chars = max(agree, key=lambda r: r.confidence).char_confidences if agree else cand.char_confidences
+        return OcrResult(cand.text, cand.country, conf, chars, len(looks))
+
+    def read(
+        self, crop_bgr: np.ndarray, countries: list[str] | None = None, *, second_look: bool = True
+    ) -> OcrResult:
+        """Best valid reading of a plate crop; ``second_look=False`` keeps it to one model run."""
         if self.spec.decoder == "ctc":
             wanted = [c for c in (countries or self.spec.countries) if c in self._masks]
             if not wanted:
                 raise ValueError(f"OCR model supports {self.spec.countries}, asked for {countries}")
             chars, _ = self.scores(crop_bgr)
-            return self.decode_ctc(chars, wanted)
+            first = self.decode_ctc(chars, wanted)
+            below = self.spec.second_look_below
+            if not second_look or below is None or first.confidence >= below:
+                return first
+            more = [self.scores(widen(crop_bgr, fx, fy))[0] for fx, fy in self.spec.second_look_margins]
+            return self.second_look([chars, *more], wanted)
         wanted = [c for c in (countries or self.spec.countries) if c in self._grammars]
         if not wanted:
             raise ValueError(f"OCR model supports {self.spec.countries}, asked for {countries}")

@@ -81,9 +81,11 @@ class PlateReader:
             detector_model_sha256=self.detector.card.sha256,
         )
 
-    def read_crop(self, crop_bgr: np.ndarray, *, country: str | None = None) -> PlateRead:
+    def read_crop(
+        self, crop_bgr: np.ndarray, *, country: str | None = None, second_look: bool = True
+    ) -> PlateRead:
         crop = check_image(crop_bgr, min_side=4)
-        res = self.ocr.read(crop, self._countries(country))
+        res = self.ocr.read(crop, self._countries(country), second_look=second_look)
         text = res.text if res.text and res.confidence >= self.cfg.min_confidence else None
         latin = to_latin(text, res.country) if text and res.country else None
         return self._stamp(
@@ -104,12 +106,14 @@ class PlateReader:
         for det in self.detector.detect_refined(img):
             x, y, bw, bh = det.box
             best: PlateRead | None = None
-            for fx, fy in MARGINS:
+            for i, (fx, fy) in enumerate(MARGINS):
                 mx, my = round(bw * fx), round(bh * fy)
                 crop = img[max(0, y - my) : min(h, y + bh + my), max(0, x - mx) : min(w, x + bw + mx)]
                 if crop.shape[0] < 4 or crop.shape[1] < 4:
                     continue
-                r = self.read_crop(crop, country=country)
+                # The OCR's own second look widens its crop: only the tight one (widening the wide
+                # crop shrinks the glyphs below what the OCR was trained on).
+                r = self.read_crop(crop, country=country, second_look=i == 0)
                 if best is None or (r.text is not None, r.confidence) > (
                     best.text is not None,
                     best.confidence,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from device.anpr.ocr import best_path_tokens
+from device.anpr.ctc import best_path_tokens
 from device.anpr.plates import OCR_ALPHABET
 
 H, W = 48, 160

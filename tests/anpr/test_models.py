@@ -20,12 +20,12 @@ from device.anpr.runtime import interpreter_class
 
 SEED = 90210  # not a training seed (models/train/__main__.py SEEDS)
 BAR = {"clean": 0.98, "degraded": 0.92, "frames": 0.90}
-FLOOR = {"clean": 0.91, "degraded": 0.86, "frames": 0.86}  # measured here: 0.94, 0.89, 0.894
-FLOOR_PER_COUNTRY_CLEAN = {"MR": 0.93, "SA": 0.95, "MA": 0.93}  # measured: MR 41/42, SA 40/40, MA 76/79
-# (EG 31/39 is the weakest: Arabic letters and Arabic-Indic digits in unseen faces.)
+FLOOR = {"clean": 0.91, "degraded": 0.86, "frames": 0.86}  # measured here: 0.95, 0.895, 0.894
+FLOOR_PER_COUNTRY_CLEAN = {"MR": 0.93, "SA": 0.95, "MA": 0.93}  # measured: MR 42/42, SA 40/40, MA 75/79
+# (EG 33/39 is the weakest: Arabic letters and Arabic-Indic digits in unseen faces.)
 FLOOR_COUNTRY_AUTO = 0.91  # measured: 0.94
-FLOOR_EG_COUNTRY_AUTO = 0.65  # measured: 29/38 (without the layout-completeness weight: 0.30 on the card)
-FLOOR_PRECISION = 0.94  # measured: 0.979 of the 94% of reads at confidence >= 0.5
+FLOOR_EG_COUNTRY_AUTO = 0.65  # measured: 28/38 (without the layout-completeness weight: 0.30 on the card)
+FLOOR_PRECISION = 0.94  # measured: 0.978 of the 92.5% of reads at confidence >= 0.5
 
 
 def test_runtime_is_litert_or_tflite_runtime(reader: PlateReader) -> None:
@@ -105,6 +105,33 @@ def test_threads_do_not_change_reads(threads: int, reader: PlateReader) -> None:
         assert (
             r2.read_crop(s.image, country=s.country).text == reader.read_crop(s.image, country=s.country).text
         )
+
+
+def test_ocr_second_look_fixes_more_reads_than_it_breaks(reader: PlateReader) -> None:
+    """The card's second look (device.anpr.second_look) leaves confident first reads alone and, on the
+    unsure ones, must get more plates right than the first look did. Measured here: 8 fixed, 1 broken,
+    86 of 600 looked at again."""
+    import random
+
+    from device.anpr.synth.samples import crop_sample
+
+    spec = reader.ocr.spec
+    assert spec.second_look_below is not None and len(spec.second_look_margins) == 2
+    rng = random.Random(SEED + 6)
+    fixed = broken = looked = 0
+    for _ in range(600):
+        s = crop_sample(rng, split="heldout")  # half of them degraded
+        one = reader.ocr.read(s.image, [s.country], second_look=False)
+        two = reader.ocr.read(s.image, [s.country])
+        if one.confidence >= spec.second_look_below:
+            assert two == one
+            continue
+        looked += 1
+        assert two.looks == 3
+        assert two.text is not None or one.text is None  # the first read is always a candidate
+        fixed += two.text == s.text and one.text != s.text
+        broken += one.text == s.text and two.text != s.text
+    assert looked and fixed > broken, (fixed, broken, looked)
 
 
 def test_second_look_fits_boxes_better(reader: PlateReader) -> None:

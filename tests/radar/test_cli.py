@@ -125,6 +125,9 @@ def test_emulate_prints_a_port_that_answers_like_the_module() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A test run started in the background ignores SIGINT and its children inherit that; Ctrl-C
+        # is what is tested here, so the child gets the default handler back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         port = proc.stdout.readline().strip()

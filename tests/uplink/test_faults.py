@@ -310,13 +310,19 @@ def test_mqtt5_falls_back_to_311_on_an_old_broker(rig):
         old.close()
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT back to its default (a test run started in the background ignores it, and
+    children inherit that), since Ctrl-C is how the process is stopped here."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_registry_cli_process(rig, tmp_path):
     pem = tmp_path / f"{rig.device}.pub.pem"
     pem.write_text(public_pem(rig.key))
     db = tmp_path / "cli-registry.db"
     cmd = [sys.executable, "-m", "device.cli", "registry", "run", "--db", str(db), "--broker",
            f"{rig.broker.host}:{rig.broker.port}", "--device-key", f"{rig.device}={pem}", "--stats-every", "0.2"]  # fmt: skip
-    p = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     try:
         assert "subscribed" in p.stderr.readline()
         rig.client()
