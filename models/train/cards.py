@@ -188,8 +188,6 @@ def det_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
         },
         "quantisation": quant + (" (uint8 image input, float32 outputs)" if quant == "int8" else ""),
         "ops": builtin_ops(path),
-        "notes": "1.1.0: the weights of 1.0.0; the card adds the second look at unsure plates "
-        "(ocr.second_look_below, ocr.second_look_margins)",
         "training": {
             "recipe": RECIPE,
             "frames": sizes["det_train"],
