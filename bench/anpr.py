@@ -1,7 +1,6 @@
 """ANPR latency: OCR per plate (one look, and with the second look at unsure plates) and detector per
 1280x720 frame (p50/p99, 1 and 2 threads; also with its second look at each plate), model sizes, decode
-time, peak RSS. Inputs are seeded synthetic crops and
-frames (held-out fonts)."""
+time, peak RSS. Inputs are seeded synthetic crops and frames (held-out fonts)."""
 
 from __future__ import annotations
 
