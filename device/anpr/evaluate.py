@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from device.anpr.reader import PlateReader
+from device.anpr.synth.render import Typeset
 from device.anpr.synth.samples import crop_sample
 from device.anpr.synth.scene import make_scene
 
@@ -56,11 +57,21 @@ class Tally:
         }
 
 
-def eval_crops(reader: PlateReader, n: int, seed: int, *, degraded: bool, fixed_country: bool) -> Tally:
+def eval_crops(
+    reader: PlateReader,
+    n: int,
+    seed: int,
+    *,
+    degraded: bool,
+    fixed_country: bool,
+    typeset: Typeset = "glyphs",
+) -> Tally:
+    """``typeset`` draws the plates as another generator might (:data:`device.anpr.synth.render.Typeset`):
+    groups set as whole strings, or Arabic letter groups joined."""
     rng = random.Random(seed)
     t = Tally()
     for _ in range(n):
-        s = crop_sample(rng, split="heldout", degraded=degraded)
+        s = crop_sample(rng, split="heldout", degraded=degraded, typeset=typeset)
         r = reader.read_crop(s.image, country=s.country if fixed_country else None)
         ok = r.text == s.text and r.country == s.country
         keys = [f"country:{s.country}", *(f"condition:{c}" for c in s.conditions)]

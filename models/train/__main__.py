@@ -32,6 +32,7 @@ SEEDS = {
     "ocr9_train": 18,
     "ocr10_train": 18,
     "ocr_select": 2,
+    "ocr_recover": 19,
     "det_train": 3,
     "det_select": 4,
     "tf": 1234,
@@ -286,6 +287,30 @@ def cmd_ocr_export() -> None:
     export_ocr(ocr.with_softmax(keras, trained), d["x"], sel["x"], ts)
 
 
+def cmd_ocr_recover() -> None:
+    """Rebuilds the last stage's checkpoint from the committed models/anpr_ocr.tflite (a fresh machine
+    has no models/train/work/), so that ``ocrN`` for a new stage N can start from what is deployed."""
+    from models.train import data, ocr, recover
+
+    last = WORK / f"ocr{max(FINETUNE)}.keras"
+    if last.exists():
+        raise SystemExit(
+            f"{last} exists: it is the trained checkpoint; move it away to recover from the file"
+        )
+    t0 = time.time()
+    calib = data.ocr_dataset(512, SEEDS["ocr_recover"], ocr.H, ocr.W, "train")["x"]
+    sel, ts = _selection()  # crops first: their worker processes fork, Keras' backend must not be loaded
+    import keras
+
+    model = recover.keras_from_tflite(keras, ROOT / "anpr_ocr.tflite", calib)
+    p = model.predict((sel["x"].astype(np.float32) / 255.0)[..., None], verbose=0, batch_size=256)
+    exact = float(np.mean([a == b for a, b in zip(ocr.greedy(p), ts, strict=True)]))
+    model.save(last)
+    log(
+        f"ocr recovered {last.name} from anpr_ocr.tflite in {time.time() - t0:.0f}s, held-out greedy {exact:.4f}"
+    )
+
+
 OCR_LATENCY_MS = 3.0
 """The issue's OCR budget per plate on the development machine (one thread, p50); an export slower than
 this is not committed while another one meets it."""
@@ -392,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
             for k in FINETUNE
         },
         "ocr-export": cmd_ocr_export,
+        "ocr-recover": cmd_ocr_recover,
         "detector": cmd_detector,
         "eval": cmd_eval,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -150,3 +151,58 @@ def test_scene_motion_blur_scales_with_plate_width() -> None:
     assert blur_limit(small) == max(3, round(80 * BLUR_OF_PLATE_WIDTH))
     assert blur_limit(large) == round(300 * BLUR_OF_PLATE_WIDTH) > blur_limit(small)
     assert blur_limit([]) >= 3
+
+
+def _ink_components(gray: np.ndarray) -> list[tuple[int, int, int]]:
+    """(left x, height, area) of each dark connected component (the lettering) of a plate part."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats((gray < 110).astype(np.uint8), connectivity=8)
+    return [(x, h, a) for x, _, _, h, a in stats[1:n] if a >= 12]
+
+
+@pytest.mark.parametrize("font", ["Amiri-Regular.ttf", "ae_AlArabiya.ttf"])
+def test_typeset_joins_letters_and_keeps_digits_left_to_right(font: str) -> None:
+    """A joined letter group is one connected word; spaced digits stay in reading order (the bidi
+    algorithm would put spaced Arabic-Indic digits right to left without the renderer's override)."""
+    ar = [p for p in F.pool("arabic", "train") if p.endswith(font)]
+    la = F.pool("latin", "train")[:1]
+
+    def parts(typeset) -> tuple[np.ndarray, np.ndarray]:
+        img = render_plate("1000-لمس", "EG", random.Random(4), height_px=128, style="private",
+                           arabic_fonts=ar, latin_fonts=la, typeset=typeset)  # fmt: skip
+        g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[int(0.34 * 128) : int(0.9 * 128)]
+        w = g.shape[1]
+        mid = int(0.3 * w) + int((g[:, int(0.3 * w) : int(0.7 * w)] < 110).sum(axis=0).argmax())
+        return g[:, int(0.04 * w) : mid - 3], g[:, mid + 4 : int(0.95 * w)]  # either side of the rule
+
+    (d_glyphs, l_glyphs), (d_strings, l_strings), (_, l_joined) = map(parts, ("glyphs", "strings", "joined"))
+    assert len(_ink_components(l_glyphs)) == len(_ink_components(l_strings)) == 3
+    assert len(_ink_components(l_joined)) == 1
+    for digits in (d_glyphs, d_strings):  # ١٠٠٠: the tall one first, then three small zeros
+        comps = sorted(_ink_components(digits))
+        assert len(comps) == 4
+        assert comps[0][1] == max(h for _, h, _ in comps) > 2 * comps[-1][1]
+
+
+def test_typeset_sets_draw_the_same_plates_another_way() -> None:
+    """A typeset test set is the main set's plates (same seed: same text, country, layout) drawn as
+    another generator draws them, so the two accuracies compare like for like."""
+    for k in range(8):
+        base = crop_sample(random.Random(k), split="heldout")
+        for kind in ("strings", "joined"):
+            other = crop_sample(random.Random(k), split="heldout", typeset=kind)
+            assert (other.text, other.country, other.style) == (base.text, base.country, base.style)
+    differ = [
+        not np.array_equal(crop_sample(random.Random(k), split="heldout").image,
+                           crop_sample(random.Random(k), split="heldout", typeset="strings").image)
+        for k in range(8)
+    ]  # fmt: skip
+    assert sum(differ) >= 6  # (a face without the layout engine's shaping falls back to glyphs)
+
+
+def test_every_face_but_the_wide_pool_is_installed() -> None:
+    """A missing face is skipped silently by ``fonts.pool``, which would change the test sets (and the
+    card's figures would not reproduce) or the training data: scripts/bootstrap.sh installs them all."""
+    faces = F.ARABIC_TRAIN + F.ARABIC_TRAIN_EXTRA + F.ARABIC_HELDOUT
+    faces += F.LATIN_TRAIN + F.LATIN_TRAIN_EXTRA + F.LATIN_HELDOUT
+    missing = sorted({n for n in faces if not (F.ROOT / n).is_file()})
+    assert not missing, f"not installed (add the package to DEB_PKGS in scripts/bootstrap.sh): {missing}"

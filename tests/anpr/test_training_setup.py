@@ -89,3 +89,37 @@ def test_every_stage_has_a_command_seed_and_size() -> None:
         assert spec.get("grow", 0) >= train.FINETUNE.get(k - 1, {}).get("grow", 0)  # networks only grow
     with pytest.raises(SystemExit):  # argparse: no such stage
         train.main([f"ocr{max(train.FINETUNE) + 1}"])
+
+
+def test_recovered_network_computes_what_the_committed_file_computes() -> None:
+    """``models.train ocr-recover``: a fresh machine has no checkpoint, so fine-tuning starts from the
+    network rebuilt out of the committed file. It must read as the file reads, in inference and in
+    training mode (batch statistics), or a new stage would start from a worse model than the deployed one."""
+    import random
+
+    from device.anpr.runtime import Model
+    from device.anpr.synth.samples import crop_sample
+    from models.train import recover
+    from models.train.data import ocr_input
+
+    path = train.ROOT / "anpr_ocr.tflite"
+    rng = random.Random(5)
+    x = np.stack([ocr_input(crop_sample(rng, split="heldout").image, ocr.H, ocr.W) for _ in range(96)])
+    model = recover.keras_from_tflite(keras, path, x[:64])
+    assert ocr.grown(model) == 2
+    runtime = Model(path, threads=1)
+    deployed = []
+    for im in x:
+        runtime.set_input(im, pixel_scale=1 / 255, pixel_offset=0.0)
+        deployed.append(runtime.run()[0].reshape(ocr.ROWS * ocr.STEPS, -1))
+    deployed = np.stack(deployed)
+    x01 = (x / 255.0)[..., None].astype(np.float32)
+    inference = keras.ops.convert_to_numpy(keras.ops.softmax(model(x01, training=False)))
+    assert np.abs(inference - deployed).mean() < 2e-3  # int8 activations vs float: rounding only
+    same = np.mean([a == b for a, b in zip(ocr.greedy(inference), ocr.greedy(deployed), strict=True)])
+    assert same >= 0.9
+    trained = keras.ops.convert_to_numpy(keras.ops.softmax(model(x01[64:], training=True)))
+    same = np.mean([a == b for a, b in zip(ocr.greedy(trained), ocr.greedy(deployed[64:]), strict=True)])
+    assert same >= 0.8
+    with pytest.raises(ValueError, match="convolutions"):
+        recover.keras_from_tflite(keras, train.ROOT / "anpr_detector.tflite", x[:8])

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from device.anpr.plates import ARABIC_INDIC, COUNTRIES
 from device.anpr.synth import fonts as F
 
 BASE_H = 128
+Typeset = Literal["glyphs", "strings", "joined"]
+"""How a plate's groups are drawn. ``glyphs`` (training and the card's main test sets): glyph by glyph
+with even gaps. The other two are habits of other plate generators, for the card's ``typeset`` test sets:
+``strings`` sets each group as one string (the font's own advances and kerning), ``joined`` also draws
+an Arabic letter group as one word, in its connected forms."""
 STYLES = {
     "MA": ("one_line", "two_line"),
     "SA": ("standard",),
@@ -32,7 +38,14 @@ def to_arabic_indic(digits: str) -> str:
 class _Painter:
     """Draws text groups into boxes with fonts picked once per plate."""
 
-    def __init__(self, img: Image.Image, rng: random.Random, arabic: Sequence[str], latin: Sequence[str]):
+    def __init__(
+        self,
+        img: Image.Image,
+        rng: random.Random,
+        arabic: Sequence[str],
+        latin: Sequence[str],
+        typeset: Typeset = "glyphs",
+    ):
         self.img = img
         self.draw = ImageDraw.Draw(img)
         self.rng = rng
@@ -41,6 +54,7 @@ class _Painter:
         self.latin_font = rng.choice(list(latin))
         self.bold = rng.random() < 0.35
         self.fill_h = rng.uniform(0.62, 0.9)
+        self.typeset = typeset
 
     def text(
         self,
@@ -63,6 +77,10 @@ class _Painter:
         if bw < 2 or bh < 2 or not text:
             return
         path = self.arabic_font if arabic else self.latin_font
+        joined = self.typeset == "joined" and rtl and len(text) > 1
+        if self.typeset != "glyphs" and F.font(path, 12).layout_engine == ImageFont.Layout.RAQM:
+            self._string(box, text, path, rtl=rtl, joined=joined, spacing=spacing, ink=ink, fill_h=fill_h)
+            return
         glyphs = list(reversed(text)) if rtl else list(text)
         size = max(6, int(bh * (fill_h or self.fill_h)))
         stroke = 1 if self.bold and size > 24 else 0
@@ -85,6 +103,53 @@ class _Painter:
         for g, b in zip(glyphs, boxes, strict=True):
             self.draw.text((x - b[0], y), g, font=f, fill=fill, stroke_width=stroke, stroke_fill=fill)
             x += b[2] - b[0] + gap
+
+    def _string(
+        self,
+        box: tuple[float, float, float, float],
+        text: str,
+        path: str,
+        *,
+        rtl: bool,
+        joined: bool,
+        spacing: float,
+        ink: tuple[int, ...] | None,
+        fill_h: float | None,
+    ) -> None:
+        """``text`` set as one string by the layout engine: the font's own advances and kerning
+        instead of :meth:`text`'s even gaps, and with ``joined`` an Arabic letter group in its
+        connected (initial, medial, final) forms, as a generator that types the group as a word
+        draws it. Digits are held left to right with a bidi override: spaced Arabic-Indic digits
+        would otherwise be reordered right to left."""
+        x0, y0, x1, y1 = box
+        bw, bh = x1 - x0, y1 - y0
+        sep = "" if joined or (spacing < 1 and self.rng.random() < 0.5) else " "
+        s = sep.join(text)
+        kw = {"direction": "rtl"} if rtl else {"direction": "ltr"}
+        if not rtl:
+            s = "\u202d" + s + "\u202c"  # left-to-right override ... pop
+        size = max(6, int(bh * (fill_h or self.fill_h)))
+        stroke = 1 if self.bold and size > 24 else 0
+        for _ in range(12):
+            f = F.font(path, size)
+            left, top, right, bot = self.draw.textbbox((0, 0), s, font=f, stroke_width=stroke, **kw)
+            if right - left <= bw * 0.96 and bot - top <= bh * 0.98:
+                break
+            size = max(
+                6, int(size * min(0.95, 0.96 * bw / max(1, right - left), 0.98 * bh / max(1, bot - top)))
+            )
+        cx = x0 + bw / 2 + self.rng.uniform(-0.03, 0.03) * bw
+        cy = y0 + bh / 2 + self.rng.uniform(-0.04, 0.04) * bh
+        fill = ink or self.ink
+        self.draw.text(
+            (cx - (left + right) / 2, cy - (top + bot) / 2),
+            s,
+            font=f,
+            fill=fill,
+            stroke_width=stroke,
+            stroke_fill=fill,
+            **kw,
+        )
 
     def word(
         self,
@@ -132,13 +197,18 @@ def _border(p: _Painter, w: int, h: int) -> None:
 
 
 def _ma(
-    groups: list[str], style: str, rng: random.Random, ar: Sequence[str], la: Sequence[str]
+    groups: list[str],
+    style: str,
+    rng: random.Random,
+    ar: Sequence[str],
+    la: Sequence[str],
+    typeset: Typeset = "glyphs",
 ) -> Image.Image:
     digits, letter, region = groups
     if style == "two_line":
         h, w = BASE_H, int(BASE_H * rng.uniform(1.7, 2.1))
         img = _background(w, h, rng)
-        p = _Painter(img, rng, ar, la)
+        p = _Painter(img, rng, ar, la, typeset)
         _border(p, w, h)
         split = h * rng.uniform(0.42, 0.5)
         m = w * 0.06
@@ -150,7 +220,7 @@ def _ma(
         return img
     h, w = BASE_H, int(BASE_H * rng.uniform(4.2, 4.9))
     img = _background(w, h, rng)
-    p = _Painter(img, rng, ar, la)
+    p = _Painter(img, rng, ar, la, typeset)
     _border(p, w, h)
     a = rng.uniform(0.5, 0.58)
     b = a + rng.uniform(0.17, 0.21)
@@ -164,12 +234,14 @@ def _ma(
     return img
 
 
-def _sa(groups: list[str], rng: random.Random, ar: Sequence[str], la: Sequence[str]) -> Image.Image:
+def _sa(
+    groups: list[str], rng: random.Random, ar: Sequence[str], la: Sequence[str], typeset: Typeset = "glyphs"
+) -> Image.Image:
     digits, letters = groups
     spec = COUNTRIES["SA"]
     h, w = BASE_H, int(BASE_H * rng.uniform(2.2, 2.7))
     img = _background(w, h, rng)
-    p = _Painter(img, rng, ar, la)
+    p = _Painter(img, rng, ar, la, typeset)
     _border(p, w, h)
     strip = w * rng.uniform(0.12, 0.16)
     main = w - strip
@@ -193,12 +265,17 @@ _EG_BANDS = {"private": (200, 140, 40), "taxi": (40, 140, 230), "truck": (40, 60
 
 
 def _eg(
-    groups: list[str], style: str, rng: random.Random, ar: Sequence[str], la: Sequence[str]
+    groups: list[str],
+    style: str,
+    rng: random.Random,
+    ar: Sequence[str],
+    la: Sequence[str],
+    typeset: Typeset = "glyphs",
 ) -> Image.Image:
     digits, letters = groups
     h, w = BASE_H, int(BASE_H * rng.uniform(1.8, 2.2))
     img = _background(w, h, rng)
-    p = _Painter(img, rng, ar, la)
+    p = _Painter(img, rng, ar, la, typeset)
     band = h * rng.uniform(0.24, 0.3)
     col = tuple(max(0, min(255, c + rng.randint(-30, 30))) for c in _EG_BANDS[style])
     p.draw.rectangle([0, 0, w, band], fill=col)
@@ -213,11 +290,13 @@ def _eg(
     return img
 
 
-def _mr(groups: list[str], rng: random.Random, ar: Sequence[str], la: Sequence[str]) -> Image.Image:
+def _mr(
+    groups: list[str], rng: random.Random, ar: Sequence[str], la: Sequence[str], typeset: Typeset = "glyphs"
+) -> Image.Image:
     digits, letters, region = groups
     h, w = BASE_H, int(BASE_H * rng.uniform(4.2, 4.9))
     img = _background(w, h, rng)
-    p = _Painter(img, rng, ar, la)
+    p = _Painter(img, rng, ar, la, typeset)
     _border(p, w, h)
     flag = w * rng.uniform(0.09, 0.12)
     p.draw.rectangle([8, 0.12 * h, flag, 0.6 * h], fill=(0, 120 + rng.randint(-20, 20), 60))
@@ -240,11 +319,14 @@ def render(
     style: str | None = None,
     arabic_fonts: Sequence[str] | None = None,
     latin_fonts: Sequence[str] | None = None,
+    typeset: Typeset = "glyphs",
 ) -> np.ndarray:
     """BGR uint8 image of plate ``text`` (format of :mod:`device.anpr.plates`), ``height_px`` high.
 
     ``style`` picks a layout variant (``STYLES[country]``, e.g. Morocco ``one_line``/``two_line``);
     None draws one. Fonts default to every usable Debian font; training passes its own pool.
+    ``typeset`` (:data:`Typeset`) sets the groups as whole strings, or joins Arabic letter groups into
+    words, as other plate generators do (:meth:`_Painter._string`).
     """
     if country not in COUNTRIES:
         raise ValueError(f"unknown country {country!r}; known: {sorted(COUNTRIES)}")
@@ -260,13 +342,13 @@ def render(
     ar = arabic_fonts or F.pool("arabic", "all")
     la = latin_fonts or F.pool("latin", "all")
     if country == "MA":
-        img = _ma(groups, style, rng, ar, la)
+        img = _ma(groups, style, rng, ar, la, typeset)
     elif country == "SA":
-        img = _sa(groups, rng, ar, la)
+        img = _sa(groups, rng, ar, la, typeset)
     elif country == "EG":
-        img = _eg(groups, style, rng, ar, la)
+        img = _eg(groups, style, rng, ar, la, typeset)
     else:
-        img = _mr(groups, rng, ar, la)
+        img = _mr(groups, rng, ar, la, typeset)
     w = max(4, round(img.width * height_px / img.height))
     img = img.resize(
         (w, height_px), Image.Resampling.LANCZOS if height_px < BASE_H else Image.Resampling.BICUBIC

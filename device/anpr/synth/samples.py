@@ -14,6 +14,7 @@ import numpy as np
 
 from device.anpr.synth import STYLES, augment, random_plate, render_plate
 from device.anpr.synth import fonts as F
+from device.anpr.synth.render import Typeset
 from device.anpr.synth.scene import Scene, make_scene
 
 COUNTRY_WEIGHTS = {"MA": 0.4, "SA": 0.2, "EG": 0.2, "MR": 0.2}
@@ -64,10 +65,12 @@ def crop_sample(
     country: str | None = None,
     margins: str = "tight",
     variety: bool = False,
+    typeset: Typeset = "glyphs",
 ) -> CropSample:
     """One labelled crop. ``variety`` (the OCR's training stages 3 and 4) adds warped glyph outlines
     (:func:`.augment.glyph_warp`), plates as small as a distant car's in a 1280x720 frame, and more
-    Egyptian plates; without it the draws are unchanged, so older seeds give the same crops."""
+    Egyptian plates; without it the draws are unchanged, so older seeds give the same crops.
+    ``typeset`` passes on to the renderer (:data:`.render.Typeset`): other generators' habits."""
     country = country or pick_country(rng, weights=VARIETY_WEIGHTS if variety else None)
     text, latin = random_plate(country, rng)
     ar, la = F.pool("arabic", split), F.pool("latin", split)
@@ -75,7 +78,14 @@ def crop_sample(
     one_line = style in ("one_line", "standard") and country in ("MA", "MR")
     low = (18 if one_line else 26) if variety else (28 if one_line else 40)
     plate = render_plate(
-        text, country, rng, height_px=rng.randint(low, 110), style=style, arabic_fonts=ar, latin_fonts=la
+        text,
+        country,
+        rng,
+        height_px=rng.randint(low, 110),
+        style=style,
+        arabic_fonts=ar,
+        latin_fonts=la,
+        typeset=typeset,
     )
     if variety and rng.random() < 0.5:
         plate = augment.glyph_warp(plate, rng)
