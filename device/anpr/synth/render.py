@@ -77,9 +77,8 @@ class _Painter:
         if bw < 2 or bh < 2 or not text:
             return
         path = self.arabic_font if arabic else self.latin_font
-        joined = self.typeset == "joined" and rtl and len(text) > 1
         if self.typeset != "glyphs" and F.font(path, 12).layout_engine == ImageFont.Layout.RAQM:
-            self._string(box, text, path, rtl=rtl, joined=joined, spacing=spacing, ink=ink, fill_h=fill_h)
+            self._string(box, text, path, rtl=rtl, spacing=spacing, ink=ink, fill_h=fill_h)
             return
         glyphs = list(reversed(text)) if rtl else list(text)
         size = max(6, int(bh * (fill_h or self.fill_h)))
@@ -111,18 +110,18 @@ class _Painter:
         path: str,
         *,
         rtl: bool,
-        joined: bool,
         spacing: float,
         ink: tuple[int, ...] | None,
         fill_h: float | None,
     ) -> None:
         """``text`` set as one string by the layout engine: the font's own advances and kerning
-        instead of :meth:`text`'s even gaps, and with ``joined`` an Arabic letter group in its
+        instead of :meth:`text`'s even gaps, and when ``joined`` an Arabic letter group in its
         connected (initial, medial, final) forms, as a generator that types the group as a word
         draws it. Digits are held left to right with a bidi override: spaced Arabic-Indic digits
         would otherwise be reordered right to left."""
         x0, y0, x1, y1 = box
         bw, bh = x1 - x0, y1 - y0
+        joined = self.typeset == "joined" and rtl and len(text) > 1
         sep = "" if joined or (spacing < 1 and self.rng.random() < 0.5) else " "
         s = sep.join(text)
         kw = {"direction": "rtl"} if rtl else {"direction": "ltr"}
@@ -202,7 +201,7 @@ def _ma(
     rng: random.Random,
     ar: Sequence[str],
     la: Sequence[str],
-    typeset: Typeset = "glyphs",
+    typeset: Typeset,
 ) -> Image.Image:
     digits, letter, region = groups
     if style == "two_line":
@@ -235,7 +234,7 @@ def _ma(
 
 
 def _sa(
-    groups: list[str], rng: random.Random, ar: Sequence[str], la: Sequence[str], typeset: Typeset = "glyphs"
+    groups: list[str], rng: random.Random, ar: Sequence[str], la: Sequence[str], typeset: Typeset
 ) -> Image.Image:
     digits, letters = groups
     spec = COUNTRIES["SA"]
@@ -270,7 +269,7 @@ def _eg(
     rng: random.Random,
     ar: Sequence[str],
     la: Sequence[str],
-    typeset: Typeset = "glyphs",
+    typeset: Typeset,
 ) -> Image.Image:
     digits, letters = groups
     h, w = BASE_H, int(BASE_H * rng.uniform(1.8, 2.2))
@@ -291,7 +290,7 @@ def _eg(
 
 
 def _mr(
-    groups: list[str], rng: random.Random, ar: Sequence[str], la: Sequence[str], typeset: Typeset = "glyphs"
+    groups: list[str], rng: random.Random, ar: Sequence[str], la: Sequence[str], typeset: Typeset
 ) -> Image.Image:
     digits, letters, region = groups
     h, w = BASE_H, int(BASE_H * rng.uniform(4.2, 4.9))
