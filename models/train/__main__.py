@@ -94,16 +94,26 @@ def _tflite_predict(tf, blob: bytes, x: np.ndarray) -> list[np.ndarray]:
     return [it.get_tensor(o["index"]) for o in outs]
 
 
-def _ocr_data(n: int, seed: int, split: str, margins: str = "tight", variety: bool = False) -> dict:
+def _ocr_data(
+    n: int, seed: int, split: str, margins: str = "tight", variety: bool = False, restyle: bool = False
+) -> dict:
     from models.train import data, ocr
 
     tag = ("" if margins == "tight" else f"_{margins}") + ("_variety" if variety else "")
+    tag += "_restyle" if restyle else ""
     cache = WORK / f"ocr_lines_data_{n}_{seed}_{split}{tag}.npz"
     if cache.exists():  # same seed and size give the same crops: reuse them between runs
         return dict(np.load(cache))
-    d = data.ocr_dataset(n, seed, ocr.H, ocr.W, split, margins=margins, variety=variety)
+    d = data.ocr_dataset(n, seed, ocr.H, ocr.W, split, margins=margins, variety=variety, restyle=restyle)
+    WORK.mkdir(parents=True, exist_ok=True)  # a fresh clone has no work/ yet
     np.savez(cache, **d)
     return d
+
+
+def _calibration() -> np.ndarray:
+    """The int8 export's calibration crops: stage 1's first 1000 (chunks are seeded by their index, so
+    these are the very crops ``cmd_ocr`` calibrates with, without generating the other 59 000)."""
+    return _ocr_data(1000, SEEDS["ocr_train"], "train")["x"]
 
 
 def _selection() -> tuple[dict, list[str]]:
@@ -194,6 +204,7 @@ def _stage_data(stage: int) -> dict:
         spec.get("split", "train_extended"),
         margins=spec["margins"],
         variety=spec["variety"],
+        restyle=spec.get("restyle", False),
     )
 
 
@@ -248,6 +259,7 @@ def cmd_finetune(stages: tuple[int, ...]) -> None:
     _require_stage_fonts(stages)
     t0 = time.time()
     sel, ts = _selection()
+    calib = _calibration()
     _prepare_stage_data(stages, t0)
 
     import keras
@@ -265,26 +277,25 @@ def cmd_finetune(stages: tuple[int, ...]) -> None:
             f"ocr stages {stages} trained under {keras.backend.backend()}; export: python -m models.train ocr-export"
         )
         return
-    d = _ocr_data(SIZES["ocr_train"], SEEDS["ocr_train"], "train")
-    export_ocr(ocr.with_softmax(keras, trained), d["x"], sel["x"], ts)
+    export_ocr(ocr.with_softmax(keras, trained), calib, sel["x"], ts)
     log(f"ocr stages {stages} done in {time.time() - t0:.0f}s")
 
 
 def cmd_ocr_export() -> None:
     """Exports the last stage's checkpoint in models/train/work/ (e.g. of a run cut short, or one
     trained on another machine)."""
+    calib = _calibration()
+    sel, ts = _selection()  # crops first: their worker processes fork, Keras' backend must not be loaded
     import keras
 
     from models.train import ocr
 
-    d = _ocr_data(SIZES["ocr_train"], SEEDS["ocr_train"], "train")
-    sel, ts = _selection()
     last = next(
         p for p in (WORK / f"ocr{k}.keras" for k in (*sorted(FINETUNE, reverse=True), "")) if p.exists()
     )
     log(f"ocr export from {last.name}")
     trained = keras.models.load_model(last, compile=False)
-    export_ocr(ocr.with_softmax(keras, trained), d["x"], sel["x"], ts)
+    export_ocr(ocr.with_softmax(keras, trained), calib, sel["x"], ts)
 
 
 def cmd_ocr_recover() -> None:

@@ -63,16 +63,56 @@ STAGES = {
 
 
 def builtin_ops(path: Path) -> list[str]:
-    """The operators the flatbuffer really uses, read by the TFLite interpreter (not a hand-kept list)."""
-    import tensorflow as tf
+    """The operators the flatbuffer really uses, read by a TFLite interpreter (not a hand-kept list):
+    LiteRT's (the runtime's own), or TensorFlow's where LiteRT is not installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
 
-    it = tf.lite.Interpreter(model_path=str(path))
+        Interpreter = tf.lite.Interpreter
+    it = Interpreter(model_path=str(path))
     return sorted({d["op_name"] for d in it._get_ops_details()})
 
 
-def _timing(work: Path) -> dict:
-    p = work / "timing.json"
-    return json.loads(p.read_text()) if p.exists() else {}
+def _timing(root: Path, work: Path) -> dict:
+    """Run times recorded by the training commands (work/timing.json), over those of the committed
+    cards: a machine that trained only a new stage, or none (``eval`` alone), keeps the earlier stages'
+    recorded times instead of writing them as unknown."""
+    return {**_card_timing(root), **_json(work / "timing.json")}
+
+
+def _json(p: Path) -> dict:
+    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
+
+
+def _card_timing(root: Path) -> dict:
+    """timing.json's keys as the committed cards in ``root`` hold them."""
+    ocr, det = (
+        _json(root / "anpr_ocr.json").get("training", {}),
+        _json(root / "anpr_detector.json").get("training", {}),
+    )
+    out = {
+        "ocr_s": ocr.get("run_time_s"),
+        "ocr_train_s": ocr.get("run_time_train_s"),
+        "detector_s": det.get("run_time_s"),
+    }
+    for key, stage in ocr.items():
+        if key.startswith("stage") and isinstance(stage, dict):
+            out[f"ocr_{key}_s"] = stage.get("run_time_s")
+            out[f"ocr_{key}_data_s"] = stage.get("data_time_s")
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _quant(root: Path, work: Path, name: str, record: str) -> str:
+    """The export's quantisation (work/<record>), else the committed card's if it describes this very
+    file (same sha256), else unknown."""
+    if (work / record).exists():
+        return (work / record).read_text().strip()
+    card = _json(root / f"{name}.json")
+    if card.get("sha256") == file_sha256(root / f"{name}.tflite") and card.get("quantisation"):
+        return str(card["quantisation"]).split(" ")[0]
+    return "unknown"
 
 
 SECOND_LOOK_BELOW = 0.8
@@ -85,7 +125,7 @@ and that gains as much as looking again at every plate."""
 
 def ocr_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) -> dict:
     path = root / "anpr_ocr.tflite"
-    quant = (work / "ocr_quant.txt").read_text().strip() if (work / "ocr_quant.txt").exists() else "unknown"
+    quant = _quant(root, work, "anpr_ocr", "ocr_quant.txt")
     return {
         "name": "radarcam-anpr-ocr",
         "version": "1.1.0",
@@ -129,8 +169,12 @@ def ocr_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
                     "epochs": sizes.get(f"ocr{k}_epochs"),
                     "data_seed": seeds.get(f"ocr{k}_train"),
                     "recipe": recipe,
-                    "run_time_s": _timing(work).get(f"ocr_stage{k}_s"),
-                    **({"data_time_s": _timing(work).get(f"ocr_stage{k}_data_s")} if k in GPU_STAGES else {}),
+                    "run_time_s": _timing(root, work).get(f"ocr_stage{k}_s"),
+                    **(
+                        {"data_time_s": _timing(root, work).get(f"ocr_stage{k}_data_s")}
+                        if k in GPU_STAGES
+                        else {}
+                    ),
                     **({"machine": GPU_MACHINE} if k in GPU_STAGES else {}),
                 }
                 for k, recipe in STAGES.items()
@@ -147,8 +191,8 @@ def ocr_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
                 "selection": seeds["ocr_select"],
             },
             "command": "python -m models.train ocr (stages 1-10 + export); ocrN = from stage N",
-            "run_time_s": _timing(work).get("ocr_s"),
-            "run_time_train_s": _timing(work).get("ocr_train_s"),
+            "run_time_s": _timing(root, work).get("ocr_s"),
+            "run_time_train_s": _timing(root, work).get("ocr_train_s"),
             "machine": f"{platform.machine()} {platform.processor() or ''} (2 shared CPU cores)".strip(),
             "text_format": "groups joined by '-', ASCII digits, letters in the plate's script, Arabic "
             "letter groups in logical order",
@@ -161,7 +205,7 @@ def ocr_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
 
 def det_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) -> dict:
     path = root / "anpr_detector.tflite"
-    quant = (work / "det_quant.txt").read_text().strip() if (work / "det_quant.txt").exists() else "unknown"
+    quant = _quant(root, work, "anpr_detector", "det_quant.txt")
     return {
         "name": "radarcam-anpr-detector",
         "version": "1.0.0",
@@ -198,7 +242,7 @@ def det_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
                 "selection": seeds["det_select"],
             },
             "command": "python -m models.train detector",
-            "run_time_s": _timing(work).get("detector_s"),
+            "run_time_s": _timing(root, work).get("detector_s"),
         },
         "metrics": metrics,
     }

@@ -206,3 +206,60 @@ def test_every_face_but_the_wide_pool_is_installed() -> None:
     faces += F.LATIN_TRAIN + F.LATIN_TRAIN_EXTRA + F.LATIN_HELDOUT
     missing = sorted({n for n in faces if not (F.ROOT / n).is_file()})
     assert not missing, f"not installed (add the package to DEB_PKGS in scripts/bootstrap.sh): {missing}"
+
+
+def _bars() -> np.ndarray:
+    """Two 12 px dark bars at +45 and -45 degrees, a small ring and a full-width border line."""
+    img = np.full((120, 400, 3), 230, np.uint8)
+    cv2.line(img, (30, 100), (110, 20), (20, 20, 20), 12)  # rising: +45 degrees (image y points down)
+    cv2.line(img, (150, 20), (230, 100), (20, 20, 20), 12)  # falling: -45 degrees
+    cv2.circle(img, (320, 60), 14, (20, 20, 20), 3)  # thinner than the bars: a glyph like ه
+    img[112:116, :] = 20  # border: wider than 40 % of the plate, never restyled
+    return img
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pen_thins_strokes_across_the_nib_and_keeps_those_along_it(seed: int) -> None:
+    from device.anpr.synth import augment
+
+    img = _bars()
+    out = augment.pen(img, random.Random(seed))
+    assert out.shape == img.shape and out.dtype == np.uint8
+
+    def ink(a: np.ndarray, x0: int, x1: int, y0: int = 0, y1: int = 110) -> int:
+        return int((a[y0:y1, x0:x1].mean(axis=2) < 125).sum())
+
+    kept = sorted(ink(out, *r) / ink(img, *r) for r in ((15, 125), (135, 245)))
+    # One bar thinned, the one nearer the nib's direction kept (more): the pen's contrast.
+    assert kept[0] < 0.9 and kept[1] > 0.7 and kept[1] - kept[0] > 0.1
+    assert ink(out, 295, 345) >= 0.5 * ink(img, 295, 345)  # the thin ring does not vanish
+    assert np.array_equal(out[112:116], img[112:116])
+
+
+def test_pen_leaves_a_plate_without_dark_lettering_alone() -> None:
+    from device.anpr.synth import augment
+
+    flat = np.full((40, 120, 3), 200, np.uint8)
+    assert np.array_equal(augment.pen(flat, random.Random(1)), flat)
+
+
+def test_restyle_is_reproducible_and_leaves_other_draws_alone() -> None:
+    def draw(**kw) -> list:
+        rng = random.Random(8)
+        return [crop_sample(rng, split="train_wide", degraded=False, variety=True, **kw) for _ in range(40)]
+
+    plain, off, a, b = draw(), draw(restyle=False), draw(restyle=True), draw(restyle=True)
+    assert all(np.array_equal(p.image, q.image) for p, q in zip(plain, off, strict=True))
+    assert all(np.array_equal(p.image, q.image) and p.text == q.text for p, q in zip(a, b, strict=True))
+    assert sum(p.text != q.text for p, q in zip(plain, a, strict=True)) > 20  # other plates drawn
+
+
+def test_a_smaller_set_is_the_start_of_a_larger_one() -> None:
+    """Chunks are seeded by their index, so the export's 1000 calibration crops are the first 1000 of
+    stage 1's 60 000 without generating the rest (``_calibration``)."""
+    from models.train import data
+
+    small = data.ocr_dataset(500, 11, 48, 160, "train", workers=1)  # in-process: nothing forks
+    large = data.ocr_dataset(520, 11, 48, 160, "train", workers=1)
+    assert np.array_equal(small["x"], large["x"][:500])
+    assert list(small["text"]) == list(large["text"][:500])

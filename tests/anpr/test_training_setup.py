@@ -123,3 +123,34 @@ def test_recovered_network_computes_what_the_committed_file_computes() -> None:
     assert same >= 0.8
     with pytest.raises(ValueError, match="convolutions"):
         recover.keras_from_tflite(keras, train.ROOT / "anpr_detector.tflite", x[:8])
+
+
+def test_cards_keep_the_committed_records_when_work_has_none(tmp_path) -> None:
+    """``models.train eval`` on a machine that did not train (no work/timing.json, no quantisation
+    record) must not turn the committed cards' run times and quantisation into null/unknown."""
+    import json
+    import shutil
+
+    from models.train import cards
+
+    root = tmp_path / "models"
+    root.mkdir()
+    for name in ("anpr_ocr", "anpr_detector"):
+        for ext in (".tflite", ".json"):
+            shutil.copy(train.ROOT / f"{name}{ext}", root / f"{name}{ext}")
+    committed = json.loads((root / "anpr_ocr.json").read_text(encoding="utf-8"))
+    work = tmp_path / "work"
+    work.mkdir()
+    card = cards.ocr_card(root, work, train.SEEDS, train.SIZES, {})
+    assert card["quantisation"] == committed["quantisation"]
+    assert card["ops"] == committed["ops"]
+    for key in ("run_time_s", "run_time_train_s"):
+        assert card["training"][key] == committed["training"][key] is not None
+    assert card["training"]["stage10"]["run_time_s"] == committed["training"]["stage10"]["run_time_s"]
+    det = cards.det_card(root, work, train.SEEDS, train.SIZES, {})
+    assert det["training"]["run_time_s"] is not None and det["quantisation"] != "unknown"
+    # A record of this machine's run wins; a file the card does not describe gets no borrowed quantisation.
+    (work / "timing.json").write_text(json.dumps({"ocr_s": 1.5}))
+    assert cards.ocr_card(root, work, train.SEEDS, train.SIZES, {})["training"]["run_time_s"] == 1.5
+    (root / "anpr_ocr.tflite").write_bytes((root / "anpr_ocr.tflite").read_bytes() + b"\0")
+    assert cards.ocr_card(root, work, train.SEEDS, train.SIZES, {})["quantisation"] == "unknown"

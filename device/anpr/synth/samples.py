@@ -52,6 +52,8 @@ def _background_patch(h: int, w: int, rng: random.Random) -> np.ndarray:
     return np.clip(img + g, 0, 255).astype(np.uint8)
 
 
+RESTYLE_TYPESETS: tuple[Typeset, ...] = ("glyphs", "strings", "joined")
+
 CROP_MARGINS = {"tight": (0.12, 0.2), "wide": (0.25, 0.45)}
 """Largest crop margin per side, as fractions of the plate's (width, height): ``tight`` is a good
 detector box, ``wide`` covers the reader's wider retry crop (device.anpr.reader.MARGINS)."""
@@ -66,13 +68,19 @@ def crop_sample(
     margins: str = "tight",
     variety: bool = False,
     typeset: Typeset = "glyphs",
+    restyle: bool = False,
 ) -> CropSample:
     """One labelled crop. ``variety`` (the OCR's training stages 3 and 4) adds warped glyph outlines
     (:func:`.augment.glyph_warp`), plates as small as a distant car's in a 1280x720 frame, and more
     Egyptian plates; without it the draws are unchanged, so older seeds give the same crops.
-    ``typeset`` passes on to the renderer (:data:`.render.Typeset`): other generators' habits."""
+    ``typeset`` passes on to the renderer (:data:`.render.Typeset`): other generators' habits.
+    ``restyle`` (a training recipe tried on a CPU, models/README.md; no committed stage uses it yet)
+    draws the typeset per plate instead (glyphs 60 %, strings
+    20 %, joined 20 %) and gives 30 % of the plates a broad pen's stroke contrast (:func:`.augment.pen`)."""
     country = country or pick_country(rng, weights=VARIETY_WEIGHTS if variety else None)
     text, latin = random_plate(country, rng)
+    if restyle:
+        typeset = rng.choices(RESTYLE_TYPESETS, weights=(0.6, 0.2, 0.2))[0]
     ar, la = F.pool("arabic", split), F.pool("latin", split)
     style = rng.choice(STYLES[country])
     one_line = style in ("one_line", "standard") and country in ("MA", "MR")
@@ -87,6 +95,8 @@ def crop_sample(
         latin_fonts=la,
         typeset=typeset,
     )
+    if restyle and rng.random() < 0.3:
+        plate = augment.pen(plate, rng)
     if variety and rng.random() < 0.5:
         plate = augment.glyph_warp(plate, rng)
     # (No draw for the other splits, so their seeds keep their data.)
