@@ -126,6 +126,7 @@ and that gains as much as looking again at every plate."""
 def ocr_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) -> dict:
     path = root / "anpr_ocr.tflite"
     quant = _quant(root, work, "anpr_ocr", "ocr_quant.txt")
+    timing = _timing(root, work)
     return {
         "name": "radarcam-anpr-ocr",
         "version": "1.1.0",
@@ -169,12 +170,8 @@ def ocr_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
                     "epochs": sizes.get(f"ocr{k}_epochs"),
                     "data_seed": seeds.get(f"ocr{k}_train"),
                     "recipe": recipe,
-                    "run_time_s": _timing(root, work).get(f"ocr_stage{k}_s"),
-                    **(
-                        {"data_time_s": _timing(root, work).get(f"ocr_stage{k}_data_s")}
-                        if k in GPU_STAGES
-                        else {}
-                    ),
+                    "run_time_s": timing.get(f"ocr_stage{k}_s"),
+                    **({"data_time_s": timing.get(f"ocr_stage{k}_data_s")} if k in GPU_STAGES else {}),
                     **({"machine": GPU_MACHINE} if k in GPU_STAGES else {}),
                 }
                 for k, recipe in STAGES.items()
@@ -191,8 +188,8 @@ def ocr_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
                 "selection": seeds["ocr_select"],
             },
             "command": "python -m models.train ocr (stages 1-10 + export); ocrN = from stage N",
-            "run_time_s": _timing(root, work).get("ocr_s"),
-            "run_time_train_s": _timing(root, work).get("ocr_train_s"),
+            "run_time_s": timing.get("ocr_s"),
+            "run_time_train_s": timing.get("ocr_train_s"),
             "machine": f"{platform.machine()} {platform.processor() or ''} (2 shared CPU cores)".strip(),
             "text_format": "groups joined by '-', ASCII digits, letters in the plate's script, Arabic "
             "letter groups in logical order",
@@ -206,6 +203,7 @@ def ocr_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
 def det_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) -> dict:
     path = root / "anpr_detector.tflite"
     quant = _quant(root, work, "anpr_detector", "det_quant.txt")
+    timing = _timing(root, work)
     return {
         "name": "radarcam-anpr-detector",
         "version": "1.0.0",
@@ -242,7 +240,7 @@ def det_card(root: Path, work: Path, seeds: dict, sizes: dict, metrics: dict) ->
                 "selection": seeds["det_select"],
             },
             "command": "python -m models.train detector",
-            "run_time_s": _timing(root, work).get("detector_s"),
+            "run_time_s": timing.get("detector_s"),
         },
         "metrics": metrics,
     }

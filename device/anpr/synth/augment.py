@@ -85,21 +85,17 @@ def pen(img: np.ndarray, rng: random.Random) -> np.ndarray:
             break
         n -= 2
     keep_ink = cv2.resize(stroke, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-    paper = np.median(img[ink == 0], axis=0).astype(np.float32)
-    out = img.astype(np.float32)
-    # A glyph thinner than the plate's typical stroke would all but vanish (its label with it): such
-    # components keep their own strokes.
+    # A glyph thinner than the plate's typical stroke would all but vanish (its label with it): only
+    # components that keep at least half their ink are restyled, each with its anti-aliased fringe.
     lab = np.where(glyphs > 0, labels, 0).ravel()
-    kept = np.bincount(lab, weights=keep_ink.ravel(), minlength=n_cc) / np.maximum(
-        1, np.bincount(lab, minlength=n_cc)
-    )
-    keep_ink = np.where((kept < 0.5)[labels] & (glyphs > 0), 1.0, keep_ink)
-    near = cv2.dilate(
-        np.where((kept >= 0.5)[labels] & (glyphs > 0), 255, 0).astype(np.uint8), np.ones((3, 3), np.uint8)
-    )
-    rim = near > 0  # the restyled glyphs with their anti-aliased fringe
+    kept = np.bincount(lab, weights=keep_ink.ravel(), minlength=n_cc)
+    kept /= np.maximum(1, np.bincount(lab, minlength=n_cc))
+    thin = (kept < 0.5)[labels] & (glyphs > 0)
+    restyled = np.where((glyphs > 0) & ~thin, 255, 0).astype(np.uint8)
+    rim = (cv2.dilate(restyled, np.ones((3, 3), np.uint8)) > 0) & ~thin
     fade = np.where(rim, 1.0 - keep_ink, 0.0)[..., None]  # ink that the nib takes away
-    return np.clip(out * (1 - fade) + paper * fade, 0, 255).astype(np.uint8)
+    paper = np.median(img[ink == 0], axis=0).astype(np.float32)
+    return np.clip(img * (1 - fade) + paper * fade, 0, 255).astype(np.uint8)
 
 
 def glyph_warp(img: np.ndarray, rng: random.Random, amplitude: float | None = None) -> np.ndarray:

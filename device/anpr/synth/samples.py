@@ -75,8 +75,8 @@ def crop_sample(
     Egyptian plates; without it the draws are unchanged, so older seeds give the same crops.
     ``typeset`` passes on to the renderer (:data:`.render.Typeset`): other generators' habits.
     ``restyle`` (a training recipe tried on a CPU, models/README.md; no committed stage uses it yet)
-    draws the typeset per plate instead (glyphs 60 %, strings
-    20 %, joined 20 %) and gives 30 % of the plates a broad pen's stroke contrast (:func:`.augment.pen`)."""
+    draws the typeset per plate instead (glyphs 60 %, strings 20 %, joined 20 %) and gives 30 % of the
+    plates a broad pen's stroke contrast (:func:`.augment.pen`)."""
     country = country or pick_country(rng, weights=VARIETY_WEIGHTS if variety else None)
     text, latin = random_plate(country, rng)
     if restyle:
