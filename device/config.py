@@ -17,13 +17,18 @@ import tempfile
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+SIGNING_KEY_DIRS: tuple[Path, ...] = (Path("/etc/radarcam/keys"),)
+"""Where installs keep the signing key (systemd/radarcam.service loads it from there): no setting that
+names a file for the uplink may point into one (see ``Config._uplink_never_reads_the_key``)."""
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- device / site
@@ -48,6 +53,20 @@ class TimeWindow(_Section):
     start: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "00:00"
     end: Annotated[str, Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$")] = "24:00"
     limit_kmh: Annotated[float, Field(gt=0, le=300)]
+
+    @model_validator(mode="after")
+    def _proper_span(self) -> TimeWindow:
+        """A window that never matches would be a silently ignored limit: refused instead."""
+        if not self.days:
+            raise ValueError("a time window needs at least one day")
+        if self.end > "24:00":
+            raise ValueError(f"end {self.end} is after 24:00")
+        if self.start >= self.end:
+            raise ValueError(
+                f"start {self.start} must be before end {self.end}; a window across midnight is two "
+                f"windows ({self.start}-24:00 and 00:00-{self.end}, the second on the following days)"
+            )
+        return self
 
 
 class LaneConfig(_Section):
@@ -77,6 +96,18 @@ class SiteConfig(_Section):
         default_factory=lambda: [LaneConfig(id="1", direction="inbound", limit_kmh=60.0)]
     )
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        """Checked here, not at the first pass: a typo must fail ``config check``, not the daemon."""
+        try:
+            ZoneInfo(v)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(
+                f"unknown IANA time zone {v!r} (e.g. 'Africa/Casablanca', 'Asia/Riyadh')"
+            ) from None
+        return v
+
     @model_validator(mode="after")
     def _unique_lanes(self) -> SiteConfig:
         ids = [lane.id for lane in self.lanes]
@@ -101,7 +132,7 @@ class RadarCalibration(_Section):
 class RadarConfig(_Section):
     driver: Literal["ops24x"] = "ops24x"
     port: str = "/dev/radar"
-    baudrate: int = 115200
+    baudrate: Annotated[int, Field(ge=1200, le=4_000_000)] = 115200
     model: str = "OPS243-A"
     serial_number: str | None = None
     units: Literal["mps", "kmh", "mph"] = "kmh"
@@ -291,6 +322,52 @@ class Config(_Section):
     gpio: GpioConfig = Field(default_factory=GpioConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     clock: ClockConfig = Field(default_factory=ClockConfig)
+
+    @model_validator(mode="after")
+    def _sample_rate_reaches(self) -> Config:
+        """An explicit sampling rate must measure what ``auto`` would: limit + 60 km/h with 10 % margin,
+        or fast vehicles alias to wrong low speeds (an OPS24x sees at most fs/2)."""
+        if self.radar.driver != "ops24x" or self.radar.sample_rate == "auto":
+            return self
+        from device.sensors.ops24x import max_speed_kmh
+
+        top = max(
+            [lane.limit_kmh for lane in self.site.lanes]
+            + [v for lane in self.site.lanes for v in lane.class_limits_kmh.values()]
+        )
+        need, reach = (top + 60.0) * 1.1, max_speed_kmh(self.radar.sample_rate)
+        if reach < need:
+            raise ValueError(
+                f"radar.sample_rate {self.radar.sample_rate} measures up to {reach:.0f} km/h; the highest "
+                f"limit ({top:g} km/h) needs {need:.0f} km/h: choose a faster rate or 'auto'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _uplink_never_reads_the_key(self) -> Config:
+        """The uplink's files go to (or authenticate with) a remote host: none may be the signing key or
+        lie beside it, whoever wrote the setting (the console can set these paths)."""
+        key_dirs = [*SIGNING_KEY_DIRS, self.device.state_dir / "keys"]
+        if self.device.key_path is not None:
+            key_dirs += [self.device.key_path.parent]
+        reserved = [Path(os.path.realpath(d)) for d in key_dirs]
+        u = self.uplink
+        for name, path in (
+            ("password_file", u.password_file),
+            ("tls.ca_file", u.tls.ca_file),
+            ("tls.cert_file", u.tls.cert_file),
+            ("tls.key_file", u.tls.key_file),
+        ):
+            if path is None:
+                continue
+            real = Path(os.path.realpath(path))
+            for d in reserved:
+                if real == d or d in real.parents:
+                    raise ValueError(
+                        f"uplink.{name} {path} is in the signing-key directory {d}: the uplink must never "
+                        "read the signing key (keep MQTT credentials elsewhere, e.g. /etc/radarcam/mqtt/)"
+                    )
+        return self
 
 
 # --------------------------------------------------------------------------- load / save / hash

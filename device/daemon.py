@@ -46,7 +46,7 @@ from device.sensors.serial_reader import RadarReader
 from device.sensors.tracker import PassTracker
 from device.stats import TrafficStats
 from device.uplink.keys import KeyFileError, SigningKey, load_signing_key
-from device.uplink.outbox import Outbox, OutboxFull
+from device.uplink.outbox import Outbox, OutboxError, OutboxFull
 from device.uplink.packet import PacketContext, event_payload, violation_payload
 from device.violations import Candidate, EarlySnapshots, EvidenceBuilder
 
@@ -135,6 +135,7 @@ class Daemon:
         self.restart_required: list[str] = []
         self._clock_synced: bool | None = None
         self._unsealed: deque[Callable[[], object]] = deque(maxlen=10_000)  # seals waiting for disk space
+        self._unsealed_reason: str | None = None  # the last reason they failed, logged once per change
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._readings: queue.Queue[Reading] = queue.Queue(READINGS_QUEUE)
@@ -157,11 +158,16 @@ class Daemon:
         self.plate_reader = self._given_reader or self._plate_reader()
 
         # Evidence store: the outbox, then the uplink that drains it.
-        self.outbox = _ObservedOutbox.from_config(
-            cfg.device.state_dir / "outbox.sqlite", self.key, cfg.uplink
-        )
+        try:
+            self.outbox = _ObservedOutbox.from_config(
+                cfg.device.state_dir / "outbox.sqlite", self.key, cfg.uplink
+            )
+        except OutboxError as exc:  # unopenable (not corrupt): say why and exit; the file is left alone
+            raise StartupError(str(exc)) from exc
         self.outbox.timings = self.timings
         self.ctx = self._packet_context()
+        if self.outbox.corruption:  # the rebuilt outbox's chain says so itself: the registry learns of it
+            self._seal_event("outbox_corrupt", self.outbox.corruption)
         self.uplink = None
         if cfg.uplink.enabled:
             from device.uplink.mqtt import UplinkClient
@@ -247,8 +253,9 @@ class Daemon:
 
     def _on_pass(self, p: Pass) -> None:
         when = datetime.fromtimestamp(self.clock.utc_for_mono(p.end_mono_ns) / 1e9, UTC)  # time windows
+        trusted = self.clock.stamp().synchronized  # an untrusted clock must not select a lower window limit
         with self._cfg_lock:
-            d = self.enforcer.decide(p, when=when)
+            d = self.enforcer.decide(p, when=when, time_trusted=trusted)
         self.counters["passes"] += 1
         self.stats.add(p, d)
         self.recent_passes.appendleft(
@@ -303,27 +310,47 @@ class Daemon:
 
     # ------------------------------------------------------------------ sealing
     def _seal_violation(self, v: Violation) -> None:
+        """Whatever stops the seal (disk full, a locked or failing database) keeps the violation in memory,
+        said loudly and retried from the supervisor: a violation leaves memory only by being sealed."""
         try:
             self._seal_violation_now(v)
-        except OutboxFull as exc:  # keep it in memory, say so loudly, retry from the supervisor
-            self._unsealed.append(lambda: self._seal_violation_now(v))
-            log.error(
-                "DISK FULL: violation %s kept in memory (%d waiting): %s",
-                v.violation_id,
-                len(self._unsealed),
-                exc,
+        except Exception as exc:
+            self._keep_unsealed(lambda: self._seal_violation_now(v), f"violation {v.violation_id}", exc)
+
+    def _keep_unsealed(self, seal: Callable[[], object], what: str, exc: Exception) -> None:
+        if len(self._unsealed) == self._unsealed.maxlen:
+            log.critical(
+                "in-memory backlog full (%d): the oldest unsealed record is lost", len(self._unsealed)
             )
+        self._unsealed.append(seal)
+        log.error(
+            "%s: %s kept in memory (%d waiting): %s: %s",
+            "DISK FULL" if isinstance(exc, OutboxFull) else "NOT SEALED",
+            what,
+            len(self._unsealed),
+            type(exc).__name__,
+            exc,
+        )
 
     def _seal_violation_now(self, v: Violation) -> None:
+        """Raises only when nothing was sealed; bookkeeping after the commit can never cause a re-seal."""
         sealed = self.outbox.seal(violation_payload(v, self.ctx), kind="violation")
+        try:
+            self._violation_sealed(v, sealed.seq)
+        except Exception:
+            log.exception(
+                "violation %s sealed seq=%d, but bookkeeping after it failed", v.violation_id, sealed.seq
+            )
+
+    def _violation_sealed(self, v: Violation, seq: int) -> None:
         now = time.monotonic_ns()
         self.timings.sealed_ns[v.violation_id] = now
-        self.timings.seq_of[v.violation_id] = sealed.seq
+        self.timings.seq_of[v.violation_id] = seq
         self.counters["sealed"] += 1
-        self.recent_violations.appendleft(self._violation_summary(v, sealed.seq))
+        self.recent_violations.appendleft(self._violation_summary(v, seq))
         log.info(
             "violation sealed seq=%d packet=%s speed=%.2f limit=%.0f plate=%s",
-            sealed.seq,
+            seq,
             v.violation_id,
             v.decision.measured_kmh,
             v.decision.limit_kmh,
@@ -334,13 +361,19 @@ class Daemon:
             self.uplink.wake()
 
     def _retry_unsealed(self) -> None:
-        """Violations and events that met a full disk: sealed, in order, as soon as space is back."""
+        """Violations and events that could not be sealed: sealed, in order, as soon as the outbox takes
+        them. Never raises (it runs in the supervisor loop); each new reason for failing is logged once."""
         while self._unsealed:
             try:
                 self._unsealed[0]()
-            except OutboxFull:
+            except Exception as exc:  # still failing: kept, tried again next turn
+                reason = f"{type(exc).__name__}: {exc}"
+                if reason != self._unsealed_reason:
+                    self._unsealed_reason = reason
+                    log.error("%d records still not sealed: %s", len(self._unsealed), reason)
                 return
             self._unsealed.popleft()
+            self._unsealed_reason = None
 
     def _late_plate(self, v: Violation, plate: PlateRead | None) -> None:
         """ANPR thread: hand the late read to the evidence thread, which sealed the violation itself."""
@@ -360,9 +393,8 @@ class Daemon:
         payload = event_payload(kind, body, self.ctx, self.clock.stamp())  # stamped now, sealed maybe later
         try:
             sealed = self.outbox.seal(payload, kind="event")
-        except OutboxFull as exc:
-            self._unsealed.append(lambda: self.outbox.seal(payload, kind="event"))
-            log.error("DISK FULL: event %s kept in memory: %s", kind, exc)
+        except Exception as exc:  # as for violations: kept in memory, retried, never lost
+            self._keep_unsealed(lambda: self.outbox.seal(payload, kind="event"), f"event {kind}", exc)
             return None
         if getattr(self, "uplink", None) is not None:
             self.uplink.wake()
@@ -423,6 +455,12 @@ class Daemon:
 
     def run(self) -> None:
         """Supervisor loop (main thread) until SIGTERM / :meth:`request_stop`."""
+        try:
+            self._supervise()
+        finally:  # whatever ends the loop, open passes and evidence are drained and the outbox closed
+            self.stop()
+
+    def _supervise(self) -> None:
         interval = self.notifier.watchdog_interval_s() or 10.0
         next_status = 0.0
         next_stats = time.monotonic() + self.cfg.uplink.stats_interval_s
@@ -452,7 +490,6 @@ class Daemon:
                 snap = self.stats.snapshot(self.clock.stamp().utc_ns)
                 if self.uplink is not None:
                     self.uplink.publish_stats(snap)
-        self.stop()
 
     def stop(self, timeout_s: float = 8.0) -> None:
         """Drain: measurement first (close open passes), then evidence, then give the uplink a moment."""
@@ -508,6 +545,12 @@ class Daemon:
         if self.config_path is None:
             raise StartupError("no config file to reload")
         new = cfgmod.load(self.config_path)  # ConfigError propagates: the old config stays in force
+        try:  # built before anything is swapped, so a refusal leaves the running state untouched
+            enforcer = Enforcer(
+                new.site, new.enforcement, calibration_factor=new.radar.calibration.scale_factor
+            )
+        except Exception as exc:  # e.g. a jurisdiction table that does not load
+            raise cfgmod.ConfigError(f"{self.config_path}: enforcement cannot start: {exc}") from exc
         old_hash = self.config_hash
         changed = [
             s
@@ -515,9 +558,7 @@ class Daemon:
             if getattr(new, s).model_dump() != getattr(self.cfg, s).model_dump()
         ]
         with self._cfg_lock:
-            self.enforcer = Enforcer(
-                new.site, new.enforcement, calibration_factor=new.radar.calibration.scale_factor
-            )
+            self.enforcer = enforcer
             self.cfg = new
         self.restart_required = sorted(set(changed) - set(self.LIVE_SECTIONS))
         self.config_hash = cfgmod.config_hash(new)

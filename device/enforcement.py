@@ -2,9 +2,13 @@
 
 The order, and every intermediate number, is recorded in the Decision (see docs/radar.md):
 
+0. ``lane``: the pass's lane, else the first lane of its direction. Traffic in a direction that no
+   lane carries is not enforced (a receding car is not fined against the approach lane's limit).
 1. ``limit``: the lane's limit, or its per-class limit when one is set for the vehicle class; if a time
    window of the lane matches the local time (site timezone, ``start <= hh:mm < end`` on a listed
-   day), the lower of that and the window's limit.
+   day), the lower of that and the window's limit. Windows are applied only on a synchronised clock:
+   an unsynchronised one (fake-hwclock after a power cut) could put 22:00 inside a school window, so
+   without a trusted time the lane's own, higher limit applies.
 2. ``corrected = measured_peak * calibration_factor * cosine_factor`` with ``cosine_factor =
    1 / cos(mount_angle)``: the radar sees only the speed component along its beam; the calibration
    factor comes from the radar's verification report (1.0 when none).
@@ -53,22 +57,29 @@ class Enforcer:
         self.tz = ZoneInfo(site.timezone)
         self.cosine_factor = 1.0 / math.cos(math.radians(site.mount_angle_deg))
 
-    def lane_for(self, p: Pass) -> LaneConfig:
-        """The pass's lane by id; else the first lane of its direction; else the first lane."""
+    def lane_for(self, p: Pass) -> LaneConfig | None:
+        """The pass's lane by id; else the first lane of its direction; None when no lane carries its
+        direction. A pass without a direction (a module that reports none) takes the first lane."""
         lanes = self.site.lanes
         for lane in lanes:
             if lane.id == p.lane:
                 return lane
-        if p.direction is not None:
-            for lane in lanes:
-                if lane.direction == p.direction.value:
-                    return lane
-        return lanes[0]
+        if p.direction is None:
+            return lanes[0]
+        for lane in lanes:
+            if lane.direction == p.direction.value:
+                return lane
+        return None
 
-    def limit_for(self, lane: LaneConfig, vehicle_class: str, when: datetime) -> tuple[float, str]:
-        """(limit km/h, how it was chosen) for this lane, class and instant."""
+    def limit_for(
+        self, lane: LaneConfig, vehicle_class: str, when: datetime, *, time_trusted: bool = True
+    ) -> tuple[float, str]:
+        """(limit km/h, how it was chosen) for this lane, class and instant. ``time_trusted`` False (the
+        clock is not synchronised) skips the time windows: they only ever lower the limit."""
         limit = lane.class_limits_kmh.get(vehicle_class, lane.limit_kmh)  # type: ignore[call-overload]
         how = f"class {vehicle_class}" if vehicle_class in lane.class_limits_kmh else "lane"
+        if not time_trusted:
+            return limit, how
         local = when.astimezone(self.tz)
         day = _DAYS[local.weekday()]
         minute = local.hour * 60 + local.minute
@@ -78,19 +89,51 @@ class Enforcer:
                 break
         return limit, how
 
-    def decide(self, p: Pass, *, vehicle_class: str | None = None, when: datetime | None = None) -> Decision:
+    def decide(
+        self,
+        p: Pass,
+        *,
+        vehicle_class: str | None = None,
+        when: datetime | None = None,
+        time_trusted: bool = True,
+    ) -> Decision:
+        """``time_trusted``: whether ``when`` comes from a synchronised clock (see step 1)."""
         vclass = vehicle_class or self.cfg.default_vehicle_class
         when = when or datetime.now(UTC)
         if when.tzinfo is None:
             raise ValueError("decide(when=...) needs an aware datetime")
         lane = self.lane_for(p)
-        limit, how = self.limit_for(lane, vclass, when)
         measured = p.peak_kmh
         corrected = measured * self.calibration_factor * self.cosine_factor
         tol = self.tolerance.deduction_kmh(corrected)
         enforced = corrected - tol
-        excess = enforced - limit
         j = self.jurisdiction
+        if lane is None:
+            direction = p.direction.value if p.direction else "unknown"
+            return Decision(
+                violation=False,
+                reason=f"not enforced: no lane configured for {direction} traffic",
+                jurisdiction=j.code,
+                lane=None,
+                vehicle_class=vclass,
+                limit_kmh=None,
+                measured_kmh=measured,
+                cosine_factor=self.cosine_factor,
+                calibration_factor=self.calibration_factor,
+                mount_angle_deg=self.site.mount_angle_deg,
+                corrected_kmh=corrected,
+                tolerance_kmh=tol,
+                enforced_kmh=enforced,
+                excess_kmh=None,
+                currency=j.currency,
+                verified_schedule=j.verified,
+            )
+        limit, how = self.limit_for(lane, vclass, when, time_trusted=time_trusted)
+        # said in the reason, which the packet carries
+        note = (
+            "; time windows not applied: clock not synchronised" if lane.windows and not time_trusted else ""
+        )
+        excess = enforced - limit
         base = dict(
             jurisdiction=j.code,
             lane=lane.id,
@@ -110,12 +153,14 @@ class Enforcer:
         if not p.valid and not self.cfg.enforce_invalid_passes:
             return Decision(violation=False, reason=f"invalid pass: {', '.join(p.invalid_reasons)}", **base)
         if excess <= 0:
-            return Decision(violation=False, reason=f"within limit ({how} limit {limit:g} km/h)", **base)
+            return Decision(
+                violation=False, reason=f"within limit ({how} limit {limit:g} km/h{note})", **base
+            )
         band = j.band_for(excess)
         if band is None:
             return Decision(
                 violation=False,
-                reason=f"excess {excess:.2f} km/h below the first {j.code} band ({how} limit {limit:g} km/h)",
+                reason=f"excess {excess:.2f} km/h below the first {j.code} band ({how} limit {limit:g} km/h{note})",
                 **base,
             )
         return Decision(
@@ -127,7 +172,7 @@ class Enforcer:
             points=band.points,
             settleable=band.settleable,
             reason=(
-                f"{how} limit {limit:g} km/h, excess {excess:.2f} km/h -> {band.id}"
+                f"{how} limit {limit:g} km/h{note}, excess {excess:.2f} km/h -> {band.id}"
                 + (f" ({band.note})" if band.note else "")
                 + ("" if j.verified else " [UNVERIFIED schedule]")
             ),

@@ -76,7 +76,8 @@ class Decision:
     jurisdiction: str
     lane: str | None
     vehicle_class: str
-    limit_kmh: float
+    limit_kmh: float | None
+    """None only when no lane carries the pass's direction (never a violation then)."""
     measured_kmh: float
     """Raw peak as measured by the radar (km/h, unrounded)."""
     cosine_factor: float
@@ -86,7 +87,7 @@ class Decision:
     tolerance_kmh: float
     enforced_kmh: float
     """``corrected_kmh`` minus the metrological tolerance: the speed the fine is based on."""
-    excess_kmh: float
+    excess_kmh: float | None
     rule_id: str | None = None
     degree: str | None = None
     fine_min: float | None = None

@@ -52,7 +52,7 @@ class TrafficStats:
                 b.invalid += 1
                 return
             b.speeds.append(d.corrected_kmh)
-            if d.corrected_kmh > d.limit_kmh:
+            if d.limit_kmh is not None and d.corrected_kmh > d.limit_kmh:
                 b.over_limit += 1
             if d.violation:
                 b.violations += 1

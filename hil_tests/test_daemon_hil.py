@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -116,6 +117,43 @@ def test_radar_unplugged_and_replugged(unit_factory, registry_for):
         30,
     )
     assert st["components"]["radar"]["reconnects"] >= 1
+    assert unit.terminate() == 0
+
+
+def test_radar_replugged_while_booting_is_degraded_until_units_confirmed(unit_factory, registry_for):
+    """A module that drops the init sequence streams unit-less numbers: the daemon must say degraded
+    (not ok while blind) and keep re-sending until the module confirms the units."""
+    unit = unit_factory(seed=5, vehicles=30, speeder_share=0.3, emulated_only=True)
+    registry_for(unit)
+    emu = unit.emulator
+    booting = threading.Event()
+    real_answer = emu.answer
+    emu.answer = lambda cmd: b"" if booting.is_set() else real_answer(cmd)
+    unit.start()
+    unit.notify.wait_for("READY", "1", timeout=60)
+    unit.wait_status(lambda s: s["components"]["radar"]["state"] == "ok", 60)
+    booting.set()
+    emu.unplug()
+    unit.wait_status(lambda s: s["components"]["radar"]["state"] == "down", timeout=15)
+    emu.replug()
+    st = unit.wait_status(
+        lambda s: (
+            s["components"]["radar"]["reconnects"] >= 1
+            and s["components"]["radar"]["driver"].get("skipped_units_unknown", 0) > 0
+            and s["components"]["radar"]["init_sent"] >= 3
+        ),  # first open, reopen, at least one retry
+        timeout=60,
+    )
+    radar = st["components"]["radar"]
+    assert radar["state"] == "degraded" and "units not confirmed" in radar["reason"], radar
+    assert st["state"] in ("degraded", "fault")
+    readings_before = st["counters"]["readings"]
+    booting.clear()
+    st = unit.wait_status(
+        lambda s: s["components"]["radar"]["state"] == "ok" and s["counters"]["readings"] > readings_before,
+        30,
+    )
+    assert st["components"]["radar"]["units"] == unit.cfg.radar.units
     assert unit.terminate() == 0
 
 

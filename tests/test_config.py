@@ -98,3 +98,76 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
 def test_duplicate_lane_ids_rejected():
     with pytest.raises(cfgmod.ConfigError, match="unique"):
         cfgmod.parse({"site": {"lanes": [{"id": "1", "limit_kmh": 50}, {"id": "1", "limit_kmh": 60}]}})
+
+
+def test_mistyped_time_zone_fails_the_check(tmp_path):
+    """Found by ``config check``, not by the daemon at its first pass or on SIGHUP."""
+    with pytest.raises(cfgmod.ConfigError, match="unknown IANA time zone 'Africa/Casablance'"):
+        cfgmod.load(write(tmp_path, '[site]\ntimezone = "Africa/Casablance"\n'))
+    assert cfgmod.load(write(tmp_path, '[site]\ntimezone = "Asia/Riyadh"\n')).site.timezone == "Asia/Riyadh"
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        ('start = "22:00"\nend = "06:00"', "must be before end"),
+        ('start = "08:00"\nend = "08:00"', "must be before end"),
+        ("days = []", "at least one day"),
+        ('end = "24:30"', "after 24:00"),
+    ],
+)
+def test_time_windows_that_never_match_are_refused(tmp_path, window, message):
+    text = f'[[site.lanes]]\nid = "1"\nlimit_kmh = 60\n[[site.lanes.windows]]\n{window}\nlimit_kmh = 30\n'
+    with pytest.raises(cfgmod.ConfigError, match=message) as ei:
+        cfgmod.load(write(tmp_path, text))
+    assert "site.lanes.0.windows.0" in str(ei.value)
+
+
+def test_window_ending_at_midnight_is_fine(tmp_path):
+    text = (
+        '[[site.lanes]]\nid = "1"\nlimit_kmh = 60\n[[site.lanes.windows]]\nstart = "22:00"\nlimit_kmh = 40\n'
+    )
+    assert cfgmod.load(write(tmp_path, text)).site.lanes[0].windows[0].end == "24:00"
+
+
+def test_explicit_sample_rate_must_reach_the_limit(tmp_path):
+    """SX sees at most ~112 km/h: with a 100 km/h lane, a 150 km/h car would alias to a low speed."""
+    lane = '[[site.lanes]]\nid = "1"\nlimit_kmh = 100\n'
+    with pytest.raises(cfgmod.ConfigError, match="SX measures up to 112 km/h"):
+        cfgmod.load(write(tmp_path, f'[radar]\nsample_rate = "SX"\n{lane}'))
+    assert cfgmod.load(write(tmp_path, f'[radar]\nsample_rate = "S2"\n{lane}')).radar.sample_rate == "S2"
+    truck = '[[site.lanes]]\nid = "1"\nlimit_kmh = 40\nclass_limits_kmh = {car = 100}\n'
+    with pytest.raises(cfgmod.ConfigError, match="highest limit \\(100 km/h\\)"):
+        cfgmod.load(write(tmp_path, f'[radar]\nsample_rate = "SX"\n{truck}'))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[tracker]\nmax_spread_kmh = nan\n", "[tracker]\nmax_accel_mps2 = inf\n", "[radar]\nbaudrate = -5\n"],
+)
+def test_non_finite_and_impossible_numbers_are_refused(tmp_path, text):
+    with pytest.raises(cfgmod.ConfigError):
+        cfgmod.load(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("field", ["password_file", "tls.ca_file", "tls.cert_file", "tls.key_file"])
+def test_uplink_files_never_point_at_the_signing_key(tmp_path, field):
+    """The uplink sends its password (and client certificate) to a remote host, and the console may set
+    these paths: naming the signing key, or anything beside it, is refused."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "signing-key.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
+    (tmp_path / "link.pem").symlink_to(keys / "signing-key.pem")
+    section, _, key = ("uplink." + field).rpartition(".")
+    for target in (keys / "signing-key.pem", keys / "other.pem", tmp_path / "link.pem"):
+        text = f'[device]\nkey_path = "{keys / "signing-key.pem"}"\n[{section}]\n{key} = "{target}"\n'
+        with pytest.raises(cfgmod.ConfigError, match="must never read the signing key"):
+            cfgmod.load(write(tmp_path, text))
+    for reserved in ("/etc/radarcam/keys/signing-key.pem", f"{tmp_path}/state/keys/signing-key.pem"):
+        text = f'[device]\nstate_dir = "{tmp_path}/state"\n[{section}]\n{key} = "{reserved}"\n'
+        with pytest.raises(cfgmod.ConfigError, match="signing-key directory"):
+            cfgmod.load(write(tmp_path, text))
+    ok = (
+        f'[device]\nkey_path = "{keys / "signing-key.pem"}"\n[{section}]\n{key} = "{tmp_path / "mqtt.pem"}"\n'
+    )
+    assert cfgmod.load(write(tmp_path, ok))

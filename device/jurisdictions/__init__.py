@@ -60,11 +60,19 @@ class Jurisdiction(_Strict):
 
     @model_validator(mode="after")
     def _contiguous(self) -> Jurisdiction:
+        """Ascending, touching bands, the last one open-ended: every excess has exactly one band."""
+        for band in self.bands:
+            if band.max_excess_kmh is not None and band.max_excess_kmh <= band.min_excess_kmh:
+                raise ValueError(
+                    f"band {band.id} is empty or inverted ({band.min_excess_kmh} to {band.max_excess_kmh})"
+                )
         for a, b in zip(self.bands, self.bands[1:], strict=False):
             if a.max_excess_kmh is None or a.max_excess_kmh != b.min_excess_kmh:
                 raise ValueError(
                     f"band {a.id} must end where {b.id} starts ({a.max_excess_kmh} vs {b.min_excess_kmh})"
                 )
+        if self.bands[-1].max_excess_kmh is not None:
+            raise ValueError(f"the last band ({self.bands[-1].id}) must have no upper edge")
         return self
 
     def band_for(self, excess_kmh: float) -> Band | None:

@@ -103,9 +103,10 @@ def _monitor(args: argparse.Namespace) -> int:
                     )
                 show(tracker.push(r))
             show(tracker.flush(time.monotonic_ns()))
-            state = reader.health()["state"]
+            h = reader.health()
+            state = (h["state"], h["reason"])
             if state != last_state:
-                print(f"# radar {state}: {reader.health()['last_error'] or ''}", flush=True)
+                print(f"# radar {h['state']}: {h['reason'] or h['last_error'] or ''}", flush=True)
                 last_state = state
     except KeyboardInterrupt:
         pass

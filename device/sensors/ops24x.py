@@ -124,6 +124,8 @@ class Ops24xDriver:
         self._skips: dict[str, int] = {}
         self.last_reply: dict[str, Any] | None = None
         self.product: str | None = None
+        self.confirmed_units: str | None = None
+        """Units named by the module's last ``{"Units":...}`` reply since :meth:`reset` (None: none yet)."""
 
     # ------------------------------------------------------------------ configuration
 
@@ -152,6 +154,7 @@ class Ops24xDriver:
         self._buf = b""
         self._discarding = False
         self.units = self._initial_units
+        self.confirmed_units = None
 
     @property
     def stats(self) -> dict[str, int]:
@@ -374,7 +377,7 @@ class Ops24xDriver:
         if "Units" in d:
             u = d["Units"]
             if isinstance(u, str) and u.strip().lower() in UNIT_ALIASES:
-                self.units = UNIT_ALIASES[u.strip().lower()]
+                self.units = self.confirmed_units = UNIT_ALIASES[u.strip().lower()]
         if isinstance(d.get("Product"), str):
             self.product = d["Product"]
 

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 @runtime_checkable
 class RadarDriver(Protocol):
     name: str
+    confirmed_units: str | None
+    """Units the module itself last reported since :meth:`reset` (None until it has): the reader stays
+    ``degraded`` and re-sends :meth:`init_commands` until they are the configured ones."""
 
     def init_commands(self, cfg: RadarConfig, max_limit_kmh: float) -> list[bytes]:
         """Bytes to write after opening the port (each one a complete command, in order)."""

@@ -4,8 +4,13 @@ It never blocks on the consumer: readings go into a bounded deque drained by a s
 that calls ``on_reading``; if the consumer stalls, the oldest readings are dropped and counted
 (``dropped`` in health) instead of the serial buffer overflowing unseen. When the port vanishes (USB
 unplug, pty closed) the reader closes it, reports ``down`` and retries with exponential backoff
-(``reconnect_min_s`` doubling to ``reconnect_max_s``); once open again it is ``degraded`` until the
-first complete line arrives, then ``ok``.
+(``reconnect_min_s`` doubling to ``reconnect_max_s``); once open again it is ``degraded`` until a
+complete line has arrived *and* the module has confirmed the configured units, then ``ok``.
+
+The init commands are not awaited, so a module that drops them (still booting after a replug, a
+corrupted byte) would stream unit-less numbers the driver must skip: lines arrive, yet nothing is
+measured. Hence the units check, with ``reason`` in health saying why it is degraded, and the whole
+init sequence re-sent every ``INIT_RETRY_S`` until the units are confirmed.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 0.05
 QUEUE_MAX = 10_000
+INIT_RETRY_S = 2.0
+"""Re-send the init sequence this often while the units are unconfirmed (a handful of short commands:
+harmless to a module that did get them, and bounded however long it stays silent or booting)."""
 
 
 class RadarReader(threading.Thread):
@@ -57,6 +65,8 @@ class RadarReader(threading.Thread):
         self._history: collections.deque[tuple[int, str]] = collections.deque(maxlen=32)
         self._last_reading_ns: int | None = None
         self._last_error: str | None = None
+        self._reason: str | None = None
+        self._init_sent = 0
         self._ser: serial.Serial | None = None
         self._queue: collections.deque[Reading] = collections.deque()
         self._cond = threading.Condition()
@@ -72,6 +82,7 @@ class RadarReader(threading.Thread):
             )
             return {
                 "state": self._state,
+                "reason": self._reason,
                 "port": self.cfg.port,
                 "reconnects": self._reconnects,
                 "bytes_in": self._bytes_in,
@@ -84,6 +95,9 @@ class RadarReader(threading.Thread):
                 "last_error": self._last_error,
                 "driver": stats,
                 "product": getattr(self.driver, "product", None),
+                "units": getattr(self.driver, "units", None),
+                "units_confirmed": self._units_confirmed(),
+                "init_sent": self._init_sent,
                 "state_history": [state for _, state in self._history],
             }
 
@@ -131,17 +145,43 @@ class RadarReader(threading.Thread):
         try:
             ser.reset_input_buffer()
             self.driver.reset()
-            self._set(state="degraded")
+            with self._lock:
+                self._enter("degraded")
+                self._reason = "no data since the port opened"
             # Replies may arrive late or between data lines: the driver treats them as non-readings
             # (and learns the units from the units reply), so we never wait for them here.
-            for cmd in self.driver.init_commands(self.cfg, self.max_limit_kmh):
-                ser.write(cmd)
-            ser.flush()
+            self._send_init(ser)
         except BaseException:
             ser.close()
             raise
         self._ser = ser
         log.info("radar port %s open", self.cfg.port)
+
+    def _send_init(self, ser: serial.Serial) -> None:
+        for cmd in self.driver.init_commands(self.cfg, self.max_limit_kmh):
+            ser.write(cmd)
+        ser.flush()
+        with self._lock:
+            self._init_sent += 1
+
+    def _units_confirmed(self) -> bool:
+        return getattr(self.driver, "confirmed_units", None) == self.cfg.units
+
+    def _update_state(self, lines_seen: bool) -> None:
+        """``ok`` only with data flowing and units confirmed (caller holds the lock)."""
+        if not lines_seen:
+            reason: str | None = "no data since the port opened"
+        elif not self._units_confirmed():
+            got = getattr(self.driver, "confirmed_units", None)
+            reason = (
+                f"units not confirmed: module reports {got}, configured {self.cfg.units}"
+                if got
+                else f"units not confirmed: no units reply from the module (configured {self.cfg.units})"
+            )
+        else:
+            reason = None
+        self._reason = reason
+        self._enter("degraded" if reason else "ok")
 
     def _close(self) -> None:
         ser, self._ser = self._ser, None
@@ -153,8 +193,16 @@ class RadarReader(threading.Thread):
         ser = self._ser
         assert ser is not None
         lines_at_open = self.driver.stats.get("lines", 0)
+        next_init_ns = time.monotonic_ns() + int(INIT_RETRY_S * 1e9)
+        retries = 0
         while not self._stop_evt.is_set():
-            self.heartbeat_ns = time.monotonic_ns()
+            now = self.heartbeat_ns = time.monotonic_ns()
+            if now >= next_init_ns and not self._units_confirmed():
+                if retries % 30 == 0:  # about once a minute, not every retry
+                    log.warning("radar %s: units not confirmed, re-sending init commands", self.cfg.port)
+                retries += 1
+                self._send_init(ser)
+                next_init_ns = now + int(INIT_RETRY_S * 1e9)
             waiting = ser.in_waiting
             data = ser.read(min(max(waiting, 1), 65536))
             if not data:
@@ -170,8 +218,7 @@ class RadarReader(threading.Thread):
                 continue
             with self._lock:
                 self._bytes_in += len(data)
-                if self._state != "ok" and self.driver.stats.get("lines", 0) > lines_at_open:
-                    self._enter("ok")
+                self._update_state(self.driver.stats.get("lines", 0) > lines_at_open)
                 if readings:
                     self._readings += len(readings)
                     self._last_reading_ns = t
@@ -204,6 +251,7 @@ class RadarReader(threading.Thread):
     def _set(self, *, state: str, error: str | None = None) -> None:
         with self._lock:
             self._enter(state)
+            self._reason = error
             if error is not None:
                 self._last_error = error
 

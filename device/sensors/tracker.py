@@ -14,7 +14,10 @@ Plausibility (the pass is kept but ``valid=False`` with reasons, never guessed):
 * ``two_targets``: a weaker object of the same direction differing by more than ``two_target_kmh``;
 * ``spread``: residuals of the measurements around a straight line in time span more than
   ``max_spread_kmh`` (a steady deceleration is not a spread; jumping between two vehicles is);
-* ``too_long``: the pass lasted more than ``max_pass_s`` (it is cut there, so memory stays bounded).
+* ``too_long``: the pass lasted more than ``max_pass_s`` (it is cut there, so memory stays bounded);
+* ``too_long_continuation``: the pass opened where a too-long one was cut, and its direction has not
+  been silent for ``gap_ms`` since. It is the same unseparated stream (a platoon, a stuck target), so
+  its peak belongs to no particular vehicle; the mark carries over further cuts until a real gap.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class _Open:
     primary: list[Reading] = field(default_factory=list)
     all: list[Reading] = field(default_factory=list)
     reasons: set[str] = field(default_factory=set)
+    continuation: bool = False
+    """Opened by a ``max_pass_s`` cut rather than after a ``gap_ms`` silence."""
     last_t: int = 0
     last_report: tuple[int, float | None, int] = (-1, None, -1)
     """(t_mono_ns, sensor_time, obj_index) of the last reading: a new report starts when a time changes
@@ -58,12 +63,14 @@ class PassTracker:
             self.ignored += 1
             return done
         op = self._open.get(d)
+        continuation = False
         if op is not None and r.t_mono_ns - op.primary[0].t_mono_ns > self._max_ns:
             op.reasons.add("too_long")
             done.append(self._close(op))
             op = None
+            continuation = True  # no gap: this reading continues the stream that was just cut
         if op is None:
-            op = self._open[d] = _Open(direction=d)
+            op = self._open[d] = _Open(direction=d, continuation=continuation)
         op.all.append(r)
         # A new report for this direction: the first reading of it is the strongest object.
         last_t, last_st, last_idx = op.last_report
@@ -107,6 +114,8 @@ class PassTracker:
         speeds = [x.speed_kmh for x in prim]
         peak = max(prim, key=lambda x: x.speed_kmh)
         reasons = set(op.reasons)
+        if op.continuation:
+            reasons.add("too_long_continuation")
         if len(prim) < self.cfg.min_readings:
             reasons.add("too_few_readings")
         spread = _residual_spread(prim)

@@ -71,7 +71,10 @@ class EmulatedUnit:
 
     def stop(self) -> None:
         if self.daemon is not None:
-            self.daemon.request_stop()
-            self.supervisor.join(15)
+            if getattr(self, "supervisor", None) is None:  # start() failed: stop what it had started
+                self.daemon.stop()
+            else:
+                self.daemon.request_stop()
+                self.supervisor.join(15)
         self.emulator.stop()
         self.notify.close()

@@ -131,9 +131,12 @@ def _registry_run(args: argparse.Namespace) -> int:
     tls = None
     if args.ca:
         tls = TlsConfig(enabled=True, ca_file=args.ca, cert_file=args.cert, key_file=args.key)
+    password = None
+    if args.password_file:  # a file, not an argument: argv is visible to every user in ps
+        password = Path(args.password_file).read_text(encoding="utf-8").strip()
     reg = Registry(
         args.db, host=host or "127.0.0.1", port=int(port), tls=tls, group=args.group, keys=keys,
-        topic_prefix=args.prefix,
+        topic_prefix=args.prefix, username=args.username, password=password,
     )  # fmt: skip
     reg.start(timeout=args.connect_timeout)
     print(f"registry {reg.instance}: subscribed on {args.broker} for {sorted(keys)}", file=sys.stderr)
@@ -195,6 +198,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     rr.add_argument("--ca", help="CA file (enables TLS)")
     rr.add_argument("--cert", help="client certificate (mutual TLS)")
     rr.add_argument("--key", help="client key (mutual TLS)")
+    rr.add_argument("--username", help="broker login (the ACL in docs/packet.md gives 'registry' the acks)")
+    rr.add_argument("--password-file", help="file holding the broker password")
     rr.add_argument("--connect-timeout", type=float, default=30.0)
     rr.add_argument("--stats-every", type=float, default=60.0)
     rr.set_defaults(func=_registry_run)

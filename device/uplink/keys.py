@@ -74,6 +74,13 @@ def generate_key(path: str | os.PathLike[str], *, force: bool = False) -> Signin
     finally:
         os.close(fd)
     os.replace(tmp, p)
+    # The rename is only durable once the directory entry is on disk (as config.atomic_write does):
+    # without this a power cut can leave no key file although the key was already used to sign.
+    dfd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
     return SigningKey.from_private(priv, p)
 
 

@@ -1,8 +1,11 @@
 """Device side of the uplink: publishes outbox rows over MQTT until the registry acknowledges them.
 
 Delivery is end-to-end: a row is ``sent`` on PUBACK (the broker has it) and ``acked`` only when the
-registry says it stored it. Anything not acked is published again after a reconnect, after a restart
-(the outbox is the queue, not paho's memory) and after ``ack_timeout_s``; the registry de-duplicates.
+registry says it stored it: the ack names each packet by the sha256 of the stored bytes, and a row is
+acked only if that equals its own sha256. Seq-only, unknown-seq or mismatched acks mark nothing and are
+counted in ``bad_acks`` (docs/packet.md: the broker ACL keeps other clients off the ack topic). Anything
+not acked is published again after a reconnect, after a restart (the outbox is the queue, not paho's
+memory) and after ``ack_timeout_s``; the registry de-duplicates.
 paho runs the network loop (with its exponential reconnect backoff); one worker thread here fills the
 bounded in-flight window and applies PUBACKs/acks to the outbox in batches (one fsync per batch).
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import ssl
 import threading
@@ -23,6 +27,32 @@ from device.uplink import topics
 from device.uplink.outbox import Outbox
 
 _UNSUPPORTED_PROTOCOL = (1, 132)  # 3.1.1 "unacceptable protocol version", 5 "unsupported protocol version"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_DIGEST_CACHE = 10_000  # seq -> sha256 of recently published rows; older ones are read from the outbox
+
+
+def parse_ack(payload: bytes) -> tuple[list[tuple[int, str]], list[str]]:
+    """``{"acks": [{"seq", "sha256"}, ...]}`` -> (seq, sha256) pairs, and why anything else was ignored.
+
+    Bare ``seqs`` are never trusted: they bind no content, so any publisher could make rows look stored.
+    """
+    try:
+        doc = json.loads(payload)
+    except (ValueError, TypeError):
+        return [], ["unreadable ack"]
+    entries = doc.get("acks") if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not entries:
+        return [], ["ack without an 'acks' list of {seq, sha256} (seq-only acks are not accepted)"]
+    good: list[tuple[int, str]] = []
+    bad: list[str] = []
+    for e in entries:
+        seq = e.get("seq") if isinstance(e, dict) else None
+        digest = e.get("sha256") if isinstance(e, dict) else None
+        if type(seq) is int and seq > 0 and isinstance(digest, str) and _SHA256_HEX.fullmatch(digest):
+            good.append((seq, digest))
+        else:
+            bad.append(f"malformed ack entry {str(e)[:80]}")
+    return good, bad
 
 
 def nodelay(client, userdata, sock) -> None:
@@ -51,13 +81,16 @@ class UplinkClient:
         self._mids: dict[int, int] = {}  # paho mid -> seq
         self._early_mids: set[int] = set()  # PUBACKed before publish() returned its mid
         self._pubacked: deque[int] = deque()
-        self._acked: deque[int] = deque()
+        self._acks: deque[bytes] = deque()  # raw ack payloads; parsed and checked by the worker
+        self._digests: dict[int, str] = {}  # seq -> sha256 of published rows (cache; outbox is the truth)
         self._fallback = False
         self._last_status: dict[str, Any] = {}
         self.reconnects = 0
         self.connect_failures = 0
         self.resends = 0
         self.published = 0
+        self.bad_acks = 0
+        """Ack entries ignored: malformed, seq-only, unknown seq or sha256 not that of the outbox row."""
         self.last_ack_ns: int | None = None
         self.last_error: str | None = None
         self._client = None
@@ -79,6 +112,11 @@ class UplinkClient:
         )
         if self.cfg.username:
             pw = self.cfg.password_file.read_text().strip() if self.cfg.password_file else None
+            if pw is not None and "PRIVATE KEY-----" in pw:  # second line of defence (see config)
+                raise ValueError(
+                    f"uplink.password_file {self.cfg.password_file} holds a private key: it is never "
+                    "sent as the MQTT password"
+                )
             c.username_pw_set(self.cfg.username, pw)
         tls = self.cfg.tls
         if tls.enabled:
@@ -172,20 +210,42 @@ class UplinkClient:
             self._wake.set()
 
     def _on_message(self, client, userdata, msg) -> None:
-        try:
-            doc = json.loads(msg.payload)
-            seqs = [int(s) for s in doc.get("seqs", [])]
-        except (ValueError, TypeError, AttributeError):
-            self.last_error = f"unreadable ack on {msg.topic}"
-            return
-        self._acked.extend(seqs)
+        self._acks.append(bytes(msg.payload))
         self._wake.set()
 
     # ------------------------------------------------------------------ worker
 
+    def _row_digest(self, seq: int) -> str | None:
+        d = self._digests.get(seq)
+        if d is None:
+            row = self.outbox.get(seq)
+            d = row.sha256 if row is not None else None
+        return d
+
+    def _bad_ack(self, reason: str) -> None:
+        self.bad_acks += 1
+        self.last_error = f"ignored ack: {reason} (is {self._ack_topic} writable only by the registry?)"
+
+    def _verified_acks(self) -> list[int]:
+        """Seqs whose ack names the exact bytes in the outbox. Nothing else is marked (or later deleted)."""
+        acked: list[int] = []
+        for _ in range(len(self._acks)):
+            good, bad = parse_ack(self._acks.popleft())
+            for reason in bad:
+                self._bad_ack(reason)
+            for seq, digest in good:
+                mine = self._row_digest(seq)
+                if mine is None:
+                    self._bad_ack(f"seq {seq} is not in the outbox")
+                elif mine != digest:
+                    self._bad_ack(f"seq {seq}: sha256 {digest[:16]}... is not that of the outbox row")
+                else:
+                    acked.append(seq)
+        return acked
+
     def _drain_callbacks(self) -> None:
         sent = [self._pubacked.popleft() for _ in range(len(self._pubacked))]
-        acked = [self._acked.popleft() for _ in range(len(self._acked))]
+        acked = self._verified_acks()
         done = set(acked)
         sent = [s for s in sent if s not in done]  # acked wins: no separate 'sent' write needed
         if acked:  # acks first: they free the window and end the latency that matters
@@ -217,6 +277,9 @@ class UplinkClient:
             t = topics.packet_topic(self._prefix, self.device_id, r.kind)
             with self._lock:
                 self._inflight[r.seq] = now
+            self._digests[r.seq] = r.sha256
+            if len(self._digests) > _DIGEST_CACHE:
+                del self._digests[next(iter(self._digests))]
             # Never hold self._lock across publish(): paho's thread holds its own lock while it calls
             # _on_publish, which takes self._lock (lock-order deadlock). A PUBACK may therefore arrive
             # before the mid is recorded; _on_publish parks such mids in _early_mids.
@@ -301,6 +364,7 @@ class UplinkClient:
             "inflight": inflight,
             "published": self.published,
             "resends": self.resends,
+            "bad_acks": self.bad_acks,
             "last_ack": self.last_ack_ns,
             "reconnects": max(0, self.reconnects - 1),
             "connect_failures": self.connect_failures,

@@ -11,6 +11,12 @@ make room, the packet is still sealed but its images are shrunk to ``degraded_ma
 is kept whole) and ``quota_exceeded`` is set for the status. When SQLite itself reports the disk full,
 the same shrink is retried once; if that fails too :class:`OutboxFull` is raised (the caller logs, emits
 an event and keeps the violation in memory) and ``disk_full`` is set. Pending rows are never deleted.
+A failed seal consumes no ``seq`` and leaves the chain head as it was.
+
+Opening: only genuine corruption (SQLITE_CORRUPT / SQLITE_NOTADB or a failing ``quick_check``) replaces the
+file; it is moved aside, never deleted, and its readable unacknowledged rows are copied into the new outbox
+unchanged (same seq, same signed bytes). Any other error (read-only, permissions, locks, I/O) raises
+:class:`OutboxError` and leaves the file alone.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from device.uplink.packet import PacketError, fit_to_size, seal_bytes
 
 GENESIS_HASH = "0" * 64
 PENDING, SENT, ACKED = "pending", "sent", "acked"
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26  # primary result codes
+_MAX_PROBES = 100_000
+"""Row-by-row look-ups, newest first, when a damaged table can no longer be scanned."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS packets (
@@ -57,6 +66,31 @@ class OutboxError(Exception):
 
 class OutboxFull(OutboxError):
     """The disk is full even for a shrunk packet: nothing was written, nothing already pending was lost."""
+
+
+class _QuickCheckFailed(sqlite3.DatabaseError):
+    """``PRAGMA quick_check`` ran and reported damage: treated as corruption."""
+
+
+def _primary_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def _is_corruption(exc: BaseException) -> bool:
+    return isinstance(exc, _QuickCheckFailed) or _primary_code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return _primary_code(exc) == _SQLITE_FULL or "full" in str(exc).lower()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -90,6 +124,7 @@ class Outbox:
         self.disk_full = False
         self.quota_exceeded = False
         self.corrupt_moved_to: list[str] = []
+        self.corruption: dict[str, Any] | None = None  # what was recovered, for the outbox_corrupt event
         self.last_error: str | None = None
         self._lock = threading.RLock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,38 +151,121 @@ class Outbox:
         return db
 
     def _open(self) -> sqlite3.Connection:
-        recovered: tuple[int, str] | None = None
+        db: sqlite3.Connection | None = None
         try:
+            self._quick_check()
             db = self._connect()
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {check}")
             db.executescript(_SCHEMA)
+            return db
         except sqlite3.DatabaseError as exc:
-            with contextlib.suppress(Exception):
-                db.close()
-            recovered = self._recover_head()
-            moved = self._move_aside(str(exc))
-            db = self._connect()
-            db.executescript(_SCHEMA)
-            self.last_error = f"outbox database was corrupt ({exc}); moved to {moved}"
-        if recovered is not None:
-            with self._tx(db):
-                self._set_head(db, *recovered)
+            if db is not None:
+                with contextlib.suppress(Exception):
+                    db.close()
+            if not _is_corruption(exc):  # read-only, permissions, locked, I/O: not ours to replace
+                raise OutboxError(
+                    f"{self.path}: cannot open the outbox ({exc}); the file was left untouched"
+                ) from exc
+            reason = str(exc)
+        return self._replace_corrupt(reason)
+
+    def _ro_uri(self) -> str:
+        return f"{self.path.resolve().as_uri()}?mode=ro"
+
+    def _quick_check(self) -> None:
+        """Read-only, before any read-write connection: closing one checkpoints into the file, and a
+        damaged file must be moved aside exactly as it was found."""
+        if not self.path.exists():
+            return
+        ro = sqlite3.connect(self._ro_uri(), uri=True)
+        try:
+            check = ro.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            ro.close()
+        if check != "ok":
+            raise _QuickCheckFailed(f"quick_check: {check}")
+
+    def _replace_corrupt(self, reason: str) -> sqlite3.Connection:
+        """Builds the new outbox beside the damaged one (salvaged rows + head), then swaps the files,
+        so a crash while salvaging leaves the damaged file in place to be salvaged again."""
+        tmp = self.path.with_name(f".{self.path.name}.salvage")
+        for suffix in ("", "-journal"):
+            Path(str(tmp) + suffix).unlink(missing_ok=True)
+        new = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            new.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            new.executescript(_SCHEMA)
+            with self._tx(new):
+                info = self._salvage_into(new)
+        finally:
+            new.close()
+        moved = self._move_aside(reason)
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+        db = self._connect()
+        db.executescript(_SCHEMA)
+        self.corruption = {"error": reason, "moved_to": moved, **info}
+        self.last_error = (
+            f"outbox database was corrupt ({reason}); moved to {moved}; {info['salvaged']} unacknowledged"
+            f" packets salvaged, {info['unreadable']} unreadable"
+        )
         return db
 
-    def _recover_head(self) -> tuple[int, str] | None:
-        """Best effort: read the chain head from the damaged file so ``seq`` continues, never restarts."""
+    def _salvage_into(self, new: sqlite3.Connection) -> dict[str, Any]:
+        """Best effort, read-only: the chain head from ``meta`` (so ``seq`` continues, never restarts) and
+        every readable unacked row, copied unchanged (they are already signed and chained)."""
+        info: dict[str, Any] = {"salvaged": 0, "unreadable": 0, "head_recovered": False}
         try:
-            uri = f"file:{self.path}?mode=ro"
-            db = sqlite3.connect(uri, uri=True)
-            try:
-                rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
-                return int(rows["last_seq"]), str(rows["last_hash"])
-            finally:
-                db.close()
-        except Exception:
-            return None
+            src = sqlite3.connect(self._ro_uri(), uri=True)
+        except sqlite3.Error:
+            return {**info, "last_seq": 0}
+        try:
+            meta: dict[str, str] = {}
+            with contextlib.suppress(Exception):
+                meta = dict(src.execute("SELECT key, value FROM meta").fetchall())
+            head: tuple[int, str] | None = None
+            with contextlib.suppress(Exception):
+                head = int(meta["last_seq"]), str(meta["last_hash"])
+            info["head_recovered"] = head is not None
+            seqs: list[int] = []
+            try:  # rowids only: no overflow pages, no index that may be the damaged part
+                for (seq,) in src.execute("SELECT seq FROM packets NOT INDEXED ORDER BY seq"):
+                    seqs.append(int(seq))
+            except Exception:  # the scan broke off: look the newer rows up one by one
+                if head is not None:
+                    start = max(seqs, default=0)
+                    seqs += range(head[0], max(start, head[0] - _MAX_PROBES), -1)
+            for seq in seqs:
+                try:
+                    row = src.execute(
+                        "SELECT seq, packet_id, kind, data, sha256, size, state, created_ns, sent_ns, acked_ns"
+                        " FROM packets WHERE seq=?",
+                        (seq,),
+                    ).fetchone()
+                except Exception:
+                    info["unreadable"] += 1
+                    continue
+                if row is None or row[6] == ACKED:
+                    continue
+                data = bytes(row[3])
+                if hashlib.sha256(data).hexdigest() != row[4] or len(data) != row[5]:
+                    info["unreadable"] += 1  # damaged inside the blob: never send altered evidence
+                    continue
+                new.execute(
+                    "INSERT INTO packets(seq, packet_id, kind, data, sha256, size, state, created_ns, sent_ns,"
+                    " acked_ns) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*row[:3], data, *row[4:]),
+                )
+                info["salvaged"] += 1
+                if head is None or seq > head[0]:
+                    head = seq, str(row[4])
+        finally:
+            src.close()
+        if "last_ack_ns" in meta:
+            new.execute("INSERT INTO meta(key, value) VALUES('last_ack_ns', ?)", (meta["last_ack_ns"],))
+        if head is not None:
+            self._set_head(new, *head)
+        info["last_seq"] = head[0] if head is not None else 0
+        return info
 
     def _move_aside(self, reason: str) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -166,14 +284,20 @@ class Outbox:
     @staticmethod
     @contextlib.contextmanager
     def _tx(db: sqlite3.Connection):
+        """COMMIT is inside the guard: a COMMIT that fails (disk full) is rolled back, and a failing
+        ROLLBACK never hides the original error nor leaves the connection stuck in a transaction."""
+        if db.in_transaction:  # an earlier ROLLBACK failed: never build on its leftovers
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            db.execute("COMMIT")
         except BaseException:
-            if db.in_transaction:  # SQLITE_FULL and friends have already rolled back
-                db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLITE_FULL and friends may have rolled back already
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     @staticmethod
     def _head(db: sqlite3.Connection) -> tuple[int, str]:
@@ -202,29 +326,46 @@ class Outbox:
         fitted = fit_to_size(payload, self.max_packet_bytes)
         self.quota_exceeded = False
         if self._over_quota():
-            self.retention()
+            self._make_room()
             if self._over_quota():
                 self.quota_exceeded = True
                 self.last_error = "outbox quota reached with unacknowledged packets: images shrunk"
                 fitted = fit_to_size(fitted, self.degraded_max_bytes)
         try:
             sealed = self._seal_tx(fitted, kind)
-        except sqlite3.OperationalError as exc:
-            if "full" not in str(exc).lower():
+        except sqlite3.Error as exc:
+            if not _is_disk_full(exc):
                 raise
             self.disk_full = True
             self.last_error = f"disk full while sealing: {exc}"
-            self.retention()
+            self._make_room()
             try:
                 sealed = self._seal_tx(fit_to_size(fitted, self.degraded_max_bytes), kind)
-            except sqlite3.OperationalError as exc2:
-                raise OutboxFull(f"disk full: packet {payload['packet_id']} not recorded ({exc2})") from None
+            except sqlite3.Error as exc2:
+                if not _is_disk_full(exc2):
+                    raise
+                self.last_error = f"disk full: packet {payload['packet_id']} not recorded ({exc2})"
+                raise OutboxFull(self.last_error) from None
         else:
             self.disk_full = False
         return sealed
 
+    def _make_room(self) -> None:
+        """Retention as an attempt only: on a full disk its own DELETE/COMMIT fails too, and that must
+        not replace the sealing error (the caller then raises :class:`OutboxFull`)."""
+        try:
+            self.retention()
+        except sqlite3.Error as exc:
+            self.last_error = f"retention could not free space: {exc}"
+
     def _seal_tx(self, payload: dict[str, Any], kind: str) -> Sealed:
         with self._lock, self._tx(self._db):
+            r = self._db.execute(
+                "SELECT seq, packet_id, data, sha256, kind FROM packets WHERE packet_id=?",
+                (str(payload["packet_id"]),),
+            ).fetchone()
+            if r is not None:  # a retry of a seal that did commit: the one copy, never a second
+                return Sealed(r[0], r[1], r[2], r[3], r[4])
             last_seq, last_hash = self._head(self._db)
             seq = last_seq + 1
             data = seal_bytes({**payload, "seq": seq, "prev_hash": last_hash}, self.key)
@@ -330,6 +471,7 @@ class Outbox:
         return deleted
 
     def stats(self) -> dict[str, Any]:
+        """Counts and flags; ``state: "fault"`` only while this run is on an outbox rebuilt after corruption."""
         with self._lock:
             counts = dict(self._db.execute("SELECT state, COUNT(*) FROM packets GROUP BY state").fetchall())
             pending_bytes = self._db.execute(
@@ -351,4 +493,4 @@ class Outbox:
             "disk_full": self.disk_full,
             "corrupt_moved_to": list(self.corrupt_moved_to),
             "last_error": self.last_error,
-        }
+        } | ({"state": "fault", "corruption": dict(self.corruption)} if self.corruption else {})

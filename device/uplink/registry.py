@@ -1,7 +1,8 @@
 """Reference registry: the receiving end a central operator can run or copy.
 
 For each packet: verify the COSE signature against the registered device key, check that the signed
-``device_id`` matches the topic, then store it durably and only THEN publish the ack. Identical
+``device_id`` matches the topic, then store it durably and only THEN publish the ack, which names each
+packet by the sha256 of the stored bytes (see :meth:`Registry.acks_for`). Identical
 re-deliveries (QoS 1 is at-least-once, devices resend after timeouts) are stored once and acked again;
 a known ``seq`` or ``packet_id`` arriving with different bytes is rejected as a replay. A ``seq`` below the
 highest seen but not yet stored is a late delivery and fills the gap. Every row records whether its
@@ -117,9 +118,12 @@ class Registry:
         keys: dict[str, Any] | str | os.PathLike[str],
         topic_prefix: str = "radarcam/v1",
         instance: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.db = _Db(str(db_url))
         self.host, self.port, self.tls, self.group = host, port, tls, group
+        self.username, self.password = username, password  # the broker ACL's registry user (docs/packet.md)
         self.keys = self._remember_keys(load_keys(keys))
         self.prefix = topic_prefix
         self.instance = instance or f"registry-{uuid.uuid4().hex[:8]}"
@@ -238,7 +242,7 @@ class Registry:
             self.db.q(
                 "UPDATE packets SET deliveries = deliveries + 1 WHERE device_id=? AND seq=?", (device, seq)
             )
-            return {"result": "duplicate", "device_id": device, "seq": seq}
+            return {"result": "duplicate", "device_id": device, "seq": seq, "sha256": row[0][0]}
         if row:
             return {"result": "replay", "reason": f"replay: seq {seq} already stored with different content"}
         other = self.db.q("SELECT seq FROM packets WHERE device_id=? AND packet_id=?", (device, packet_id))
@@ -263,7 +267,7 @@ class Registry:
                 "UPDATE packets SET prev_ok=? WHERE device_id=? AND seq=?",
                 (int(nxt[0][0] == digest), device, seq + 1),
             )
-        return {"result": "stored", "device_id": device, "seq": seq, "prev_ok": prev_ok}
+        return {"result": "stored", "device_id": device, "seq": seq, "prev_ok": prev_ok, "sha256": digest}
 
     # ------------------------------------------------------------------ MQTT
 
@@ -312,16 +316,23 @@ class Registry:
             except Exception as exc:  # database down etc.: no ack, the device will resend
                 self.last_error = f"storing failed: {exc!r}"
                 continue
-            acks: dict[str, list[int]] = {}
-            for r in results:
-                if r["result"] in ("stored", "duplicate"):
-                    acks.setdefault(r["device_id"], []).append(r["seq"])
             c = self._client
-            for device, seqs in acks.items():
+            for device, ack in self.acks_for(results).items():
                 if c is not None:
-                    ack = {"seqs": seqs, "registry": self.instance}
                     c.publish(topics.topic(self.prefix, device, topics.ACK), json.dumps(ack), 1, False, props)
                     self.acks_sent += 1
+
+    def acks_for(self, results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Per device, the ack for committed packets. Each entry names the sha256 of the stored bytes: the
+        device marks a row acked only if it matches, so an ack cannot stand for bytes never stored.
+        ``seqs`` is for human readers only; devices ignore it."""
+        acks: dict[str, dict[str, Any]] = {}
+        for r in results:
+            if r["result"] in ("stored", "duplicate"):
+                a = acks.setdefault(r["device_id"], {"acks": [], "seqs": [], "registry": self.instance})
+                a["acks"].append({"seq": r["seq"], "sha256": r["sha256"]})
+                a["seqs"].append(r["seq"])
+        return acks
 
     def start(self, timeout: float = 10.0) -> Registry:
         """Connects and returns once the shared subscriptions are granted."""
@@ -337,6 +348,8 @@ class Registry:
                 keyfile=str(self.tls.key_file) if self.tls.key_file else None,
                 cert_reqs=ssl.CERT_REQUIRED,
             )
+        if self.username:
+            c.username_pw_set(self.username, self.password)
         c.on_connect, c.on_subscribe = self._on_connect, self._on_subscribe
         c.on_message, c.on_disconnect = self._on_message, self._on_disconnect
         c.on_socket_open = nodelay

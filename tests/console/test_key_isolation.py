@@ -142,3 +142,33 @@ def test_console_process_cannot_open_key_file() -> None:
                 proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
     assert proc.returncode == 0  # SIGTERM is a clean stop
+
+
+def test_console_cannot_point_the_uplink_at_the_signing_key(tmp_path: Path) -> None:
+    """Reading the key is not the only way out: a console that could set ``uplink.password_file`` to the
+    key would have the daemon send it to a host of the console's choosing at its next start. The
+    console's one write path refuses that (and the file is left as it was); a file elsewhere in the
+    allowed directory is accepted."""
+    from device import config as cfgmod
+    from device.console.audit import AuditLog
+    from device.console.settings import ConfigEditor, FieldError, uplink_fields
+
+    etc = tmp_path / "etc"
+    keys = etc / "keys"
+    keys.mkdir(parents=True)
+    key = keys / "signing-key.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    cfg_path = etc / "radarcam.toml"
+    cfg_path.write_text(f'[device]\nkey_path = "{key}"\nstate_dir = "{tmp_path / "state"}"\n')
+    editor = ConfigEditor(cfg_path, AuditLog(tmp_path / "audit.jsonl"))
+    fields = uplink_fields([etc])
+    before = cfg_path.read_bytes()
+    form = {"uplink.host": "203.0.113.9", "uplink.username": "x", "uplink.password_file": str(key)}
+    with pytest.raises(FieldError) as ei:
+        editor.change(form, fields, who="t", role="admin", remote="test", base_version=editor.version(before))
+    assert "must never read the signing key" in str(ei.value)
+    assert cfg_path.read_bytes() == before
+    (etc / "mqtt-password").write_text("secret\n")
+    form["uplink.password_file"] = str(etc / "mqtt-password")
+    editor.change(form, fields, who="t", role="admin", remote="test", base_version=editor.version(before))
+    assert cfgmod.load(cfg_path).uplink.password_file == etc / "mqtt-password"

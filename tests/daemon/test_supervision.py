@@ -6,6 +6,7 @@ import threading
 import time
 
 import cbor2
+import pytest
 
 from device.uplink.packet import verify
 
@@ -112,6 +113,48 @@ def test_sigterm_style_stop_drains_and_seals_shutdown(harness, wait):
     assert cbor2.loads(cbor2.loads(last.data).value[2])["event"] == "shutdown"
     ob.close()
     h.daemon = None
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_supervisor_that_dies_still_drains_and_seals_shutdown(harness, wait):
+    """Whatever ends the supervisor loop, open passes and evidence are drained and the outbox closed
+    with a shutdown event (systemd then restarts the unit); before, an exception skipped ``stop()``."""
+    h = harness()
+    d = h.start()
+    wait(lambda: d.counters["readings"] > 0, 30, "readings")
+
+    def broken() -> None:
+        raise RuntimeError("injected supervisor fault")
+
+    d._watch_clock_sync = broken
+    h.supervisor.join(15)
+    assert not h.supervisor.is_alive()
+    h.notify.wait_for("STOPPING", "1", timeout=5)
+    from device.uplink.outbox import Outbox
+
+    ob = Outbox(h.tmp / "state" / "outbox.sqlite", h.key, quota_bytes=10**9, retention_s=10**6)
+    last = ob.get(ob.stats()["last_seq"])
+    assert cbor2.loads(cbor2.loads(last.data).value[2])["event"] == "shutdown"
+    ob.close()
+    h.daemon = None
+
+
+def test_unsynchronised_clock_does_not_apply_time_windows(harness, wait):
+    """The daemon tells the enforcer whether its clock is synchronised: with an assumed-unsynchronised
+    clock an all-day 20 km/h window is not applied, so passes are judged on the lane's 60 km/h."""
+    from device.sim.scenario import generate
+
+    window = {"start": "00:00", "end": "24:00", "limit_kmh": 20.0}
+    lanes = [{"id": "1", "direction": "inbound", "limit_kmh": 60.0, "windows": [window]}]
+    h = harness(
+        generate(4, vehicles=3, speeder_share=0.0),
+        overrides={"site": {"lanes": lanes}, "clock": {"source": "assume-unsynced"}},
+    )
+    d = h.start()
+    wait(lambda: d.counters["passes"] >= 2, 60, "two passes")
+    seen = [p for p in d.recent_passes if p["direction"] == "inbound"]
+    assert seen and all(p["limit_kmh"] == 60.0 for p in seen), seen
+    assert d.counters["violations"] == 0
 
 
 def test_disk_full_keeps_violations_in_memory_then_seals_them(harness, wait):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from datetime import UTC, datetime
@@ -178,6 +179,41 @@ def test_class_limits_and_time_windows_in_site_timezone() -> None:
         e.decide(p, when=datetime(2026, 3, 4, 12, 0))
 
 
+def test_time_windows_need_a_synchronised_clock() -> None:
+    """A clock that is not synchronised (fake-hwclock after a power cut) may say 08:00 at 22:00: the
+    school window's lower limit is not applied on its word, and the reason says so."""
+    win = TimeWindow(days=["mon", "tue", "wed", "thu", "fri"], start="07:00", end="17:00", limit_kmh=30)
+    e = Enforcer(site("MA", 60.0, windows=[win]), EnforcementConfig())
+    p = make_pass(45.0)
+    when = datetime(2026, 3, 4, 8, 0, tzinfo=UTC)  # 09:00 local on a Wednesday: inside the window
+    trusted = e.decide(p, when=when, time_trusted=True)
+    assert trusted.limit_kmh == 30.0 and trusted.violation
+    untrusted = e.decide(p, when=when, time_trusted=False)
+    assert untrusted.limit_kmh == 60.0 and not untrusted.violation
+    assert "time windows not applied: clock not synchronised" in untrusted.reason
+    # a fast pass is still a violation on the lane's own limit, and its reason says windows were skipped
+    fast = e.decide(make_pass(85.0), when=when, time_trusted=False)
+    assert fast.violation and fast.limit_kmh == 60.0 and "not applied" in fast.reason
+    # no windows configured: nothing to say
+    plain = Enforcer(site("MA", 60.0), EnforcementConfig()).decide(p, when=when, time_trusted=False)
+    assert plain.limit_kmh == 60.0 and "not applied" not in plain.reason
+
+
+def test_direction_without_a_lane_is_not_enforced() -> None:
+    """One inbound lane, radar reporting both directions: a receding car at 90 km/h is not fined
+    against the approach lane's 60 (it was: the lookup fell back to the first lane)."""
+    e = Enforcer(site("MA", 60.0), EnforcementConfig())
+    out = dataclasses.replace(make_pass(90.0, lane=None), direction=Direction.OUTBOUND)
+    d = e.decide(out, when=NOON)
+    assert not d.violation and d.lane is None and d.limit_kmh is None and d.excess_kmh is None
+    assert "no lane configured for outbound traffic" in d.reason
+    assert d.measured_kmh == 90.0  # the measurement itself is kept
+    inbound = e.decide(make_pass(90.0, lane=None), when=NOON)
+    assert inbound.violation and inbound.lane == "1"
+    undirected = dataclasses.replace(make_pass(90.0, lane=None), direction=None)
+    assert e.decide(undirected, when=NOON).lane == "1"  # a module without direction: the first lane
+
+
 def test_invalid_pass_is_never_a_violation() -> None:
     e = Enforcer(site("MA", 60.0), EnforcementConfig())
     d = e.decide(make_pass(130.0, valid=False, reasons=("two_targets",)), when=NOON)
@@ -214,3 +250,10 @@ def test_bad_tables_are_rejected() -> None:
         Jurisdiction.model_validate(gap)
     with pytest.raises(ValueError):
         Jurisdiction.model_validate(dict(good, typo_key=1))
+    bands = good["bands"]
+    inverted = [dict(bands[0], max_excess_kmh=bands[0]["min_excess_kmh"]), *bands[1:]]
+    with pytest.raises(ValueError, match="empty or inverted"):
+        Jurisdiction.model_validate(dict(good, bands=inverted))
+    capped = [*bands[:-1], dict(bands[-1], max_excess_kmh=bands[-1]["min_excess_kmh"] + 50)]
+    with pytest.raises(ValueError, match="must have no upper edge"):
+        Jurisdiction.model_validate(dict(good, bands=capped))

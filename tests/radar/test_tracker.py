@@ -125,6 +125,19 @@ def test_too_long_pass_is_cut_and_marked() -> None:
     assert passes[0].end_mono_ns - passes[0].start_mono_ns <= 10_000 * MS
 
 
+def test_rest_of_a_too_long_stream_is_never_a_fresh_valid_pass() -> None:
+    """A 25 s platoon with no gap: every piece after the cut is invalid, until a real gap_ms silence."""
+    cfg = TrackerConfig(max_pass_s=10.0, gap_ms=400)
+    stream = vehicle(0, [82.0] * 500)  # 25 s at 20 Hz, steady: passes every other check
+    after_gap = vehicle(26_000, [70.0] * 10)  # 1 s of silence (> gap_ms), then another vehicle
+    passes = run(stream + after_gap, cfg)
+    assert [p.count for p in passes] == [201, 201, 98, 10]
+    assert passes[0].invalid_reasons == ("too_long",)
+    assert passes[1].invalid_reasons == ("too_long", "too_long_continuation")
+    assert passes[2].invalid_reasons == ("too_long_continuation",) and not passes[2].valid
+    assert passes[3].valid and passes[3].peak_kmh == 70.0  # silence for > gap_ms ends the continuation
+
+
 def test_zero_speed_readings_have_no_direction_and_are_ignored() -> None:
     tr = PassTracker(TrackerConfig(), LANES)
     assert tr.push(Reading(0, 0.0, None)) == [] and tr.ignored == 1 and tr.close() == []

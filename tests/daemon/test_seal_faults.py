@@ -1,0 +1,100 @@
+"""Sealing faults in the real daemon: an outbox that refuses writes, an outbox found damaged at start."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import cbor2
+
+from device.uplink.packet import verify, violation_payload
+from device.uplink.sample import sample_context, sample_violation
+
+
+def _event(data: bytes) -> dict:
+    return cbor2.loads(cbor2.loads(data).value[2])
+
+
+def test_locked_outbox_keeps_violations_in_memory_then_seals_each_once(harness, wait):
+    """A real SQLITE_BUSY (another process holds the write lock), not OutboxFull: before the fix the
+    violation was logged as 'could not record' and lost; it must wait in memory and be sealed once."""
+    from device.sim.scenario import generate
+
+    h = harness(generate(9, vehicles=3, speeder_share=1.0))
+    d = h.start()
+    with d.outbox._lock:
+        d.outbox._db.execute("PRAGMA busy_timeout=100")  # fail fast instead of the 30 s default
+    path = h.tmp / "state" / "outbox.sqlite"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # e.g. a technician's sqlite3 shell, left in a transaction
+    try:
+        wait(lambda: d.counters["violations"] >= 2, 90, "two violations decided while the outbox is locked")
+        wait(lambda: len(d._unsealed) >= 2, 10, "violations kept in memory")
+        time.sleep(1.5)  # several supervisor turns retry and fail: the supervisor must survive them
+        assert h.supervisor.is_alive()
+        st = d.status()
+        assert st["state"] == "fault" and st["unsealed_in_memory"] >= 2 and d.counters["sealed"] == 0
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    wait(lambda: not d._unsealed, 10, "held violations sealed")
+    ob = d.outbox
+    rows = [ob.get(s) for s in range(1, ob.stats()["last_seq"] + 1)]
+    payloads = [verify(r.data, h.key.public_key) for r in rows]
+    for prev, p in zip(rows, payloads[1:], strict=False):
+        assert p["prev_hash"] == prev.sha256
+    violations = [p["packet_id"] for p in payloads if p["kind"] == "violation"]
+    assert len(violations) == len(set(violations)) == d.counters["sealed"] >= 2
+    assert set(d.timings.decided_ns) <= set(violations)  # every decided violation is recorded
+
+
+def _damage_newest(path: Path, newest: bytes) -> None:
+    """Garbage in the next-page pointer of the overflow page before the newest packet's last page."""
+    raw = bytearray(path.read_bytes())
+    page = int.from_bytes(raw[16:18], "big")
+    last = raw.find(newest[-64:]) // page + 1
+    links = [n for n in range(len(raw) // page) if raw[n * page : n * page + 4] == last.to_bytes(4, "big")]
+    assert last > 1 and len(links) == 1
+    raw[links[0] * page : links[0] * page + 4] = b"\x7f\xff\xff\xff"
+    path.write_bytes(bytes(raw))
+
+
+def test_outbox_found_damaged_is_salvaged_sealed_as_event_and_reported(harness):
+    from device.uplink.outbox import Outbox
+
+    h = harness()
+    path = h.tmp / "state" / "outbox.sqlite"
+    ob = Outbox(path, h.key)
+    ctx = sample_context("TEST-UNIT", h.key.key_id)
+    before = [ob.seal(violation_payload(sample_violation(i, image_bytes=20_000), ctx)) for i in range(4)]
+    ob._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    ob.close()
+    _damage_newest(path, before[-1].data)
+
+    d = h.start()
+    st = d.status()
+    assert st["state"] == "fault" and st["components"]["outbox"]["state"] == "fault"
+    assert [d.outbox.get(s.seq) for s in before[:3]] == before[:3]  # published as they were signed
+    ev = d.outbox.get(5)  # the chain head survived: seq continues after the lost packet 4
+    body = _event(ev.data)
+    assert body["event"] == "outbox_corrupt" and verify(ev.data, h.key)["prev_hash"] == before[-1].sha256
+    assert body["body"]["salvaged"] == 3 and body["body"]["unreadable"] == 1
+    assert Path(body["body"]["moved_to"]).exists()
+
+
+def test_outbox_that_cannot_be_opened_stops_start_up_with_the_reason(harness):
+    """Not corrupt, just unusable (here a directory where the database belongs): start-up fails with a
+    StartupError naming it (the CLI prints it and exits non-zero), and nothing there is moved or replaced."""
+    import pytest
+
+    from device.daemon import StartupError
+
+    h = harness()
+    path = h.tmp / "state" / "outbox.sqlite"
+    path.mkdir(parents=True)
+    (path / "keep").write_text("x")
+    with pytest.raises(StartupError, match="cannot open the outbox"):
+        h.start()
+    assert (path / "keep").read_text() == "x"
+    assert not list(path.parent.glob("outbox.sqlite.corrupt*"))
