@@ -150,8 +150,12 @@ class Outbox:
         db.execute("PRAGMA synchronous=FULL")
         return db
 
+    def _salvage_path(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.salvage")
+
     def _open(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = None
+        self._finish_interrupted_salvage()
         try:
             self._quick_check()
             db = self._connect()
@@ -187,7 +191,7 @@ class Outbox:
     def _replace_corrupt(self, reason: str) -> sqlite3.Connection:
         """Builds the new outbox beside the damaged one (salvaged rows + head), then swaps the files,
         so a crash while salvaging leaves the damaged file in place to be salvaged again."""
-        tmp = self.path.with_name(f".{self.path.name}.salvage")
+        tmp = self._salvage_path()
         for suffix in ("", "-journal"):
             Path(str(tmp) + suffix).unlink(missing_ok=True)
         new = sqlite3.connect(tmp, isolation_level=None)
@@ -209,6 +213,26 @@ class Outbox:
             f" packets salvaged, {info['unreadable']} unreadable"
         )
         return db
+
+    def _finish_interrupted_salvage(self) -> None:
+        """A power cut between moving the damaged file aside and renaming the rebuilt one into place
+        leaves no outbox but a complete salvage file (it is committed before the damaged file moves):
+        that file is the outbox. Without this, ``seq`` would restart at 1 on an empty database."""
+        tmp = self._salvage_path()
+        if self.path.exists() or not tmp.exists():
+            return
+        moved = sorted(
+            p
+            for p in self.path.parent.glob(f"{self.path.name}.corrupt-*")
+            if not p.name.endswith(("-wal", "-shm"))
+        )
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+        self.corruption = {
+            "error": "salvage interrupted by a restart; completed now",
+            "moved_to": str(moved[-1]) if moved else None,
+        }
+        self.last_error = f"outbox rebuilt after corruption; finished an interrupted salvage ({tmp.name})"
 
     def _salvage_into(self, new: sqlite3.Connection) -> dict[str, Any]:
         """Best effort, read-only: the chain head from ``meta`` (so ``seq`` continues, never restarts) and

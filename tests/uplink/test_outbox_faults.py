@@ -133,6 +133,43 @@ def test_corrupt_outbox_keeps_readable_pending_packets_byte_for_byte(key, tmp_pa
     ob.close()
 
 
+def test_power_cut_during_the_salvage_swap_keeps_the_salvaged_rows(key, tmp_path, monkeypatch):
+    """Cut between moving the damaged file aside and renaming the rebuilt one in: no outbox file, a
+    complete salvage file. The next start adopts it (seq continues), instead of an empty outbox
+    restarting seq at 1."""
+    import device.uplink.outbox as outbox_mod
+
+    path = tmp_path / "o.db"
+    ob = Outbox(path, key)
+    rows = [ob.seal(_payload(key, i, image_bytes=20_000)) for i in range(4)]
+    ob._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    ob.close()
+    _damage_newest_packet(path, rows[-1].data)
+
+    real_replace = os.replace
+
+    def cut(src, dst):
+        if Path(src).name.endswith(".salvage"):
+            raise SystemExit("power cut")  # nothing after this point runs
+        real_replace(src, dst)
+
+    monkeypatch.setattr(outbox_mod.os, "replace", cut)
+    with pytest.raises(SystemExit):
+        Outbox(path, key)
+    monkeypatch.setattr(outbox_mod.os, "replace", real_replace)
+    assert not path.exists() and list(tmp_path.glob(".o.db.salvage"))
+
+    ob = Outbox(path, key)
+    st = ob.stats()
+    assert st["state"] == "fault" and "interrupted salvage" in st["last_error"]
+    assert st["corruption"]["moved_to"] and Path(st["corruption"]["moved_to"]).exists()
+    assert [r.seq for r in ob.next_unacked(100)] == [1, 2, 3]
+    assert all(r == rows[r.seq - 1] for r in ob.next_unacked(100))
+    nxt = ob.seal(_payload(key, 9))
+    assert nxt.seq == 5 and verify(nxt.data, key)["prev_hash"] == rows[-1].sha256
+    ob.close()
+
+
 def test_outbox_path_that_cannot_be_opened_is_refused_and_left_alone(key, tmp_path):
     """Not corruption (SQLITE_CANTOPEN): nothing may be renamed or recreated. Works as root too."""
     path = tmp_path / "o.db"
