@@ -53,6 +53,12 @@ packet of kind ``config_changed`` carrying the audit batch (records are ``{"who"
 "field" (dotted path), "old", "new", "remote"}``). On an invalid file it keeps the running config and
 answers an error. ``event_seq`` is None only when the batch was empty.
 
+``audit`` args ``{"records": [record, ...]}`` (1 to 200, as above plus ``"action"``: ``login``,
+``account_created``, ``password_changed``, ...; or ``config`` records whose ``reload`` did not go through)
+-> ``{"event_seq": int | None}``: seals ONE ``event`` packet of kind ``console_audit`` carrying them, so
+account and sign-in events, and changes saved while the daemon was down, reach the registry too.
+``event_seq`` is None when the outbox could not take it yet (kept in the daemon's memory and retried).
+
 ``selftest`` -> ``[{"check": str, "ok": bool, "detail": str, "fix": str}, ...]`` (what ``radarcam
 selftest`` prints).
 

@@ -106,6 +106,9 @@ def handlers_for(d: Daemon) -> dict[str, Callable[[dict], Any]]:
     def reload(args: dict) -> Any:
         return d.reload(audit=list(args.get("audit") or []))
 
+    def audit(args: dict) -> Any:
+        return {"event_seq": d.seal_console_audit(args.get("records"))}
+
     def run_selftest(_: dict) -> Any:
         return selftest.as_dicts(selftest.run_live(d))
 
@@ -124,6 +127,7 @@ def handlers_for(d: Daemon) -> dict[str, Callable[[dict], Any]]:
         "preview": preview,
         "test_trigger": test_trigger,
         "reload": reload,
+        "audit": audit,
         "selftest": run_selftest,
         "uplink_test": uplink_test,
         "keys": keys,

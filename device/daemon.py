@@ -39,7 +39,7 @@ from device.clock import ClockMonitor
 from device.config import Config
 from device.enforcement import Enforcer
 from device.health import Heartbeats, cpu_temperature_c, disk_free, watchdog_tick
-from device.model import Pass, PlateRead, Reading, Violation
+from device.model import Direction, Pass, PlateRead, Reading, Violation
 from device.sdnotify import Notifier
 from device.sensors.radar import make_driver
 from device.sensors.serial_reader import RadarReader
@@ -281,7 +281,8 @@ class Daemon:
         if self.gpio is not None:
             self.gpio.flash()
         now = time.monotonic_ns()
-        cand = Candidate(pass_=p, decision=d, decided_mono_ns=now, clock=self.clock.stamp())
+        pinned = self.evidence.pin(p) if p.direction is not Direction.OUTBOUND else None
+        cand = Candidate(pass_=p, decision=d, decided_mono_ns=now, clock=self.clock.stamp(), pinned=pinned)
         try:
             self._candidates.put(cand, timeout=1.0)
         except queue.Full:  # never silently: the pass stays in stats and the log names it
@@ -575,6 +576,22 @@ class Daemon:
         )
         log.info("config reloaded: %s -> %s sections=%s", old_hash[:12], self.config_hash[:12], changed)
         return {"config_hash": self.config_hash, "event_seq": seq, "restart_required": self.restart_required}
+
+    MAX_AUDIT_RECORDS = 200
+    MAX_AUDIT_RECORD_BYTES = 4096
+
+    def seal_console_audit(self, records: object) -> int | None:
+        """The console's audit records that no ``config_changed`` event carries (sign-ins, accounts,
+        changes saved while the daemon was down), sealed as one ``console_audit`` event. Bounded and
+        shape-checked: the console is the network-facing side."""
+        if not isinstance(records, list) or not 1 <= len(records) <= self.MAX_AUDIT_RECORDS:
+            raise ValueError(f"audit: 'records' must be a list of 1 to {self.MAX_AUDIT_RECORDS} records")
+        for r in records:
+            if not isinstance(r, dict) or not isinstance(r.get("action", "config"), str):
+                raise ValueError("audit: every record must be an object with a string 'action'")
+            if len(json.dumps(r, ensure_ascii=False)) > self.MAX_AUDIT_RECORD_BYTES:
+                raise ValueError(f"audit: a record is larger than {self.MAX_AUDIT_RECORD_BYTES} bytes")
+        return self._seal_event("console_audit", {"records": records})
 
     def status(self) -> dict:
         stale = self.heartbeats.stale()

@@ -31,6 +31,8 @@ class Candidate:
     decision: Decision
     decided_mono_ns: int
     clock: ClockStamp
+    pinned: tuple[int, list[Frame]] | None = None
+    """(trigger, the window's frames the ring held at decision time): see :meth:`EvidenceBuilder.pin`."""
 
 
 def trigger_ns(p: Pass, capture_offset_m: float, speed_kmh: float, rear_plate_offset_m: float = 0.0) -> int:
@@ -140,7 +142,19 @@ class EvidenceBuilder:
         busy = self._anpr_busy_since
         return time.monotonic_ns() if busy is None else busy
 
-    def frames_for(self, p: Pass) -> tuple[int, list[Frame]]:
+    def pin(self, p: Pass) -> tuple[int, list[Frame]]:
+        """On the measuring thread, as the violation is decided: references to the trigger window's frames
+        the ring holds now (no pixel copy). The evidence thread works through violations one at a time and
+        may wait seconds for a plate read; by the time it reaches the next one the ring (about 2 s) may
+        have overwritten that vehicle's frames."""
+        cam = self._cfg.camera
+        t = trigger_ns(p, cam.capture_offset_m, p.median_kmh, cam.rear_plate_offset_m)
+        return t, self._ring.window(t - cam.pre_trigger_ms * 1_000_000, t + cam.post_trigger_ms * 1_000_000)
+
+    def frames_for(self, p: Pass, pinned: tuple[int, list[Frame]] | None = None) -> tuple[int, list[Frame]]:
+        """The trigger instant and its window's frames: an outbound pass's early snapshot, else the frames
+        ``pinned`` at decision time joined with those the ring holds now (post-trigger frames that did not
+        exist yet when the pass was decided)."""
         cam = self._cfg.camera
         if p.direction is Direction.OUTBOUND and self._snapshots is not None:
             snap = self._snapshots.take(p)
@@ -148,6 +162,9 @@ class EvidenceBuilder:
                 return snap
         t = trigger_ns(p, cam.capture_offset_m, p.median_kmh, cam.rear_plate_offset_m)
         t1 = t + cam.post_trigger_ms * 1_000_000
+        early = pinned[1] if pinned is not None else []
+        if early and early[-1].t_mono_ns >= t1 - 1_000_000_000 // max(cam.fps, 1):
+            return t, early  # the whole window was already there
         # Wait (briefly) until the post-trigger frames exist.
         deadline = time.monotonic_ns() + 2 * cam.post_trigger_ms * 1_000_000 + 500_000_000
         while time.monotonic_ns() < deadline:
@@ -155,7 +172,11 @@ class EvidenceBuilder:
             if latest is not None and latest.t_mono_ns >= t1:
                 break
             time.sleep(0.01)
-        return t, self._ring.window(t - cam.pre_trigger_ms * 1_000_000, t1)
+        late = self._ring.window(t - cam.pre_trigger_ms * 1_000_000, t1)
+        if not early:
+            return t, late
+        merged = {f.frame_no: f for f in early} | {f.frame_no: f for f in late}
+        return t, sorted(merged.values(), key=lambda f: f.t_mono_ns)
 
     def _read_plate(self, frames: list[Frame]) -> tuple[PlateRead | None, Frame | None]:
         self._anpr_busy_since = time.monotonic_ns()
@@ -178,7 +199,7 @@ class EvidenceBuilder:
         cfg = self._cfg
         p = cand.pass_
         vid = str(uuid.uuid4())
-        t, window = self.frames_for(p)
+        t, window = self.frames_for(p, cand.pinned)
         evidence_problem: str | None = None
         try:
             picked = select_frames(window, t, max(cfg.camera.evidence_frames, 4)) if window else []
@@ -205,15 +226,17 @@ class EvidenceBuilder:
                 log.warning("ANPR backlog full: violation %s sealed with plate pending, no read queued", vid)
                 pending = True
 
+        # The trigger frame stays first (it is the instant the measurement refers to; portals show
+        # images[0]); the frame the plate was read in joins the set, replacing the last, if not in it.
         frames = picked[: cfg.camera.evidence_frames]
-        if plate_frame is not None:
-            frames = [plate_frame] + [f for f in frames if f.frame_no != plate_frame.frame_no]
-            frames = frames[: cfg.camera.evidence_frames]
+        if plate_frame is not None and all(f.frame_no != plate_frame.frame_no for f in frames):
+            frames = [*frames[: max(1, len(frames) - 1)], plate_frame]
         bar = DataBar(
             utc_ns=utc_of(cand.clock, t),
             clock_synchronized=cand.clock.synchronized,
             clock_source=cand.clock.source,
             measured_kmh=cand.decision.measured_kmh,
+            enforced_kmh=cand.decision.enforced_kmh,
             limit_kmh=cand.decision.limit_kmh,
             direction=p.direction.value if p.direction else "unknown",
             site_id=cfg.site.id,
@@ -228,7 +251,12 @@ class EvidenceBuilder:
                 frames,
                 bar,
                 clock=lambda mono: utc_of(cand.clock, mono),
-                plate_box=plate.box if plate is not None and plate_frame is frames[0] else None,
+                # the box is where the plate is in *its* frame: the close-up is cut from that frame only
+                plate_box=(
+                    (lambda f: plate.box if f.frame_no == plate_frame.frame_no else None)
+                    if plate is not None and plate_frame is not None
+                    else None
+                ),
                 quality=cfg.camera.jpeg_quality,
             )
             if frames

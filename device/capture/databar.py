@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import subprocess
 from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
 
 import numpy as np
 
@@ -27,8 +28,9 @@ class FontNotFoundError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class DataBar:
-    """What the bar shows. ``measured_kmh`` is the radar's unrounded value (the bar shows 3 decimals,
-    the JPEG comment carries the exact float)."""
+    """What the bar shows. ``measured_kmh`` is the radar's unrounded value; ``enforced_kmh`` the speed the
+    fine rests on (after calibration, cosine correction and tolerance: it can exceed the raw value at a
+    mount angle). The bar shows both, truncated to 3 decimals; the JPEG comment carries the exact floats."""
 
     utc_ns: int
     clock_synchronized: bool
@@ -42,6 +44,8 @@ class DataBar:
     device_id: str = ""
     packet_id: str = ""
     lane: str | None = None
+    enforced_kmh: float | None = None
+    """None on images that record no decision (aiming, self-test)."""
 
 
 def _fc_match(pattern: str) -> str | None:
@@ -109,8 +113,10 @@ def format_utc(utc_ns: int) -> str:
 
 
 def format_kmh(v: float) -> str:
-    """Up to 3 decimals, trailing zeros dropped: ``87.336``, ``60``."""
-    return f"{v:.3f}".rstrip("0").rstrip(".")
+    """Up to 3 decimals, truncated (never rounded up: 89.9996 is ``89.999``, not ``90``), trailing zeros
+    dropped: ``87.336``, ``60``. Truncates the shortest repr, so 1.005 stays ``1.005``."""
+    d = Decimal(repr(float(v))).quantize(Decimal("0.001"), rounding=ROUND_DOWN)
+    return f"{d:f}".rstrip("0").rstrip(".")
 
 
 def bar_lines(bar: DataBar, frame_no: int | None = None) -> tuple[str, str, str]:
@@ -118,8 +124,13 @@ def bar_lines(bar: DataBar, frame_no: int | None = None) -> tuple[str, str, str]
     sync = f"SYNC {bar.clock_source}" if bar.clock_synchronized else f"NOT SYNCHRONIZED ({bar.clock_source})"
     direction = bar.direction or "unknown"
     lane = f"  LANE {bar.lane}" if bar.lane else ""
+    # "Measured" and "retained" (vitesse mesuree / retenue): the raw radar value and the one compared with
+    # the limit; showing only the raw one could print a speed below the limit on a fined vehicle.
+    speed = f"MEASURED {format_kmh(bar.measured_kmh)} km/h"
+    if bar.enforced_kmh is not None:
+        speed += f"   RETAINED {format_kmh(bar.enforced_kmh)} km/h"
     row1 = (
-        f"{format_utc(bar.utc_ns)} [{sync}]   SPEED {format_kmh(bar.measured_kmh)} km/h   "
+        f"{format_utc(bar.utc_ns)} [{sync}]   {speed}   "
         f"LIMIT {format_kmh(bar.limit_kmh)} km/h   DIR {direction}{lane}"
     )
     frame = f"   FRAME {frame_no}" if frame_no is not None else ""

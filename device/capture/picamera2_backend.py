@@ -96,8 +96,8 @@ class Picamera2Camera:
         self._cam: Any = None
         self._stats = CameraStats()
         self._ts_clock: str | None = None
-        self._first_ts: int | None = None
-        self._base_no = 0
+        self._prev_ts: int | None = None
+        self._prev_no = 0
         self._last_no: int | None = None
         self._preview: np.ndarray | None = None
         self._lock = threading.Lock()
@@ -135,7 +135,7 @@ class Picamera2Camera:
             _close_quietly(cam)
             raise
         self._cam = cam
-        self._first_ts = None  # frame numbers restart from the sensor's new stream
+        self._prev_ts = None  # frame numbers restart from the sensor's new stream
 
     def start(self) -> None:
         self._stats.state = "starting"
@@ -162,10 +162,15 @@ class Picamera2Camera:
         t_mono = to_monotonic_ns(int(ts), self._ts_clock, mono_now, boot_now)
         if exposure_us:
             t_mono -= int(exposure_us) * 1000 // 2
-        if self._first_ts is None:
-            self._first_ts = int(ts)
-            self._base_no = self._stats.frames + self._stats.dropped
-        frame_no = self._base_no + round((int(ts) - self._first_ts) / self.frame_period_ns)
+        # Numbered from the previous frame, in units of this frame's own duration (FrameDuration, else
+        # the requested period): real sensor periods are whole lines, not exactly 1/fps, and counting
+        # from the stream's first stamp would drift into duplicate or phantom frame numbers over minutes.
+        period = int(md["FrameDuration"]) * 1000 if md.get("FrameDuration") else self.frame_period_ns
+        if self._prev_ts is None:
+            frame_no = self._stats.frames + self._stats.dropped
+        else:
+            frame_no = self._prev_no + max(1, round((int(ts) - self._prev_ts) / period))
+        self._prev_ts, self._prev_no = int(ts), frame_no
         image = request.make_array("main")
         if not image.flags.owndata:  # never keep a view into a buffer libcamera will reuse
             image = image.copy()

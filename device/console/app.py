@@ -32,7 +32,7 @@ from device import config as cfgmod
 from device.control import ControlClient, ControlError, socket_path
 
 from . import i18n, view
-from .audit import AuditLog, AuditRecord, utc_now
+from .audit import AuditLog, AuditRecord, PendingAudit, utc_now
 from .auth import (
     ROLES,
     AccountStore,
@@ -130,6 +130,7 @@ class ConsoleApp:
         )
         self.setup = SetupCode(state / "setup-code")
         self.audit = AuditLog(state / "audit.jsonl")
+        self.pending_audit = PendingAudit(state / "audit-pending.jsonl")
         self.editor = ConfigEditor(self.config_path, self.audit)
         self.control = control or ControlClient(socket_path(cfg.device.runtime_dir))
         self.catalogs = i18n.load_catalogs()
@@ -311,28 +312,42 @@ class ConsoleApp:
 
     def daemon(self, cmd: str, **args: Any) -> tuple[Any, str | None]:
         try:
-            return self.control.call(cmd, **args), None
+            result = self.control.call(cmd, **args)
         except ControlError as exc:
             return None, str(exc)
+        self.flush_audit()  # the daemon answers: a good moment to hand over what it has not sealed yet
+        return result, None
+
+    AUDIT_BATCH = 200
+
+    def flush_audit(self) -> None:
+        """Hands pending audit records to the daemon (``audit``: one sealed ``console_audit`` event per
+        batch); they stay pending until it has answered."""
+        while batch := self.pending_audit.peek(self.AUDIT_BATCH):
+            try:
+                self.control.call("audit", records=batch)
+            except ControlError as exc:
+                log.info("%d audit record(s) wait for the daemon: %s", len(batch), exc)
+                return
+            self.pending_audit.drop(len(batch))
 
     def record(
         self, ctx: Ctx, action: str, field_: str, old: Any = None, new: Any = None, who: str = ""
     ) -> None:
         s = ctx.session
-        self.audit.append(
-            [
-                AuditRecord(
-                    who=who or (s.user if s else "-"),
-                    role=s.role if s else "-",
-                    when=utc_now(),
-                    field=field_,
-                    old=old,
-                    new=new,
-                    remote=ctx.req.remote,
-                    action=action,
-                )
-            ]
+        rec = AuditRecord(
+            who=who or (s.user if s else "-"),
+            role=s.role if s else "-",
+            when=utc_now(),
+            field=field_,
+            old=old,
+            new=new,
+            remote=ctx.req.remote,
+            action=action,
         )
+        self.audit.append([rec])
+        self.pending_audit.add([rec.to_dict()])  # sign-ins and accounts reach the registry too
+        self.flush_audit()
 
     def login_session(self, ctx: Ctx, user: str, role: str) -> Response:
         s = self.sessions.create(user, role)
@@ -350,7 +365,7 @@ class ConsoleApp:
         if lang in i18n.LANGS:
             ctx.set_cookies.append(self.cookie("rclang", lang, max_age=365 * 86400))
         back = ctx.req.arg("next", "/")
-        if not re.fullmatch(r"/[a-z/]*", back):  # local pages only: no open redirect
+        if not re.fullmatch(r"/(?!/)[a-z/]*", back):  # local pages only ("//host" is another site)
             back = "/"
         return self.redirect(back)
 
@@ -364,9 +379,10 @@ class ConsoleApp:
             return self.redirect("/login")
         req = ctx.req
         try:
-            self.throttle.check("(setup)", req.remote)
+            # Per address only: a shared lockout would let anyone on the network keep a fresh unit
+            # unclaimable with five wrong codes; 16 characters (80 bits) need no lockout.
+            self.throttle.rate(req.remote)
             if not self.setup.verify(req.field("code")):
-                self.throttle.failure("(setup)")
                 raise AuthError("err_setup_code")
             name = req.field("username").strip()
             if req.field("password") != req.field("password2"):
@@ -597,7 +613,8 @@ class ConsoleApp:
             [r.field for r in result.records],
         )
         res, err = self.daemon("reload", audit=[r.to_dict() for r in result.records])
-        if err:
+        if err:  # saved but not sealed: the records go up with the next audit hand-over instead
+            self.pending_audit.add([r.to_dict() for r in result.records])
             ctx.session.flash.append(
                 ("error", t("msg_saved_reload_failed", n=len(result.records), error=err))
             )

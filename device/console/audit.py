@@ -104,3 +104,80 @@ class AuditLog:
             return self.path.read_bytes()
         except FileNotFoundError:
             return b""
+
+
+class PendingAudit:
+    """Records the daemon has not sealed yet (JSON Lines in the console's state dir, fsynced).
+
+    The local audit log is the console's; the registry sees only what the daemon seals. Records go here
+    when they have no other way up (sign-ins, accounts) or their way failed (a ``reload`` while the daemon
+    was down), and leave only once the daemon has answered ``audit`` for them: at-least-once, so a lost
+    reply may send a batch twice (each record carries its own time and author to tell).
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    MAX_VALUE_CHARS = 1000
+    """Longer old/new values are cut (and say so): the daemon refuses records over 4 KiB, and one such
+    record must not hold back every record behind it."""
+
+    def add(self, records: Iterable[dict[str, Any]]) -> None:
+        lines = "".join(
+            json.dumps(self._bounded(r), ensure_ascii=False, sort_keys=True) + "\n" for r in records
+        )
+        if not lines:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, lines.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    @classmethod
+    def _bounded(cls, r: dict[str, Any]) -> dict[str, Any]:
+        out = dict(r)
+        for k in ("old", "new", "field", "who", "remote"):
+            text = json.dumps(out.get(k), ensure_ascii=False)
+            if len(text) > cls.MAX_VALUE_CHARS:
+                out[k] = text[: cls.MAX_VALUE_CHARS] + f"... ({len(text)} characters, cut)"
+        return out
+
+    def peek(self, limit: int) -> list[dict[str, Any]]:
+        """The oldest ``limit`` records (a torn last line is skipped until it is complete)."""
+        with self._lock:
+            return self._read()[:limit]
+
+    def drop(self, n: int) -> None:
+        """Forgets the oldest ``n`` (sealed by the daemon); records added meanwhile stay."""
+        with self._lock:
+            rest = self._read()[n:]
+            if not rest:
+                self.path.unlink(missing_ok=True)
+                return
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rest)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, data.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+
+    def _read(self) -> list[dict[str, Any]]:
+        try:
+            text = self.path.read_text("utf-8")
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in text.splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out

@@ -9,6 +9,7 @@ logout and on password change. Each session carries its own CSRF token.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import os
@@ -65,11 +66,25 @@ def check_password(pw: str) -> str:
 class AccountStore:
     """JSON file, 0600, rewritten atomically on every change."""
 
-    def __init__(self, path: Path, hasher: PasswordHasher | None = None):
+    def __init__(self, path: Path, hasher: PasswordHasher | None = None, *, concurrent_hashes: int = 2):
         self.path = Path(path)
         self.hasher = hasher or PasswordHasher()  # argon2id, RFC 9106 low-memory profile
         self._lock = threading.Lock()
+        # Each hash takes argon2's memory (64 MiB by default) for about half a second: unbounded, a burst
+        # of parallel logins outgrows the console's MemoryMax, and a restart forgets every lockout.
+        self._hashing = threading.BoundedSemaphore(concurrent_hashes)
         self._dummy = self.hasher.hash(secrets.token_hex(16))
+
+    @contextlib.contextmanager
+    def _hash_slot(self):
+        """At most ``concurrent_hashes`` argon2 computations at once; beyond that, refused at once
+        (``err_busy``) rather than queued, so a flood costs its sender a retry, not the unit memory."""
+        if not self._hashing.acquire(blocking=False):
+            raise AuthError("err_busy")
+        try:
+            yield
+        finally:
+            self._hashing.release()
 
     def _read(self) -> dict[str, Account]:
         try:
@@ -103,7 +118,8 @@ class AccountStore:
         check_password(password)
         if role not in ROLES:
             raise AuthError("err_role")
-        h = self.hasher.hash(password)
+        with self._hash_slot():
+            h = self.hasher.hash(password)
         with self._lock:
             accounts = self._read()
             if name in accounts:
@@ -115,7 +131,8 @@ class AccountStore:
 
     def set_password(self, name: str, password: str) -> None:
         check_password(password)
-        h = self.hasher.hash(password)
+        with self._hash_slot():
+            h = self.hasher.hash(password)
         with self._lock:
             accounts = self._read()
             a = accounts[name]
@@ -131,10 +148,11 @@ class AccountStore:
     def verify(self, name: str, password: str) -> Account | None:
         """Same cost whether or not the user exists, so timing does not reveal account names."""
         acct = self.get(name)
-        try:
-            self.hasher.verify(acct.hash if acct else self._dummy, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return None
+        with self._hash_slot():
+            try:
+                self.hasher.verify(acct.hash if acct else self._dummy, password)
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                return None
         return acct
 
 
@@ -210,16 +228,25 @@ class LoginThrottle:
         self._ip: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
+    def rate(self, ip: str) -> None:
+        """The per-address limit alone (counted now, before any hashing)."""
+        now = self.clock()
+        with self._lock:
+            self._rate(ip, now)
+
+    def _rate(self, ip: str, now: float) -> None:
+        q = self._ip.setdefault(ip, deque())
+        while q and q[0] < now - 60:
+            q.popleft()
+        if len(q) >= self.per_ip:
+            raise AuthError("err_rate_limited")
+        q.append(now)
+
     def check(self, user: str, ip: str) -> None:
         """Raises before any password is hashed, so a locked account costs the attacker nothing to probe."""
         now = self.clock()
         with self._lock:
-            q = self._ip.setdefault(ip, deque())
-            while q and q[0] < now - 60:
-                q.popleft()
-            if len(q) >= self.per_ip:
-                raise AuthError("err_rate_limited")
-            q.append(now)
+            self._rate(ip, now)
             until = self._locked_until.get(user, 0.0)
             if until > now:
                 raise AuthError("err_locked", minutes=max(1, round((until - now) / 60)))

@@ -36,6 +36,7 @@ EVENT_KINDS = frozenset(
         "shutdown",
         "config_changed",
         "config_rejected",
+        "console_audit",
         "tamper",
         "clock_jump",
         "clock_unsynchronised",
@@ -306,10 +307,18 @@ def _reencode(jpeg: bytes, quality: int, scale: float) -> tuple[bytes, int, int]
         img = cv2.resize(
             img, (max(16, int(w * scale)), max(16, int(h * scale))), interpolation=cv2.INTER_AREA
         )
-    ok, buf = cv2.imencode(".jpg", img, [int(cv2.IMWRITE_JPEG_QUALITY), quality])
-    if not ok:
-        raise PacketError("JPEG re-encoding failed")
-    return buf.tobytes(), img.shape[1], img.shape[0]
+    from device.capture.evidence import encode_jpeg, jpeg_comment
+
+    # The comment holds the exact numbers behind the printed data bar: it must survive the re-encode.
+    try:
+        comment = jpeg_comment(jpeg)
+    except ValueError:  # decodable but not a JPEG: nothing to carry over
+        comment = None
+    try:
+        out = encode_jpeg(img, quality, comment=comment)
+    except Exception as exc:
+        raise PacketError(f"JPEG re-encoding failed: {exc}") from exc
+    return out, img.shape[1], img.shape[0]
 
 
 def fit_to_size(payload: dict[str, Any], max_bytes: int) -> dict[str, Any]:

@@ -115,11 +115,22 @@ def test_format_helpers_never_round_up_into_the_next_unit():
     assert format_utc(1_700_000_000_999_999_999).endswith(":20.999 UTC")
     assert format_kmh(87.33600000000001) == "87.336"
     assert format_kmh(60.0) == "60"
+    assert format_kmh(89.9996) == "89.999"  # truncated: a bar must never show more than was measured
+    assert format_kmh(1.005) == "1.005" and format_kmh(120.0001) == "120"
     row1, row2, row3 = bar_lines(bar(clock_synchronized=False, clock_source="rtc"), 42)
     assert row3 == "Rabat Avenue Mohammed V"
-    assert "NOT SYNCHRONIZED (rtc)" in row1 and "87.336 km/h" in row1 and "LIMIT 60 km/h" in row1
+    assert "NOT SYNCHRONIZED (rtc)" in row1 and "MEASURED 87.336 km/h" in row1 and "LIMIT 60 km/h" in row1
+    assert "RETAINED" not in row1  # no decision behind this bar (aiming image)
     assert "DIR inbound" in row1 and "LANE 1" in row1
     assert "SITE-0042" in row2 and "rc-0007" in row2 and "pkt-000123" in row2 and "FRAME 42" in row2
+
+
+def test_bar_shows_the_retained_speed_that_the_fine_rests_on():
+    """At a 25 degree mount angle a raw 118 km/h is 126.293 km/h retained, over a 120 limit: a bar with
+    only the raw value would print a speed below the limit on a fined vehicle."""
+    row1, _, _ = bar_lines(bar(measured_kmh=118.0, enforced_kmh=126.29357, limit_kmh=120.0))
+    assert "MEASURED 118 km/h" in row1 and "RETAINED 126.293 km/h" in row1 and "LIMIT 120 km/h" in row1
+    assert row1.index("MEASURED") < row1.index("RETAINED") < row1.index("LIMIT")
 
 
 def _decode(jpeg: bytes) -> np.ndarray:

@@ -170,6 +170,22 @@ def test_sensor_timestamps_land_on_the_monotonic_clock(fake_picamera2, boot_offs
     assert late is not None and late.frame_no == 6 and fake.requests[-1].released == 1
 
 
+def test_frame_numbers_follow_the_real_frame_period(fake_picamera2):
+    """A sensor's real period is a whole number of lines (here 33.320 ms against the 33.333 ms asked
+    for): over 4 000 frames (2 minutes) numbering from the first stamp drifted into a duplicate number;
+    each frame is numbered from the one before it instead, and a real gap still counts as drops."""
+    period = 33_320_000
+    base = MONO_NOW - 4100 * period
+    stamps = [base + i * period for i in range(4000)]
+    stamps += [stamps[-1] + 3 * period]  # two frames really lost
+    fake_picamera2.timestamps = stamps
+    cam = Picamera2Camera(cfg(), clock=fixed_clock(0))
+    cam.start()
+    numbers = [cam.read(0.1).frame_no for _ in range(len(stamps))]
+    assert numbers[:4000] == list(range(4000)) and numbers[-1] == 4002
+    assert cam.health()["dropped"] == 2
+
+
 def test_requests_released_even_when_processing_raises(fake_picamera2):
     fake_picamera2.timestamps = [MONO_NOW - 50_000_000 + i * 33_333_333 for i in range(3)]
     fake_picamera2.fail_at = {1}

@@ -51,6 +51,7 @@ class FakeDaemon:
         self.violations: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.reloads: list[dict[str, Any]] = []
+        self.audits: list[list[dict[str, Any]]] = []
         self.triggers = 0
         self.config_hash = cfgmod.config_hash(cfgmod.load(config_path))
         self.frame = 0
@@ -157,6 +158,13 @@ class FakeDaemon:
                 )
         return {"config_hash": self.config_hash, "event_seq": seq}
 
+    def audit(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Sign-in and account records (the real daemon seals them as console_audit events; kept apart
+        here so ``events`` holds the config_changed ones the tests count)."""
+        with self.lock:
+            self.audits.append(list(args["records"]))
+            return {"event_seq": None}
+
     def selftest(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         return [
             {"check": "radar", "ok": True, "detail": "OPS243-A answered", "fix": ""},
@@ -179,6 +187,7 @@ class FakeDaemon:
             "preview",
             "test_trigger",
             "reload",
+            "audit",
             "selftest",
             "uplink_test",
             "keys",

@@ -58,6 +58,55 @@ def test_no_default_account_setup_code_once(env) -> None:
     assert status == 403 and env.app.accounts.get("eve") is None
 
 
+def test_wrong_setup_codes_do_not_lock_out_the_technician(env) -> None:
+    """Anyone on the network may send wrong codes; that must not keep a fresh unit unclaimable (the code
+    is 80 bits: the per-address rate limit is enough)."""
+    c = env.client()
+    for _ in range(env.app.ccfg.max_failed_logins + 2):
+        _, _, html = c.get("/setup")
+        form = {"csrf": c.token(html), "code": "AAAA-BBBB-CCCC-DDDD", "username": "eve"}
+        status, _, body = c.post("/setup", form | {"password": PASSWORD, "password2": PASSWORD})
+        assert status == 422 and "Wrong setup code" in body
+    _setup(env)  # the right code still works
+    assert env.app.accounts.get("tech") is not None and env.app.accounts.get("eve") is None
+
+
+def test_password_hashing_is_bounded_under_a_burst(tmp_path) -> None:
+    """Each argon2 hash holds its memory (64 MiB by default) for about half a second; a burst of parallel
+    logins must be refused beyond the bound (err_busy), not hashed all at once past MemoryMax."""
+    import threading
+
+    from argon2 import PasswordHasher
+
+    from device.console.auth import AccountStore, AuthError
+
+    inside, release = threading.Event(), threading.Event()
+
+    class Held(PasswordHasher):
+        """The real hasher; a verify waits inside the slot until released (a slow hash, made exact)."""
+
+        def verify(self, hash, password):  # argon2 names its parameter `hash`
+            inside.set()
+            release.wait(10)
+            return super().verify(hash, password)
+
+    store = AccountStore(tmp_path / "accounts.json", Held(time_cost=1, memory_cost=8192), concurrent_hashes=1)
+    store.create("tech", PASSWORD, "technician")
+    first: list = []
+    t = threading.Thread(target=lambda: first.append(store.verify("tech", PASSWORD)))
+    t.start()
+    assert inside.wait(10)
+    with pytest.raises(AuthError) as ei:
+        store.verify("tech", PASSWORD)
+    assert ei.value.key == "err_busy"
+    with pytest.raises(AuthError):
+        store.set_password("tech", "another long password")
+    release.set()
+    t.join(10)
+    assert first and first[0] is not None and first[0].name == "tech"
+    assert store.verify("tech", PASSWORD) is not None  # the slot is free again
+
+
 def test_security_headers_on_every_page(env) -> None:
     c = _setup(env)
     for path in (
@@ -361,7 +410,7 @@ def test_static_path_traversal(env) -> None:
 
 def test_open_redirect_refused(env) -> None:
     c = env.client()
-    for nxt in ("//evil.example", "https://evil.example", "/\\evil.example"):
+    for nxt in ("//evil.example", "https://evil.example", "/\\evil.example", "//attacker/", "//intranet"):
         status, headers, _ = c.get(f"/lang?set=fr&next={nxt}")
         assert status == 303 and headers["Location"] == "/"
 

@@ -120,6 +120,24 @@ def test_fit_to_size_shrinks_images_never_the_measurement(key):
     assert fit_to_size(p, 10_000_000) is p  # already fits: untouched
 
 
+def test_fit_to_size_keeps_the_images_metadata_comment(key):
+    """The COM segment holds the exact numbers behind the printed data bar; a re-encode that dropped it
+    would leave the registry an image whose bar cannot be traced to the measurement."""
+    import cv2
+    import numpy as np
+
+    from device.capture.evidence import encode_jpeg, jpeg_comment
+
+    rng = np.random.default_rng(0)
+    noisy = cv2.GaussianBlur(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), (3, 3), 0)
+    com = b'radarcam-evidence:{"bar":{"measured_kmh":118.0}}'
+    jpeg = encode_jpeg(noisy, 95, comment=com)
+    p = violation_payload(sample_violation(1), sample_context("dev-1", key.key_id))
+    p["images"] = [p["images"][0] | {"jpeg": jpeg, "sha256": hashlib.sha256(jpeg).hexdigest()}]
+    f = fit_to_size(p, encoded_size(p) // 2)
+    assert f["images"][0]["reencoded"] and jpeg_comment(f["images"][0]["jpeg"]) == com
+
+
 def test_fit_to_size_without_images_refuses_rather_than_cut(key):
     p = violation_payload(sample_violation(1, images=0), sample_context("d", key.key_id))
     with pytest.raises(PacketError, match="over the"):

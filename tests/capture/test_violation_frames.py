@@ -1,0 +1,115 @@
+"""Which frames a violation keeps: its trigger window survives a slow plate read of the violation before
+it (the evidence thread is serial), and the trigger frame stays the first image."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from device.capture.ring import FrameRing
+from device.config import Config
+from device.model import ClockStamp, Decision, Direction, Frame, Pass, PlateRead
+from device.violations import Candidate, EvidenceBuilder
+
+
+class SlowReader:
+    """A real-time stand-in for a plate read that takes longer than the ring holds (a loaded Pi)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def read_frames(self, images, country=None):
+        time.sleep(self.seconds)
+        return PlateRead("12345-A-6", "12345-A-6", "MA", 0.9, frame_no=0)
+
+
+@pytest.fixture
+def fed_ring():
+    """A 1 s ring fed at 30 fps by a thread, like the camera thread feeds the real one."""
+    ring = FrameRing(1.0, 30.0)
+    stop = threading.Event()
+
+    def feed() -> None:
+        n = 0
+        while not stop.is_set():
+            ring.push(Frame(time.monotonic_ns(), n, np.full((48, 64, 3), n % 250, np.uint8)))
+            n += 1
+            time.sleep(1 / 30)
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    time.sleep(1.5)
+    yield ring
+    stop.set()
+    t.join(2)
+
+
+def _candidate(end_ns: int, pinned=None) -> Candidate:
+    p = Pass(
+        "p", end_ns - 10**9, end_ns, Direction.INBOUND, (), 90.0, end_ns - 2 * 10**8, 90.0, 0.5, lane="1"
+    )
+    d = Decision(True, "MA", "1", "car", 60.0, 90.0, 1.0, 0.0, 90.0, 3.0, 87.0, 27.0)
+    return Candidate(p, d, end_ns, ClockStamp(1_700_000_000_000_000_000, end_ns, True, "ntp"), pinned)
+
+
+@pytest.mark.parametrize("pin", [True, False])
+def test_second_violation_keeps_its_frames_only_when_pinned_at_decision(fed_ring, pin):
+    cfg = Config()
+    cfg.camera.ring_seconds = 1.0
+    b = EvidenceBuilder(cfg, fed_ring, SlowReader(1.5), on_late_plate=lambda v, p: None)
+    try:
+        time.sleep(cfg.camera.post_trigger_ms / 1000 + 0.1)  # both trigger windows are in the ring now
+        now = time.monotonic_ns()
+        ends = (now - 300_000_000, now)  # two vehicles 0.3 s apart, decided as they leave the beam
+        cands = [_candidate(e, b.pin(_candidate(e).pass_) if pin else None) for e in ends]
+        built = [b.build(c) for c in cands]  # what the evidence loop does: one after the other
+    finally:
+        b.close()
+    assert built[0].images, "the first violation always has its frames"
+    if pin:
+        assert built[1].images and built[1].extra["evidence_problem"] is None
+        assert built[1].extra["frames_in_window"] >= 10
+    else:  # the failure the pin prevents: the 1.5 s read outlived the 1 s ring
+        assert not built[1].images and "no camera frames" in built[1].extra["evidence_problem"]
+
+
+class LastFrameReader:
+    """Reads the plate best in the last of the frames it is given (far from the trigger)."""
+
+    def read_frames(self, images, country=None):
+        return PlateRead("12345-A-6", "12345-A-6", "MA", 0.9, box=(5, 5, 20, 10), frame_no=len(images) - 1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_trigger_frame_stays_first_and_the_plate_frame_joins(n):
+    """The frame nearest the trigger is the one the measurement refers to and the one portals show
+    (images[0]); the plate-read frame used to displace it (with evidence_frames=1 it was dropped)."""
+    cfg = Config()
+    cfg.camera.evidence_frames = n
+    ring = FrameRing(cfg.camera.ring_seconds, cfg.camera.fps)
+    now, period = time.monotonic_ns(), round(1e9 / 30)
+    rng = np.random.default_rng(1)
+    for i in range(60):  # textured frames now and then, so frame selection has something to prefer
+        img = (
+            rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            if i % 7 == 0
+            else np.full((48, 64, 3), 128, np.uint8)
+        )
+        ring.push(Frame(now - (59 - i) * period, i, img))
+    b = EvidenceBuilder(cfg, ring, LastFrameReader(), on_late_plate=lambda v, p: None)
+    try:
+        c = _candidate(now - 600_000_000)
+        v = b.build(Candidate(c.pass_, c.decision, now, c.clock, b.pin(c.pass_)))
+    finally:
+        b.close()
+    t = v.extra["trigger_mono_ns"]
+    overviews = [im for im in v.images if im.role == "overview"]
+    nearest = min(ring.window(t - 10**9, t + 10**9), key=lambda f: abs(f.t_mono_ns - t))
+    assert overviews[0].frame_no == nearest.frame_no
+    assert len(overviews) == max(n, 2)  # the plate frame is added (n=1) or takes the last place
+    plate = [im for im in v.images if im.role == "plate"]
+    assert len(plate) == 1 and plate[0].frame_no == v.plate.frame_no == overviews[-1].frame_no
+    assert plate[0].frame_no != overviews[0].frame_no  # the read was far from the trigger
