@@ -212,6 +212,7 @@ class EvidenceBuilder:
 
         plate: PlateRead | None = None
         plate_frame: Frame | None = None
+        plate_note: str | None = None
         pending = False
         future: cf.Future | None = None
         if cfg.anpr.enabled and self._reader is not None and picked:
@@ -222,6 +223,9 @@ class EvidenceBuilder:
                     future = None
                 except cf.TimeoutError:
                     pending = True
+                except Exception as exc:  # a failing reader costs the plate, never the violation
+                    log.exception("plate read failed for violation %s", vid)
+                    future, plate_note = None, f"plate read failed: {type(exc).__name__}: {exc}"
             else:
                 log.warning("ANPR backlog full: violation %s sealed with plate pending, no read queued", vid)
                 pending = True
@@ -246,22 +250,24 @@ class EvidenceBuilder:
             packet_id=vid,
             lane=p.lane,
         )
-        images = (
-            build_evidence(
-                frames,
-                bar,
-                clock=lambda mono: utc_of(cand.clock, mono),
-                # the box is where the plate is in *its* frame: the close-up is cut from that frame only
-                plate_box=(
-                    (lambda f: plate.box if f.frame_no == plate_frame.frame_no else None)
-                    if plate is not None and plate_frame is not None
-                    else None
-                ),
-                quality=cfg.camera.jpeg_quality,
-            )
-            if frames
-            else []
-        )
+        images: list = []
+        if frames:
+            try:
+                images = build_evidence(
+                    frames,
+                    bar,
+                    clock=lambda mono: utc_of(cand.clock, mono),
+                    # the box is where the plate is in *its* frame: the close-up is cut from that frame only
+                    plate_box=(
+                        (lambda f: plate.box if f.frame_no == plate_frame.frame_no else None)
+                        if plate is not None and plate_frame is not None
+                        else None
+                    ),
+                    quality=cfg.camera.jpeg_quality,
+                )
+            except Exception as exc:  # rendering/encoding failed: the measurement is still sealed
+                log.exception("evidence images failed for violation %s", vid)
+                evidence_problem = f"evidence images failed: {type(exc).__name__}: {exc}"
         violation = Violation(
             violation_id=vid,
             pass_=p,
@@ -275,7 +281,8 @@ class EvidenceBuilder:
                 "decided_mono_ns": cand.decided_mono_ns,
                 "frames_in_window": len(window),
                 "evidence_problem": evidence_problem,
-            },
+            }
+            | ({"plate_problem": plate_note} if plate_note else {}),
         )
         if future is not None:
             future.add_done_callback(lambda f, v=violation: self._late(v, f))

@@ -113,3 +113,54 @@ def test_trigger_frame_stays_first_and_the_plate_frame_joins(n):
     plate = [im for im in v.images if im.role == "plate"]
     assert len(plate) == 1 and plate[0].frame_no == v.plate.frame_no == overviews[-1].frame_no
     assert plate[0].frame_no != overviews[0].frame_no  # the read was far from the trigger
+
+
+class BrokenReader:
+    def read_frames(self, images, country=None):
+        raise RuntimeError("interpreter failed")
+
+
+def _ring_with(images) -> FrameRing:
+    ring = FrameRing(2.0, 30.0)
+    now, period = time.monotonic_ns(), round(1e9 / 30)
+    for i, img in enumerate(images):
+        ring.push(Frame(now - (len(images) - 1 - i) * period, i, img))
+    return ring
+
+
+def test_a_failing_plate_read_costs_the_plate_not_the_violation():
+    """An exception from the reader used to escape build(): the evidence loop logged it and the
+    violation was never sealed."""
+    cfg = Config()
+    ring = _ring_with([np.full((48, 64, 3), i, np.uint8) for i in range(60)])
+    b = EvidenceBuilder(cfg, ring, BrokenReader(), on_late_plate=lambda v, p: None)
+    try:
+        c = _candidate(time.monotonic_ns() - 600_000_000)
+        v = b.build(Candidate(c.pass_, c.decision, c.decided_mono_ns, c.clock, b.pin(c.pass_)))
+    finally:
+        b.close()
+    assert v.plate is None and not v.plate_pending and v.images
+    assert "plate read failed: RuntimeError: interpreter failed" in v.extra["plate_problem"]
+    assert v.decision.violation and v.pass_.peak_kmh == 90.0
+
+
+def test_images_that_cannot_be_built_leave_a_violation_without_images(monkeypatch):
+    """Rendering or encoding failing (injected here: the data bar's font gone from the disk) must not lose
+    the measurement: the violation is sealed without images and says why."""
+    import device.violations as violations
+
+    def no_font(*a, **k):
+        raise OSError("cannot open resource: DejaVuSans.ttf")
+
+    monkeypatch.setattr(violations, "build_evidence", no_font)
+    cfg = Config()
+    cfg.anpr.enabled = False
+    ring = _ring_with([np.full((48, 64, 3), i, np.uint8) for i in range(60)])
+    b = EvidenceBuilder(cfg, ring, None, on_late_plate=lambda v, p: None)
+    try:
+        c = _candidate(time.monotonic_ns() - 600_000_000)
+        v = b.build(Candidate(c.pass_, c.decision, c.decided_mono_ns, c.clock, b.pin(c.pass_)))
+    finally:
+        b.close()
+    assert v.images == () and "evidence images failed: OSError" in v.extra["evidence_problem"]
+    assert v.decision.violation and v.extra["frames_in_window"] > 0
