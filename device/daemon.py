@@ -304,10 +304,13 @@ class Daemon:
                 return
             try:
                 v = self.evidence.build(cand)
-                self.timings.decided_ns[v.violation_id] = cand.decided_mono_ns
-                self._seal_violation(v)
-            except Exception:
-                log.exception("could not record violation for pass %s", cand.pass_.pass_id)
+            except Exception as exc:  # the evidence path failed outright: seal the measurement alone
+                log.exception(
+                    "evidence for pass %s failed; sealing the measurement alone", cand.pass_.pass_id
+                )
+                v = self.evidence.bare(cand, f"evidence failed: {type(exc).__name__}: {exc}")
+            self.timings.decided_ns[v.violation_id] = cand.decided_mono_ns
+            self._seal_violation(v)  # never raises: what cannot be sealed waits in memory
 
     # ------------------------------------------------------------------ sealing
     def _seal_violation(self, v: Violation) -> None:

@@ -288,6 +288,20 @@ class EvidenceBuilder:
             future.add_done_callback(lambda f, v=violation: self._late(v, f))
         return violation
 
+    def bare(self, cand: Candidate, problem: str) -> Violation:
+        """The violation with its measurement only, for when building its evidence failed outright: a
+        fault in the camera path must never cost the record of the offence."""
+        return Violation(
+            violation_id=str(uuid.uuid4()),
+            pass_=cand.pass_,
+            decision=cand.decision,
+            clock=cand.clock,
+            images=(),
+            plate=None,
+            plate_pending=False,
+            extra={"decided_mono_ns": cand.decided_mono_ns, "evidence_problem": problem},
+        )
+
     def _late(self, v: Violation, f: cf.Future) -> None:
         try:
             plate, _ = f.result()

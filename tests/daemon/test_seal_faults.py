@@ -98,3 +98,23 @@ def test_outbox_that_cannot_be_opened_stops_start_up_with_the_reason(harness):
         h.start()
     assert (path / "keep").read_text() == "x"
     assert not list(path.parent.glob("outbox.sqlite.corrupt*"))
+
+
+def test_evidence_path_failing_outright_still_seals_the_measurement(harness, wait):
+    """Whatever breaks in building the evidence (injected: build() itself raising), the offence is
+    sealed with its measurement and says why; before, it was logged and lost."""
+    from device.sim.scenario import generate
+
+    h = harness(generate(9, vehicles=3, speeder_share=1.0))
+    d = h.start()
+
+    def broken(cand):
+        raise RuntimeError("injected evidence fault")
+
+    d.evidence.build = broken
+    wait(lambda: d.counters["sealed"] >= 1, 90, "a violation sealed")
+    seq = next(iter(d.timings.seq_of.values()))
+    payload = verify(d.outbox.get(seq).data, h.key.public_key)
+    assert payload["kind"] == "violation" and payload["images"] == []
+    assert "injected evidence fault" in payload["extra"]["evidence_problem"]
+    assert payload["measurement"]["readings"] and payload["decision"]["violation"]
