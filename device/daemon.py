@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -365,9 +366,11 @@ class Daemon:
             self.uplink.wake()
 
     def _retry_unsealed(self) -> None:
-        """Violations and events that could not be sealed: sealed, in order, as soon as the outbox takes
-        them. Never raises (it runs in the supervisor loop); each new reason for failing is logged once."""
-        while self._unsealed:
+        """Violations and events that could not be sealed: sealed, oldest first, as soon as the outbox
+        takes them. Never raises (it runs in the supervisor loop); each new reason is logged once. A
+        full or unusable outbox stops the turn (everything would fail alike); any other failure is that
+        record's own, so it goes to the back and the records behind it are not held up by it."""
+        for _ in range(len(self._unsealed)):
             try:
                 self._unsealed[0]()
             except Exception as exc:  # still failing: kept, tried again next turn
@@ -375,7 +378,10 @@ class Daemon:
                 if reason != self._unsealed_reason:
                     self._unsealed_reason = reason
                     log.error("%d records still not sealed: %s", len(self._unsealed), reason)
-                return
+                if isinstance(exc, OutboxError | sqlite3.Error):
+                    return
+                self._unsealed.rotate(-1)
+                continue
             self._unsealed.popleft()
             self._unsealed_reason = None
 

@@ -118,3 +118,28 @@ def test_evidence_path_failing_outright_still_seals_the_measurement(harness, wai
     assert payload["kind"] == "violation" and payload["images"] == []
     assert "injected evidence fault" in payload["extra"]["evidence_problem"]
     assert payload["measurement"]["readings"] and payload["decision"]["violation"]
+
+
+def test_one_record_that_keeps_failing_does_not_hold_up_the_others():
+    """A record whose own sealing fails (not the outbox) goes to the back; a full outbox stops the turn."""
+    from device import config as cfgmod
+    from device.daemon import Daemon
+    from device.uplink.outbox import OutboxFull
+
+    d = Daemon(cfgmod.Config())
+    sealed: list[str] = []
+
+    def poisoned() -> None:
+        raise ValueError("this record cannot be built")
+
+    d._unsealed.extend([poisoned, lambda: sealed.append("a"), lambda: sealed.append("b")])
+    d._retry_unsealed()
+    assert sealed == ["a", "b"] and list(d._unsealed) == [poisoned]  # kept, never dropped
+
+    def full() -> None:
+        raise OutboxFull("disk full")
+
+    d._unsealed.clear()
+    d._unsealed.extend([full, lambda: sealed.append("c")])
+    d._retry_unsealed()
+    assert sealed == ["a", "b"] and len(d._unsealed) == 2  # nothing else tried while the disk is full
