@@ -21,6 +21,14 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_FORM_FIELDS = 400
+BASELINE_HEADERS = (
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+)
+"""Sent with every response that does not set its own (the app sets fuller ones on its pages)."""
 
 
 @dataclass
@@ -126,6 +134,10 @@ def _make_handler(app: App, https: bool) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(resp.body)))
             for k, v in resp.headers:
                 self.send_header(k, v)
+            have = {k.lower() for k, _ in resp.headers}
+            for k, v in BASELINE_HEADERS:  # answers made here (400, 413, 500) never reach the app's
+                if k.lower() not in have:
+                    self.send_header(k, v)
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(resp.body)

@@ -131,6 +131,13 @@ def test_security_headers_on_every_page(env) -> None:
     _, _, html = c.get("/dashboard")
     assert "<script>" not in html and " on" + "load=" not in html  # no inline script anywhere
 
+    # answers the HTTP layer makes itself (oversized body, broken request) carry them too
+    for body, headers in ((b"x", {"Content-Length": str(10**9)}), (b"", {"Content-Length": "x"})):
+        status, h, _ = env.client().request("POST", "/login", body, headers)
+        assert status == 413, status
+        assert "default-src 'none'" in h["Content-Security-Policy"] and h["X-Frame-Options"] == "DENY"
+        assert h["X-Content-Type-Options"] == "nosniff" and h["Cache-Control"] == "no-store"
+
 
 def test_session_cookie_flags_https(env) -> None:
     c = _setup(env)
