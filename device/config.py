@@ -221,6 +221,8 @@ class AnprConfig(_Section):
     ocr_model: Path | None = None
     threads: Annotated[int, Field(ge=1, le=8)] = 2
     countries: list[Literal["MA", "SA", "EG", "MR"]] = Field(default_factory=lambda: ["MA"])
+    """Plates the unit expects; the daemon always adds the site's jurisdiction (first) and infers each
+    plate's country among them (a foreign car at a border is read as one, not forced to local rules)."""
     deadline_s: Annotated[float, Field(gt=0, le=600)] = 5.0
     """A violation waits at most this long for its plate read; after that it is sealed ``plate: pending``."""
     min_confidence: Annotated[float, Field(ge=0, le=1)] = 0.5

@@ -676,7 +676,11 @@ class Daemon:
             return None
         from device.anpr.reader import PlateReader
 
-        return PlateReader(self.cfg.anpr)
+        # Plates are decoded over the site's jurisdiction and any other configured country (foreign
+        # cars at a border), never forced to the jurisdiction alone.
+        j = self.cfg.site.jurisdiction
+        countries = [j, *(c for c in self.cfg.anpr.countries if c != j)]
+        return PlateReader(self.cfg.anpr.model_copy(update={"countries": countries}))
 
     def _gpio(self) -> Any:
         if not self.cfg.gpio.enabled:

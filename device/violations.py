@@ -178,13 +178,16 @@ class EvidenceBuilder:
         merged = {f.frame_no: f for f in early} | {f.frame_no: f for f in late}
         return t, sorted(merged.values(), key=lambda f: f.t_mono_ns)
 
-    def _read_plate(self, frames: list[Frame]) -> tuple[PlateRead | None, Frame | None]:
+    def _read_plate(
+        self, frames: list[Frame], roi: tuple[float, float, float, float] | None = None
+    ) -> tuple[PlateRead | None, Frame | None]:
+        """The plate in the lane's region (``roi``), decoded over the reader's countries: the site's
+        jurisdiction and the others configured in ``anpr.countries`` (a foreign car is read as one)."""
         self._anpr_busy_since = time.monotonic_ns()
         try:
             if self._reader is None or not frames:
                 return None, None
-            country = self._cfg.site.jurisdiction
-            read = self._reader.read_frames([f.image for f in frames], country=country)  # type: ignore[attr-defined]
+            read = self._reader.read_frames([f.image for f in frames], roi=roi)  # type: ignore[attr-defined]
             if read is None:
                 return None, None
             idx = read.frame_no if read.frame_no is not None and 0 <= read.frame_no < len(frames) else 0
@@ -217,7 +220,8 @@ class EvidenceBuilder:
         future: cf.Future | None = None
         if cfg.anpr.enabled and self._reader is not None and picked:
             if self._anpr_busy.acquire(blocking=False):
-                future = self._anpr.submit(self._read_plate, picked)
+                lane = next((ln for ln in cfg.site.lanes if ln.id == cand.decision.lane), None)
+                future = self._anpr.submit(self._read_plate, picked, lane.roi if lane else None)
                 try:
                     plate, plate_frame = future.result(timeout=cfg.anpr.deadline_s)
                     future = None

@@ -26,8 +26,20 @@ class PlateDetector:
         if self.card.task != "detector" or self.card.detector is None:
             raise CardError(f"{path}: not a detector model card")
         self.spec = self.card.detector
+        inp = self.card.input
+        if inp.color != "gray" or inp.channels != 1 or inp.resize != "letterbox":
+            raise CardError(
+                f"{path}: this runtime feeds detectors letterboxed grey frames (card: {inp.color}, "
+                f"{inp.channels} channel(s), resize {inp.resize!r})"
+            )
         self.model = Model(path, threads=threads)
         self.path = Path(path)
+        shape = tuple(self.model.inputs[0].shape)
+        if shape[1:3] != (inp.height, inp.width) or (len(shape) > 3 and shape[3] != inp.channels):
+            # a reshape of equal size would "work" and silently scramble the frame
+            raise CardError(
+                f"{path}: card input {inp.height}x{inp.width}x{inp.channels} but model expects {shape}"
+            )
 
     def detect(self, frame_bgr: np.ndarray, *, threshold: float | None = None) -> list[Detection]:
         inp = self.card.input

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,9 +51,22 @@ def check_image(image: object, *, min_side: int = 8, max_pixels: int = 60_000_00
     return image
 
 
+def _inside(box: tuple[int, int, int, int] | None, roi: tuple[float, float, float, float] | None, im) -> bool:
+    if roi is None or box is None:
+        return True
+    h, w = im.shape[:2]
+    cx, cy = (box[0] + box[2] / 2) / w, (box[1] + box[3] / 2) / h
+    return roi[0] <= cx <= roi[0] + roi[2] and roi[1] <= cy <= roi[1] + roi[3]
+
+
 class PlateReader:
+    """Detector + OCR behind one lock: a TFLite interpreter is not thread-safe, and the ANPR worker, the
+    control socket's ``selftest`` and a CLI may share one reader (unlocked, a read failed or came back
+    with another plate's text)."""
+
     def __init__(self, cfg: AnprConfig, *, models_dir: Path | None = None):
         self.cfg = cfg
+        self._lock = threading.RLock()
         base = Path(models_dir) if models_dir is not None else default_models_dir()
         self.ocr_path = Path(cfg.ocr_model) if cfg.ocr_model else base / OCR_FILE
         self.det_path = Path(cfg.detector_model) if cfg.detector_model else base / DETECTOR_FILE
@@ -85,7 +99,8 @@ class PlateReader:
         self, crop_bgr: np.ndarray, *, country: str | None = None, second_look: bool = True
     ) -> PlateRead:
         crop = check_image(crop_bgr, min_side=4)
-        res = self.ocr.read(crop, self._countries(country), second_look=second_look)
+        with self._lock:
+            res = self.ocr.read(crop, self._countries(country), second_look=second_look)
         text = res.text if res.text and res.confidence >= self.cfg.min_confidence else None
         latin = to_latin(text, res.country) if text and res.country else None
         return self._stamp(
@@ -101,6 +116,10 @@ class PlateReader:
     def read_image(self, image_bgr: np.ndarray, *, country: str | None = None) -> list[PlateRead]:
         """Every detected plate, read; texted reads first, by confidence. Boxes in frame pixels."""
         img = check_image(image_bgr)
+        with self._lock:
+            return self._read_image(img, country)
+
+    def _read_image(self, img: np.ndarray, country: str | None) -> list[PlateRead]:
         h, w = img.shape[:2]
         reads: list[PlateRead] = []
         for det in self.detector.detect_refined(img):
@@ -124,11 +143,20 @@ class PlateReader:
         reads.sort(key=lambda r: (r.text is not None, r.confidence), reverse=True)
         return reads
 
-    def read_frames(self, images: list[np.ndarray], *, country: str | None = None) -> PlateRead | None:
-        """Votes the best read of each frame of one pass; ``frame_no`` is the index into ``images``."""
+    def read_frames(
+        self,
+        images: list[np.ndarray],
+        *,
+        country: str | None = None,
+        roi: tuple[float, float, float, float] | None = None,
+    ) -> PlateRead | None:
+        """Votes the best read of each frame of one pass; ``frame_no`` is the index into ``images``.
+
+        ``roi`` (x, y, w, h as fractions of the frame: the lane's region) keeps only plates whose box
+        centre lies in it, so a car in the next lane cannot lend the violation its plate."""
         per_frame: list[PlateRead] = []
         for i, im in enumerate(images):
-            reads = [r for r in self.read_image(im, country=country) if r.text]
+            reads = [r for r in self.read_image(im, country=country) if r.text and _inside(r.box, roi, im)]
             if reads:
                 per_frame.append(replace(reads[0], frame_no=i))
         return vote(per_frame)

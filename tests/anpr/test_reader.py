@@ -97,6 +97,28 @@ def test_card_hash_mismatch_refused(reader: PlateReader, tmp_path: Path) -> None
         PlateReader(AnprConfig(ocr_model=dst), models_dir=reader.det_path.parent)
 
 
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"height": 320, "width": 192}, "model expects"),  # same element count: a reshape would "work"
+        ({"channels": 3, "color": "bgr"}, "grey frames"),
+        ({"resize": "stretch"}, "letterbox"),
+    ],
+)
+def test_detector_card_that_does_not_fit_the_model_is_refused(
+    reader: PlateReader, tmp_path: Path, change: dict, match: str
+) -> None:
+    """The OCR already checked its card's input against the model; the detector did not, and a swapped
+    height/width silently scrambled every frame (no plate found)."""
+    dst = tmp_path / "det.tflite"
+    shutil.copy(reader.det_path, dst)
+    card = json.loads(reader.det_path.with_suffix(".json").read_text(encoding="utf-8"))
+    card["input"] |= change
+    dst.with_suffix(".json").write_text(json.dumps(card), encoding="utf-8")
+    with pytest.raises(CardError, match=match):
+        PlateReader(AnprConfig(detector_model=dst), models_dir=reader.ocr_path.parent)
+
+
 def test_low_confidence_gives_no_text(reader: PlateReader) -> None:
     noise = np.random.default_rng(0).integers(0, 255, (48, 160, 3), dtype=np.uint8)
     read = reader.read_crop(noise, country="MA")
@@ -130,3 +152,29 @@ def test_country_choice_prefers_the_layout_that_explains_every_row(reader: Plate
     # Configured for Saudi Arabia alone, a plate whose Latin row is unreadable still reads (less sure).
     alone = reader.ocr.decode_ctc(eg, ["SA"])
     assert alone.text == "123-بسد" and alone.confidence < reader.ocr.decode_ctc(sa, ["SA"]).confidence
+
+
+def test_lane_region_keeps_the_plate_of_the_car_in_the_lane(reader: PlateReader) -> None:
+    """Two cars in view: without the lane's region the most confident plate won, whichever lane it was in."""
+    from device.anpr.synth.scene import make_scene
+
+    checked = 0
+    for seed in range(200):
+        sc = make_scene(
+            random.Random(seed), split="train", degraded=False, countries=("MA",), min_plates=2, max_plates=2
+        )
+        w = sc.image.shape[1]
+        left = [p for p in sc.plates if p.box[0] + p.box[2] / 2 < w / 2]
+        right = [p for p in sc.plates if p.box[0] + p.box[2] / 2 >= w / 2]
+        if len(left) != 1 or len(right) != 1:
+            continue
+        for plate, roi in ((left[0], (0.0, 0.0, 0.5, 1.0)), (right[0], (0.5, 0.0, 0.5, 1.0))):
+            v = reader.read_frames([sc.image] * 2, country="MA", roi=roi)
+            if v is None:
+                continue
+            cx = (v.box[0] + v.box[2] / 2) / w
+            assert roi[0] <= cx <= roi[0] + roi[2], (seed, v.text, plate.text)
+            checked += 1
+        if checked >= 6:
+            break
+    assert checked >= 6

@@ -21,7 +21,7 @@ class SlowReader:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    def read_frames(self, images, country=None):
+    def read_frames(self, images, country=None, roi=None):
         time.sleep(self.seconds)
         return PlateRead("12345-A-6", "12345-A-6", "MA", 0.9, frame_no=0)
 
@@ -79,7 +79,7 @@ def test_second_violation_keeps_its_frames_only_when_pinned_at_decision(fed_ring
 class LastFrameReader:
     """Reads the plate best in the last of the frames it is given (far from the trigger)."""
 
-    def read_frames(self, images, country=None):
+    def read_frames(self, images, country=None, roi=None):
         return PlateRead("12345-A-6", "12345-A-6", "MA", 0.9, box=(5, 5, 20, 10), frame_no=len(images) - 1)
 
 
@@ -116,7 +116,7 @@ def test_trigger_frame_stays_first_and_the_plate_frame_joins(n):
 
 
 class BrokenReader:
-    def read_frames(self, images, country=None):
+    def read_frames(self, images, country=None, roi=None):
         raise RuntimeError("interpreter failed")
 
 
@@ -164,3 +164,27 @@ def test_images_that_cannot_be_built_leave_a_violation_without_images(monkeypatc
         b.close()
     assert v.images == () and "evidence images failed: OSError" in v.extra["evidence_problem"]
     assert v.decision.violation and v.extra["frames_in_window"] > 0
+
+
+def test_plate_is_read_in_the_lane_region_over_the_configured_countries():
+    """The reader gets the violation's lane region (so the next lane's car cannot lend its plate) and
+    no forced country (the configured list applies: a foreign car at a border is read as one)."""
+    from device.config import LaneConfig
+
+    seen: dict = {}
+
+    class Recorder:
+        def read_frames(self, images, country=None, roi=None):
+            seen.update(country=country, roi=roi)
+            return None
+
+    cfg = Config()
+    cfg.site.lanes = [LaneConfig(id="1", limit_kmh=60, roi=(0.0, 0.2, 0.5, 0.8))]
+    ring = _ring_with([np.full((48, 64, 3), i, np.uint8) for i in range(60)])
+    b = EvidenceBuilder(cfg, ring, Recorder(), on_late_plate=lambda v, p: None)
+    try:
+        c = _candidate(time.monotonic_ns() - 600_000_000)
+        b.build(Candidate(c.pass_, c.decision, c.decided_mono_ns, c.clock, b.pin(c.pass_)))
+    finally:
+        b.close()
+    assert seen == {"country": None, "roi": (0.0, 0.2, 0.5, 0.8)}

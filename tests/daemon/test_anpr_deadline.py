@@ -18,7 +18,7 @@ class SlowReader:
         self.real = PlateReader(AnprConfig(countries=["MA"]))
         self.delay_s = delay_s
 
-    def read_frames(self, images, *, country=None):
+    def read_frames(self, images, *, country=None, roi=None):
         time.sleep(self.delay_s)
         return self.real.read_frames(images, country=country)
 
@@ -46,3 +46,17 @@ def test_deadline_passes_plate_pending_then_signed_amendment(harness, wait):
     assert am["body"]["amends_seq"] == seq and am["seq"] > seq
     plate = am["body"]["plate"]
     assert plate is None or plate["ocr_model_sha256"] == v["anpr_models"]["ocr"]["sha256"]
+
+
+def test_reader_decodes_the_jurisdiction_and_the_configured_countries():
+    """A Saudi site that also expects Moroccan cars reads both (the jurisdiction first); before, every
+    plate was forced to the jurisdiction's rules and a foreign plate came out mislabelled or not at all."""
+    from device import config as cfgmod
+    from device.daemon import Daemon
+
+    cfg = cfgmod.Config()
+    cfg.site.jurisdiction = "SA"
+    cfg.anpr.countries = ["MA", "SA"]
+    assert Daemon(cfg)._plate_reader().countries == ["SA", "MA"]
+    cfg.anpr.countries = ["MA"]
+    assert Daemon(cfg)._plate_reader().countries == ["SA", "MA"]
