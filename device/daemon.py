@@ -40,7 +40,7 @@ from device.clock import ClockMonitor
 from device.config import Config
 from device.enforcement import Enforcer
 from device.health import Heartbeats, cpu_temperature_c, disk_free, watchdog_tick
-from device.model import Direction, Pass, PlateRead, Reading, Violation
+from device.model import Direction, Frame, Pass, PlateRead, Reading, Violation
 from device.sdnotify import Notifier
 from device.sensors.radar import make_driver
 from device.sensors.serial_reader import RadarReader
@@ -141,7 +141,7 @@ class Daemon:
         self._reload = threading.Event()
         self._readings: queue.Queue[Reading] = queue.Queue(READINGS_QUEUE)
         self._candidates: queue.Queue[Candidate | None] = queue.Queue(CANDIDATE_QUEUE)
-        self._amendments: queue.Queue[tuple[Violation, PlateRead | None]] = queue.Queue()
+        self._amendments: queue.Queue[tuple[Violation, PlateRead | None, Frame | None]] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._cfg_lock = threading.Lock()
         self._given_reader = plate_reader  # a deployer's reader object, or a test's slowed-down one
@@ -385,22 +385,22 @@ class Daemon:
             self._unsealed.popleft()
             self._unsealed_reason = None
 
-    def _late_plate(self, v: Violation, plate: PlateRead | None) -> None:
+    def _late_plate(self, v: Violation, plate: PlateRead | None, frame: Frame | None = None) -> None:
         """ANPR thread: hand the late read to the evidence thread, which sealed the violation itself."""
-        self._amendments.put((v, plate))
+        self._amendments.put((v, plate, frame))
 
     def _seal_amendments(self) -> None:
         while True:
             try:
-                v, plate = self._amendments.get_nowait()
+                v, plate, frame = self._amendments.get_nowait()
             except queue.Empty:
                 return
             body = {"amends": v.violation_id, "amends_seq": self.timings.seq_of.get(v.violation_id)}
             body["plate"] = _plate_full(plate)
-            self._seal_event("plate_amendment", body)
+            self._seal_event("plate_amendment", body, images=self.evidence.amendment_images(v, plate, frame))
 
-    def _seal_event(self, kind: str, body: dict) -> int | None:
-        payload = event_payload(kind, body, self.ctx, self.clock.stamp())  # stamped now, sealed maybe later
+    def _seal_event(self, kind: str, body: dict, *, images: list | None = None) -> int | None:
+        payload = event_payload(kind, body, self.ctx, self.clock.stamp(), images=images)  # stamped now
         try:
             sealed = self.outbox.seal(payload, kind="event")
         except Exception as exc:  # as for violations: kept in memory, retried, never lost

@@ -124,7 +124,7 @@ class EvidenceBuilder:
         ring: FrameRing,
         plate_reader: object | None,
         *,
-        on_late_plate: Callable[[Violation, PlateRead | None], None],
+        on_late_plate: Callable[[Violation, PlateRead | None, Frame | None], None],
         snapshots: EarlySnapshots | None = None,
     ) -> None:
         self._cfg = cfg
@@ -239,21 +239,7 @@ class EvidenceBuilder:
         frames = picked[: cfg.camera.evidence_frames]
         if plate_frame is not None and all(f.frame_no != plate_frame.frame_no for f in frames):
             frames = [*frames[: max(1, len(frames) - 1)], plate_frame]
-        bar = DataBar(
-            utc_ns=utc_of(cand.clock, t),
-            clock_synchronized=cand.clock.synchronized,
-            clock_source=cand.clock.source,
-            measured_kmh=cand.decision.measured_kmh,
-            enforced_kmh=cand.decision.enforced_kmh,
-            limit_kmh=cand.decision.limit_kmh,
-            direction=p.direction.value if p.direction else "unknown",
-            site_id=cfg.site.id,
-            site_name=cfg.site.name,
-            site_name_local=cfg.site.name_local,
-            device_id=cfg.device.id,
-            packet_id=vid,
-            lane=p.lane,
-        )
+        bar = self._bar(vid, p, cand.decision, cand.clock, t)
         images: list = []
         if frames:
             try:
@@ -292,6 +278,45 @@ class EvidenceBuilder:
             future.add_done_callback(lambda f, v=violation: self._late(v, f))
         return violation
 
+    def _bar(self, vid: str, p: Pass, d: Decision, clock: ClockStamp, t: int) -> DataBar:
+        cfg = self._cfg
+        return DataBar(
+            utc_ns=utc_of(clock, t),
+            clock_synchronized=clock.synchronized,
+            clock_source=clock.source,
+            measured_kmh=d.measured_kmh,
+            enforced_kmh=d.enforced_kmh,
+            limit_kmh=d.limit_kmh,
+            direction=p.direction.value if p.direction else "unknown",
+            site_id=cfg.site.id,
+            site_name=cfg.site.name,
+            site_name_local=cfg.site.name_local,
+            device_id=cfg.device.id,
+            packet_id=vid,
+            lane=p.lane,
+        )
+
+    def amendment_images(self, v: Violation, plate: PlateRead | None, frame: Frame | None) -> list:
+        """The frame a late read comes from, with its data bar, and the plate close-up: the violation was
+        sealed before the read existed, so its images may not include that frame; the amendment must
+        show what it claims."""
+        if plate is None or frame is None:
+            return []
+        bar = self._bar(
+            v.violation_id, v.pass_, v.decision, v.clock, int(v.extra.get("trigger_mono_ns", frame.t_mono_ns))
+        )
+        try:
+            return build_evidence(
+                [frame],
+                bar,
+                clock=lambda mono: utc_of(v.clock, mono),
+                plate_box=plate.box,
+                quality=self._cfg.camera.jpeg_quality,
+            )
+        except Exception:  # the amendment is still sealed, with the read alone
+            log.exception("images for the late plate of %s failed", v.violation_id)
+            return []
+
     def bare(self, cand: Candidate, problem: str) -> Violation:
         """The violation with its measurement only, for when building its evidence failed outright: a
         fault in the camera path must never cost the record of the offence."""
@@ -307,12 +332,13 @@ class EvidenceBuilder:
         )
 
     def _late(self, v: Violation, f: cf.Future) -> None:
+        frame: Frame | None = None
         try:
-            plate, _ = f.result()
+            plate, frame = f.result()
         except Exception:  # the amendment still tells the registry the read failed
             log.exception("late plate read failed for %s", v.violation_id)
             plate = None
-        self._on_late_plate(v, plate)
+        self._on_late_plate(v, plate, frame)
 
     def close(self) -> None:
         self._anpr.shutdown(wait=True, cancel_futures=False)

@@ -169,26 +169,32 @@ def violation_payload(v: Violation, ctx: PacketContext) -> dict[str, Any]:
         plate = {"status": "pending" if v.plate_pending else "none"}
     payload["plate"] = plate
     payload["anpr_models"] = ctx.anpr_models
-    payload["images"] = [
-        {
-            "role": im.role,
-            "jpeg": im.jpeg,
-            "sha256": im.sha256,
-            "t_mono_ns": im.t_mono_ns,
-            "t_utc_ns": im.t_utc_ns,
-            "frame_no": im.frame_no,
-            "width": im.width,
-            "height": im.height,
-        }
-        for im in v.images
-    ]
+    payload["images"] = [image_entry(im) for im in v.images]
     if v.extra:
         payload["extra"] = dict(v.extra)
     return payload
 
 
-def event_payload(kind: str, body: dict[str, Any], ctx: PacketContext, clock: ClockStamp) -> dict[str, Any]:
-    """A signed audit event; ``plate_amendment`` must name the packet it amends in ``body["amends"]``."""
+def image_entry(im: Any) -> dict[str, Any]:
+    """An :class:`~device.capture.evidence.EvidenceImage` as packets carry it."""
+    return {
+        "role": im.role,
+        "jpeg": im.jpeg,
+        "sha256": im.sha256,
+        "t_mono_ns": im.t_mono_ns,
+        "t_utc_ns": im.t_utc_ns,
+        "frame_no": im.frame_no,
+        "width": im.width,
+        "height": im.height,
+    }
+
+
+def event_payload(
+    kind: str, body: dict[str, Any], ctx: PacketContext, clock: ClockStamp, *, images: list | None = None
+) -> dict[str, Any]:
+    """A signed audit event; ``plate_amendment`` must name the packet it amends in ``body["amends"]``.
+    ``images`` (EvidenceImages; a plate amendment's frame and close-up) go where a violation's do, so the
+    size cap shrinks them the same way."""
     if kind not in EVENT_KINDS:
         raise PacketError(f"unknown event kind {kind!r}; known: {sorted(EVENT_KINDS)}")
     if kind == "plate_amendment" and not body.get("amends"):
@@ -197,6 +203,8 @@ def event_payload(kind: str, body: dict[str, Any], ctx: PacketContext, clock: Cl
     payload["event"] = kind
     payload["site"] = {"id": ctx.site.id}
     payload["body"] = dict(body)
+    if images:
+        payload["images"] = [image_entry(im) for im in images]
     return payload
 
 

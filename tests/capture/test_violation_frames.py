@@ -59,7 +59,7 @@ def _candidate(end_ns: int, pinned=None) -> Candidate:
 def test_second_violation_keeps_its_frames_only_when_pinned_at_decision(fed_ring, pin):
     cfg = Config()
     cfg.camera.ring_seconds = 1.0
-    b = EvidenceBuilder(cfg, fed_ring, SlowReader(1.5), on_late_plate=lambda v, p: None)
+    b = EvidenceBuilder(cfg, fed_ring, SlowReader(1.5), on_late_plate=lambda *a: None)
     try:
         time.sleep(cfg.camera.post_trigger_ms / 1000 + 0.1)  # both trigger windows are in the ring now
         now = time.monotonic_ns()
@@ -99,7 +99,7 @@ def test_trigger_frame_stays_first_and_the_plate_frame_joins(n):
             else np.full((48, 64, 3), 128, np.uint8)
         )
         ring.push(Frame(now - (59 - i) * period, i, img))
-    b = EvidenceBuilder(cfg, ring, LastFrameReader(), on_late_plate=lambda v, p: None)
+    b = EvidenceBuilder(cfg, ring, LastFrameReader(), on_late_plate=lambda *a: None)
     try:
         c = _candidate(now - 600_000_000)
         v = b.build(Candidate(c.pass_, c.decision, now, c.clock, b.pin(c.pass_)))
@@ -133,7 +133,7 @@ def test_a_failing_plate_read_costs_the_plate_not_the_violation():
     violation was never sealed."""
     cfg = Config()
     ring = _ring_with([np.full((48, 64, 3), i, np.uint8) for i in range(60)])
-    b = EvidenceBuilder(cfg, ring, BrokenReader(), on_late_plate=lambda v, p: None)
+    b = EvidenceBuilder(cfg, ring, BrokenReader(), on_late_plate=lambda *a: None)
     try:
         c = _candidate(time.monotonic_ns() - 600_000_000)
         v = b.build(Candidate(c.pass_, c.decision, c.decided_mono_ns, c.clock, b.pin(c.pass_)))
@@ -156,7 +156,7 @@ def test_images_that_cannot_be_built_leave_a_violation_without_images(monkeypatc
     cfg = Config()
     cfg.anpr.enabled = False
     ring = _ring_with([np.full((48, 64, 3), i, np.uint8) for i in range(60)])
-    b = EvidenceBuilder(cfg, ring, None, on_late_plate=lambda v, p: None)
+    b = EvidenceBuilder(cfg, ring, None, on_late_plate=lambda *a: None)
     try:
         c = _candidate(time.monotonic_ns() - 600_000_000)
         v = b.build(Candidate(c.pass_, c.decision, c.decided_mono_ns, c.clock, b.pin(c.pass_)))
@@ -181,7 +181,7 @@ def test_plate_is_read_in_the_lane_region_over_the_configured_countries():
     cfg = Config()
     cfg.site.lanes = [LaneConfig(id="1", limit_kmh=60, roi=(0.0, 0.2, 0.5, 0.8))]
     ring = _ring_with([np.full((48, 64, 3), i, np.uint8) for i in range(60)])
-    b = EvidenceBuilder(cfg, ring, Recorder(), on_late_plate=lambda v, p: None)
+    b = EvidenceBuilder(cfg, ring, Recorder(), on_late_plate=lambda *a: None)
     try:
         c = _candidate(time.monotonic_ns() - 600_000_000)
         b.build(Candidate(c.pass_, c.decision, c.decided_mono_ns, c.clock, b.pin(c.pass_)))

@@ -20,7 +20,7 @@ class SlowReader:
 
     def read_frames(self, images, *, country=None, roi=None):
         time.sleep(self.delay_s)
-        return self.real.read_frames(images, country=country)
+        return self.real.read_frames(images, country=country, roi=roi)
 
     def models(self) -> dict:
         return self.real.models()
@@ -46,6 +46,13 @@ def test_deadline_passes_plate_pending_then_signed_amendment(harness, wait):
     assert am["body"]["amends_seq"] == seq and am["seq"] > seq
     plate = am["body"]["plate"]
     assert plate is None or plate["ocr_model_sha256"] == v["anpr_models"]["ocr"]["sha256"]
+    if plate is not None and plate.get("text"):  # the frame it was read in travels with it
+        images = am["images"]
+        assert [im["role"] for im in images] == ["overview", "plate"]
+        assert all(im["frame_no"] == plate["frame_no"] for im in images)
+        import hashlib
+
+        assert all(hashlib.sha256(im["jpeg"]).hexdigest() == im["sha256"] for im in images)
 
 
 def test_reader_decodes_the_jurisdiction_and_the_configured_countries():
