@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-DEB_PKGS=(mosquitto chromium fonts-dejavu-core fonts-noto-core fonts-noto-mono fonts-liberation fonts-kacst
+# python3-venv: Debian's python3 lacks ensurepip without it; fontconfig: the data bar finds its fonts with
+# fc-match (chromium happens to pull it in on a desktop, a headless machine may lack it).
+DEB_PKGS=(python3 python3-venv fontconfig mosquitto chromium fonts-dejavu-core fonts-noto-core fonts-noto-mono fonts-liberation fonts-kacst
           fonts-kacst-one fonts-arabeyes fonts-hosny-amiri fonts-sil-scheherazade fonts-freefont-ttf)
 # More Arabic type faces for the OCR's training (models/train, stage 5): only `make models` needs them
 # (BOOTSTRAP_TRAINING=1); every face of the other pools, held-out ones included, is in DEB_PKGS (tested).
@@ -16,6 +18,13 @@ TRAINING_DEB_PKGS=(fonts-hosny-thabit fonts-sil-lateef fonts-lemonada fonts-sil-
 if [ "${BOOTSTRAP_TRAINING:-0}" = 1 ]; then
   DEB_PKGS+=("${TRAINING_DEB_PKGS[@]}")
 fi
+
+case "$(uname -m)" in
+  x86_64|aarch64) ;;
+  *) echo "bootstrap: $(uname -m) is not supported: the test and demo tools (jaxlib, playwright, ai-edge-litert)" \
+          "have wheels for x86_64 and aarch64 only; on a Raspberry Pi use the 64-bit Raspberry Pi OS" >&2
+     exit 1 ;;
+esac
 
 missing=()
 for p in "${DEB_PKGS[@]}"; do
@@ -27,18 +36,24 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq || true
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The package starts a system broker; the tests and the demo run their own. Only the service this
+    # run installed is stopped: a broker the machine already had is left alone.
+    if [[ " ${missing[*]} " == *" mosquitto "* ]] && command -v systemctl >/dev/null; then
+      systemctl disable --now mosquitto >/dev/null 2>&1 || true
+    fi
   else
-    echo "bootstrap: WARNING missing Debian packages (run as root or install them): ${missing[*]}" >&2
+    echo "bootstrap: missing Debian packages: ${missing[*]}" >&2
+    echo "bootstrap: install them with: sudo apt-get install --no-install-recommends ${missing[*]}" >&2
+    echo "bootstrap: (or run make as root, which installs them)" >&2
+    exit 1
   fi
 fi
-# The test suite starts its own mosquitto instances; the packaged system service is not needed.
-if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
-  systemctl disable --now mosquitto >/dev/null 2>&1 || true
-fi
 
-if [ ! -x "$VENV/bin/python" ]; then
+# A venv without pip is what Debian's python3 -m venv leaves behind when python3-venv was missing:
+# rebuild it rather than fail on the missing pip every time after.
+if [ ! -x "$VENV/bin/python" ] || [ ! -x "$VENV/bin/pip" ]; then
   echo "bootstrap: creating $VENV"
-  "$PYTHON" -m venv "$VENV"
+  "$PYTHON" -m venv --clear "$VENV"
 fi
 stamp="$VENV/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then

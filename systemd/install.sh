@@ -126,7 +126,7 @@ esac
 # picamera2 and libcamera come from apt (they match the kernel's camera stack); the venv sees them
 # through --system-site-packages. --no-install-recommends keeps the desktop preview stack (Qt, OpenGL)
 # off a headless unit.
-APT_PKGS=(python3 python3-venv python3-picamera2 python3-lgpio fonts-dejavu-core fonts-noto-core
+APT_PKGS=(python3 python3-venv python3-picamera2 python3-lgpio fontconfig fonts-dejavu-core fonts-noto-core
           fonts-kacst fonts-hosny-amiri)
 [ "$WITH_CHRONY" = 1 ] && APT_PKGS+=(chrony)
 [ "$WITH_MQTT_TOOLS" = 1 ] && APT_PKGS+=(mosquitto-clients)
@@ -173,8 +173,13 @@ ensure_dir /var/lib/radarcam 0700 radarcam radarcam
 ensure_dir /var/lib/radarcam-console 0700 radarcam-console radarcam-console
 
 # ---------------------------------------------------------------------------------------- 4. units, udev, tmpfiles
-install_file "$SRC/systemd/radarcam.service" /etc/systemd/system/radarcam.service 0644 root root
-install_file "$SRC/systemd/radarcam-console.service" /etc/systemd/system/radarcam-console.service 0644 root root
+# The units name /opt/radarcam's radarcam; with --prefix they must name that prefix's (else 203/EXEC).
+UNITS_TMP=$(mktemp -d)
+trap 'rm -rf "$UNITS_TMP"' EXIT
+for unit in radarcam.service radarcam-console.service; do
+  sed "s#/opt/radarcam/#${PREFIX%/}/#g" "$SRC/systemd/$unit" > "$UNITS_TMP/$unit"
+  install_file "$UNITS_TMP/$unit" "/etc/systemd/system/$unit" 0644 root root
+done
 install_file "$SRC/systemd/99-radarcam.rules" /etc/udev/rules.d/99-radarcam.rules 0644 root root
 install_file "$SRC/systemd/radarcam.tmpfiles" /etc/tmpfiles.d/radarcam.conf 0644 root root
 if [ -n "$ROOT" ]; then

@@ -171,6 +171,10 @@ class MosquittoBroker:
     def start(self, timeout: float = 10.0) -> MosquittoBroker:
         if self.running():
             return self
+        if not Path(MOSQUITTO).is_file():
+            raise RuntimeError(
+                f"{MOSQUITTO} not found: install the broker (sudo apt-get install mosquitto), or run make as root"
+            )
         self.proc = subprocess.Popen(
             [MOSQUITTO, "-c", str(self.conf)],
             stdin=subprocess.DEVNULL,

@@ -169,3 +169,20 @@ def test_example_config_is_valid_and_every_file_names_the_same_key():
     )
     assert f"LoadCredential=signing-key:{key}" in (REPO / "systemd" / "radarcam.service").read_text()
     assert cfg.device.state_dir == Path("/var/lib/radarcam") and cfg.radar.port == "/dev/radar"
+
+
+@needs_systemd_tools
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to the image's users needs root")
+def test_prefix_reaches_the_installed_units(tmp_path):
+    """With --prefix the venv lives there, so the units must start that radarcam (they named
+    /opt/radarcam's whatever the prefix: 203/EXEC on the first start)."""
+    root = tmp_path / "img"
+    (root / "etc").mkdir(parents=True)
+    for f in ("passwd", "group", "os-release"):
+        if Path("/etc", f).exists():
+            shutil.copy(Path("/etc", f), root / "etc" / f)
+    sh("--root", str(root), "--no-apt", "--no-venv", "--radarcam-bin", str(RADARCAM), "--prefix", "/srv/rc")
+    for unit, cmd in (("radarcam.service", "run"), ("radarcam-console.service", "console")):
+        text = (root / "etc/systemd/system" / unit).read_text()
+        assert f"ExecStart=/srv/rc/venv/bin/radarcam {cmd} " in text and "/opt/radarcam" not in text
+        assert "file:///srv/rc/docs/operations.md" in text
