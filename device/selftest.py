@@ -194,6 +194,22 @@ def check_models(cfg: Config, reader: Any | None = None) -> tuple[bool, str, str
     return read.text == ref["text"], f"reference plate {ref['text']!r} read as {read.text!r} ({names})", fix
 
 
+def check_data_bar(cfg: Config) -> tuple[bool, str, str]:
+    """The evidence images' data bar renders (fonts found, the site's local name shaped): without it
+    violations are sealed without images."""
+    from device.capture.databar import DataBar, latin_font_path, render_databar
+
+    fix = "apt-get install fontconfig fonts-dejavu-core fonts-noto-core (fonts-kacst for Arabic names)"
+    bar = DataBar(
+        0, True, "selftest", 100.0, 60.0, "inbound", cfg.site.id, cfg.site.name, cfg.site.name_local
+    )
+    try:
+        img = render_databar(bar, cfg.camera.width)
+    except Exception as exc:
+        return False, f"{type(exc).__name__}: {exc}", fix
+    return True, f"{img.shape[1]}x{img.shape[0]} px, font {latin_font_path()}", fix
+
+
 def check_gpio(cfg: Config) -> tuple[bool, str, str]:
     if not cfg.gpio.enabled:
         return True, "GPIO disabled", ""
@@ -222,6 +238,7 @@ def run_standalone(cfg: Config) -> list[Check]:
         _run("disk", lambda: check_disk(cfg)),
         _run("broker", lambda: check_broker(cfg)),
         _run("anpr models", lambda: check_models(cfg)),
+        _run("data bar", lambda: check_data_bar(cfg)),
     ]
 
 
@@ -267,6 +284,7 @@ def run_live(daemon: Any) -> list[Check]:
         _run("disk", lambda: check_disk(cfg)),
         _run("broker", uplink),
         _run("anpr models", lambda: check_models(cfg, daemon.plate_reader)),
+        _run("data bar", lambda: check_data_bar(cfg)),
     ]
 
 

@@ -61,7 +61,17 @@ def test_selftest_all_pass_on_emulated_unit(tmp_path, broker):
     finally:
         emu.stop()
     by = {c["check"]: c for c in checks}
-    assert set(by) == {"signing key", "radar", "camera", "gpio", "clock", "disk", "broker", "anpr models"}
+    assert set(by) == {
+        "signing key",
+        "radar",
+        "camera",
+        "gpio",
+        "clock",
+        "disk",
+        "broker",
+        "anpr models",
+        "data bar",
+    }
     failed = {k: v for k, v in by.items() if not v["ok"]}
     assert rc == 0 and not failed, (failed, err[-2000:])
     assert "readings" in by["radar"]["detail"] and "fps" in by["camera"]["detail"]
@@ -83,3 +93,19 @@ def test_selftest_reports_failures_with_fixes(tmp_path):
         text=True,
     )
     assert p.returncode == 1 and "FAIL  signing key" in p.stdout and "fix:" in p.stdout
+
+
+def test_selftest_fails_the_data_bar_without_fontconfig(tmp_path):
+    """fc-match missing (a headless install without fontconfig): every data bar fails, so violations are
+    sealed without images. The self-test says so, and names the package, not the fonts."""
+    import os
+
+    path = write_config(tmp_path, str(tmp_path / "no-such-radar"), 1)
+    env = dict(os.environ, PATH=str(tmp_path / "empty-bin"))  # no fc-match (nor anything else)
+    p = subprocess.run(
+        [sys.executable, "-m", "device.cli", "selftest", "--config", str(path), "--json"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    by = {c["check"]: c for c in json.loads(p.stdout)}
+    assert not by["data bar"]["ok"] and "install fontconfig" in by["data bar"]["detail"]
+    assert "fontconfig" in by["data bar"]["fix"]

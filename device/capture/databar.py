@@ -53,6 +53,8 @@ def _fc_match(pattern: str) -> str | None:
         out = subprocess.run(
             ["fc-match", "-f", "%{file}", pattern], capture_output=True, text=True, timeout=10, check=False
         )
+    except FileNotFoundError:  # not a missing font: the tool that finds them (say so, not "install fonts")
+        raise FontNotFoundError("fc-match not found: install fontconfig") from None
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
