@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from decimal import Decimal
 
 from device.config import ClockConfig
 from device.model import ClockStamp
@@ -47,6 +48,9 @@ class SyncState:
     max_error_ns: int | None = None
     detail: str = ""
     """Human-readable extra: reference name, stratum, leap status, or the error that occurred."""
+    ref_time_ns: int | None = None
+    """UTC of the source's last measurement (chrony's "Ref time"), when the source says: after a step of
+    the clock, only a measurement made since says anything about the new time."""
 
 
 class ClockSourceError(RuntimeError):
@@ -55,6 +59,11 @@ class ClockSourceError(RuntimeError):
 
 # --------------------------------------------------------------------------- chrony
 
+
+LOCAL_REFID = 0x7F7F0101
+JUMP_HOLD_S = 1024.0
+"""After a step of the clock, a source that gives no measurement time is not trusted for this long
+(chrony's longest default poll): its cached "synchronised" predates the step."""
 
 _REFCLOCK_SOURCES = {"GPS": "gps", "NMEA": "gps", "GNSS": "gps", "PPS": "pps", "RTC": "rtc", "PHC": "pps"}
 
@@ -80,8 +89,14 @@ def parse_chronyc_tracking(text: str) -> SyncState:
     except ValueError as exc:
         raise ClockSourceError(f"chronyc tracking: unparseable field ({exc}): {line[:120]!r}") from None
     leap = fields[13].strip()
+    try:
+        ref_time_ns: int | None = int(Decimal(fields[3]) * 1_000_000_000) or None  # exact: 19 digits
+    except (ValueError, ArithmeticError):
+        ref_time_ns = None
     max_error_s = abs(correction_s) + root_delay_s / 2 + root_dispersion_s
-    synced = leap != "Not synchronised" and ref_id != 0 and 0 < stratum < 16
+    # 127.127.1.1 is chrony's "local stratum N": the machine serving its own free-running clock.
+    local = ref_id == LOCAL_REFID
+    synced = leap != "Not synchronised" and ref_id != 0 and not local and 0 < stratum < 16
     if not synced:
         source = "none"
     else:
@@ -94,7 +109,9 @@ def parse_chronyc_tracking(text: str) -> SyncState:
         method="chrony",
         offset_ns=round(correction_s * 1e9),
         max_error_ns=round(max_error_s * 1e9),
-        detail=f"ref={name} stratum={stratum} leap={leap}",
+        detail=f"ref={name} stratum={stratum} leap={leap}"
+        + ("; local clock, no outside source" if local else ""),
+        ref_time_ns=ref_time_ns,
     )
 
 
@@ -299,6 +316,7 @@ class ClockMonitor:
         self._last_refresh_mono: int | None = None
         self._base_offset: int | None = None
         self._jumps = 0
+        self._stepped_at: tuple[int, int] | None = None  # (utc, mono) of the last step not yet vouched for
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -364,7 +382,9 @@ class ClockMonitor:
             if self._base_offset is not None and abs(offset - self._base_offset) > threshold_ns:
                 jump = (self._base_offset, offset)
                 self._jumps += 1
+                self._stepped_at = (utc, mono)
             self._base_offset = offset
+            state = self._after_step(state, utc, mono)
             self._state = state
             self._last_refresh_mono = mono
         if jump is not None:
@@ -375,6 +395,26 @@ class ClockMonitor:
                 except Exception:
                     log.exception("clock jump callback failed")
         return state
+
+    def _after_step(self, state: SyncState, utc: int, mono: int) -> SyncState:
+        """Since the last step (``date -s``, an RTC read), the source's "synchronised" may be the one it
+        had before (chrony reports its last poll's state until the next one): untrusted until it has
+        measured since the step, or for ``JUMP_HOLD_S`` when it cannot say when it measured."""
+        if self._stepped_at is None or not state.synchronized:
+            return state
+        step_utc, step_mono = self._stepped_at
+        if state.ref_time_ns is not None:
+            if state.ref_time_ns > step_utc:
+                self._stepped_at = None
+                return state
+        elif mono - step_mono > JUMP_HOLD_S * 1e9:
+            self._stepped_at = None
+            return state
+        return replace(
+            state,
+            synchronized=False,
+            detail=f"{state.detail}; clock stepped: not trusted until the source has measured since",
+        )
 
     def maybe_refresh(self) -> bool:
         """Refreshes when ``refresh_s`` has passed since the last refresh; for a caller's own loop

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from device.clock import (
+    JUMP_HOLD_S,
     STA_NANO,
     STA_PPSSIGNAL,
     STA_PPSTIME,
@@ -221,8 +222,8 @@ def test_failing_jump_callback_does_not_break_refresh():
     mon = ClockMonitor(ClockConfig(), reader=synced, wall_ns=clk.wall_ns, mono_ns=clk.mono_ns, on_jump=bad)
     mon.refresh()
     clk.utc += 10_000_000_000
-    assert mon.refresh().synchronized
-    assert mon.jumps == 1
+    st = mon.refresh()  # completes: the state is cached and the jump counted
+    assert mon.state is st and mon.jumps == 1
 
 
 def test_assume_sources():
@@ -271,5 +272,45 @@ def test_stamp_after_an_unreported_step_is_not_trusted():
     assert mon.stamp().synchronized
     clk.utc += 1_000_000_000  # stepped, background refresh not run yet
     assert not mon.stamp().synchronized
-    mon.refresh()  # reports the jump and rebases: trusted again
-    assert mon.jumps == 1 and mon.stamp().synchronized
+    mon.refresh()  # reports the jump; a source that cannot say when it measured is not believed yet
+    assert mon.jumps == 1 and not mon.stamp().synchronized and "stepped" in mon.state.detail
+    clk.advance(int(JUMP_HOLD_S * 1e9) + 1)
+    mon.refresh()  # long enough for the source to have polled again
+    assert mon.stamp().synchronized
+
+
+def test_after_a_step_chrony_is_trusted_once_it_has_measured_since():
+    """`date -s +1h` under chrony: its next `tracking` still says Normal, stratum 2, a tiny correction
+    (the last poll predates the step); only a reference time after the step vouches for the new clock."""
+    clk = SteppableClock()
+    ref = {"t": clk.utc}
+
+    def chrony() -> SyncState:
+        return SyncState(True, "ntp", "chrony", offset_ns=1000, max_error_ns=2_000_000, ref_time_ns=ref["t"])
+
+    mon = ClockMonitor(
+        ClockConfig(jump_threshold_ms=500), reader=chrony, wall_ns=clk.wall_ns, mono_ns=clk.mono_ns
+    )
+    mon.refresh()
+    clk.advance(5_000_000_000)
+    clk.utc += 3600 * 10**9  # an hour forward
+    mon.refresh()
+    assert not mon.stamp().synchronized  # the stale "Normal" is not believed
+    clk.advance(5_000_000_000)
+    mon.refresh()
+    assert not mon.stamp().synchronized  # still no measurement since the step
+    ref["t"] = clk.utc  # chrony polled (and would now report the hour as its correction)
+    clk.advance(1_000_000)
+    mon.refresh()
+    assert mon.stamp().synchronized
+
+
+def test_chrony_local_stratum_is_not_synchronisation():
+    """`local stratum 10` (refid 127.127.1.1): chrony serving its own free-running clock."""
+    line = (
+        "7F7F0101,,10,1763772000.000000000,0.000000000,0.000000000,0.000000000,"
+        "0.000,0.000,0.000,0.000000000,0.000000000,64.0,Normal\n"
+    )
+    st = parse_chronyc_tracking(line)
+    assert not st.synchronized and st.source == "none" and "local clock" in st.detail
+    assert parse_chronyc_tracking(CHRONY_NTP).ref_time_ns == 1763772000123456789
