@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -247,16 +248,22 @@ def parse(data: bytes) -> CoseSign1:
     """Structure checks only (no signature): a registry uses ``kid`` to pick the key."""
     if not data:
         raise PacketError("empty file: not a COSE_Sign1 packet")
+    fp = io.BytesIO(data)
     try:
-        obj = cbor2.loads(data)
+        obj = cbor2.CBORDecoder(fp).decode()
     except Exception as exc:  # cbor2 raises several types for truncated / garbage input
         raise PacketError(f"malformed CBOR (truncated or not a packet): {exc}") from None
+    if fp.tell() != len(data):
+        # the bytes are what is stored, hashed into the chain and acked: exactly one packet, nothing more
+        raise PacketError(f"{len(data) - fp.tell()} bytes after the COSE_Sign1 packet")
     if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
         raise PacketError("not a COSE_Sign1 packet (missing CBOR tag 18)")
     arr = obj.value
     if not isinstance(arr, list | tuple) or len(arr) != 4:
         raise PacketError("COSE_Sign1 must be an array of 4 items")
-    protected, _unprotected, payload, sig = arr
+    protected, unprotected, payload, sig = arr
+    if unprotected != {}:  # ours is always empty; anything there is unsigned and could mislead a reader
+        raise PacketError("COSE_Sign1 unprotected header must be empty")
     if not isinstance(protected, bytes) or not isinstance(payload, bytes) or not isinstance(sig, bytes):
         raise PacketError("COSE_Sign1 protected header, payload and signature must be byte strings")
     try:
@@ -267,6 +274,11 @@ def parse(data: bytes) -> CoseSign1:
         raise PacketError("protected header is not a map")
     if headers.get(HDR_ALG) != ALG_EDDSA:
         raise PacketError(f"unsupported algorithm {headers.get(HDR_ALG)!r} (expected -8 EdDSA)")
+    kid = headers.get(HDR_KID)
+    if not isinstance(kid, bytes) or len(kid) != 16:
+        raise PacketError("protected header lacks the 16-byte key id (kid)")
+    if headers.get(HDR_CTY) != CONTENT_TYPE:
+        raise PacketError(f"content type {headers.get(HDR_CTY)!r} is not {CONTENT_TYPE}")
     return CoseSign1(protected, headers, payload, sig)
 
 
@@ -275,7 +287,7 @@ def verify(data: bytes, public_key: Ed25519PublicKey | SigningKey) -> dict[str, 
     pub = public_key.public_key if isinstance(public_key, SigningKey) else public_key
     msg = parse(data)
     expected = key_id_of(pub)
-    if msg.kid is not None and msg.kid != expected:
+    if msg.kid != expected:
         raise PacketError(f"key id {msg.kid} does not match the given public key ({expected})")
     if len(msg.signature) != 64:
         raise PacketError(f"bad signature length {len(msg.signature)} (Ed25519 needs 64)")
@@ -289,6 +301,10 @@ def verify(data: bytes, public_key: Ed25519PublicKey | SigningKey) -> dict[str, 
         raise PacketError(f"signed payload is not valid CBOR: {exc}") from None
     if not isinstance(payload, dict) or payload.get("version") != PACKET_VERSION:
         raise PacketError("signed payload is not a radarcam packet (version missing or unknown)")
+    if payload.get("key_id") != msg.kid:
+        raise PacketError(
+            f"payload key_id {payload.get('key_id')!r} differs from the signing key id {msg.kid}"
+        )
     return payload
 
 

@@ -155,3 +155,35 @@ def test_events(key):
         event_payload("plate_amendment", {}, ctx, clock)
     with pytest.raises(PacketError, match="unknown event kind"):
         event_payload("nonsense", {}, ctx, clock)
+
+
+def test_verify_refuses_rewrapped_packets(key):
+    """The stored, hashed and acked bytes must be exactly what was signed: a middlebox that appended
+    bytes or unsigned headers produced a packet that verified, was stored first, and made the genuine
+    one a "replay" (and its ack never matched the device's digest)."""
+    from device.uplink.packet import CONTENT_TYPE, sig_structure
+
+    ctx = sample_context("cam-1", key.key_id)
+    payload = violation_payload(sample_violation(1, image_bytes=500), ctx) | {"seq": 1, "prev_hash": "0" * 64}
+    good = seal_bytes(payload, key)
+    assert verify(good, key.public_key)["seq"] == 1
+    prot, _, body, sig = cbor2.loads(good).value
+
+    def resigned(headers: dict, body: bytes = body) -> bytes:
+        p = cbor2.dumps(headers)
+        return cbor2.dumps(cbor2.CBORTag(18, [p, {}, body, key.sign(sig_structure(p, body))]))
+
+    kid = key.key_id_bytes
+    bad = {
+        "trailing bytes": good + b"\x00GARBAGE",
+        "unprotected header": cbor2.dumps(cbor2.CBORTag(18, [prot, {4: b"evil"}, body, sig])),
+        "no kid": resigned({1: -8, 3: CONTENT_TYPE}),
+        "other content type": resigned({1: -8, 3: "application/cbor", 4: kid}),
+        "payload names another key": resigned(
+            {1: -8, 3: CONTENT_TYPE, 4: kid}, cbor2.dumps(payload | {"key_id": "00" * 16})
+        ),
+    }
+    for name, data in bad.items():
+        with pytest.raises(PacketError):
+            verify(data, key.public_key)
+            pytest.fail(f"accepted: {name}")
