@@ -10,6 +10,7 @@ the registry knows exactly which settings produced a measurement.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
@@ -127,6 +128,26 @@ class RadarCalibration(_Section):
     authority: str | None = None
     scale_factor: Annotated[float, Field(gt=0.8, lt=1.2)] = 1.0
     """Multiplicative correction from the calibration report (1.0 = none)."""
+
+    @field_validator("date", "valid_until")
+    @classmethod
+    def _iso_date(cls, v: str | None) -> str | None:
+        """A real calendar date (YYYY-MM-DD): enforcement compares the measurement's date with it."""
+        if v is None:
+            return v
+        try:
+            dt.date.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a date (YYYY-MM-DD)") from None
+        if len(v) != 10:
+            raise ValueError(f"{v!r} is not a date (YYYY-MM-DD)")
+        return v
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> RadarCalibration:
+        if self.date and self.valid_until and self.valid_until < self.date:
+            raise ValueError(f"valid_until {self.valid_until} is before the calibration date {self.date}")
+        return self
 
 
 class RadarConfig(_Section):

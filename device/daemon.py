@@ -200,7 +200,10 @@ class Daemon:
         # Measurement: tracker + enforcement, fed by the radar reader.
         self.tracker = PassTracker(cfg.tracker, cfg.site.lanes)
         self.enforcer = Enforcer(
-            cfg.site, cfg.enforcement, calibration_factor=cfg.radar.calibration.scale_factor
+            cfg.site,
+            cfg.enforcement,
+            calibration_factor=cfg.radar.calibration.scale_factor,
+            calibration=cfg.radar.calibration,
         )
         self._spawn("measure", self._measure_loop, silence_s=5.0)
         self.radar = RadarReader(
@@ -557,7 +560,10 @@ class Daemon:
         new = cfgmod.load(self.config_path)  # ConfigError propagates: the old config stays in force
         try:  # built before anything is swapped, so a refusal leaves the running state untouched
             enforcer = Enforcer(
-                new.site, new.enforcement, calibration_factor=new.radar.calibration.scale_factor
+                new.site,
+                new.enforcement,
+                calibration_factor=new.radar.calibration.scale_factor,
+                calibration=new.radar.calibration,
             )
         except Exception as exc:  # e.g. a jurisdiction table that does not load
             raise cfgmod.ConfigError(f"{self.config_path}: enforcement cannot start: {exc}") from exc

@@ -27,7 +27,7 @@ import math
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from device.config import EnforcementConfig, LaneConfig, SiteConfig
+from device.config import EnforcementConfig, LaneConfig, RadarCalibration, SiteConfig
 from device.jurisdictions import Jurisdiction, JurisdictionError, Tolerance, load_jurisdiction
 from device.model import Decision, Pass
 
@@ -43,10 +43,16 @@ def _minutes(hhmm: str) -> int:
 
 class Enforcer:
     def __init__(
-        self, site: SiteConfig, enforcement: EnforcementConfig, *, calibration_factor: float = 1.0
+        self,
+        site: SiteConfig,
+        enforcement: EnforcementConfig,
+        *,
+        calibration_factor: float = 1.0,
+        calibration: RadarCalibration | None = None,
     ) -> None:
         self.site = site
         self.calibration_factor = calibration_factor
+        self.calibration = calibration
         self.cfg = enforcement
         self.jurisdiction = load_jurisdiction(site.jurisdiction)
         self.tolerance: Tolerance = (
@@ -89,6 +95,14 @@ class Enforcer:
                 break
         return limit, how
 
+    def calibration_valid(self, when: datetime, time_trusted: bool) -> bool | None:
+        """The measurement's local date within the certificate's dates; None when unknowable."""
+        cal = self.calibration
+        if cal is None or (cal.valid_until is None and cal.date is None) or not time_trusted:
+            return None
+        day = when.astimezone(self.tz).date().isoformat()
+        return (cal.date is None or cal.date <= day) and (cal.valid_until is None or day <= cal.valid_until)
+
     def decide(
         self,
         p: Pass,
@@ -129,6 +143,7 @@ class Enforcer:
                 verified_schedule=j.verified,
             )
         limit, how = self.limit_for(lane, vclass, when, time_trusted=time_trusted)
+        cal_ok = self.calibration_valid(when, time_trusted)
         # said in the reason, which the packet carries
         note = (
             "; time windows not applied: clock not synchronised" if lane.windows and not time_trusted else ""
@@ -149,7 +164,16 @@ class Enforcer:
             excess_kmh=excess,
             currency=j.currency,
             verified_schedule=j.verified,
+            calibration_valid=cal_ok,
         )
+        if cal_ok is False:  # a measurement outside the radar's verification is no evidence
+            cal = self.calibration
+            assert cal is not None
+            return Decision(
+                violation=False,
+                reason=f"radar verification {cal.reference} not valid on this date ({cal.date} to {cal.valid_until})",
+                **base,
+            )
         if not p.valid and not self.cfg.enforce_invalid_passes:
             return Decision(violation=False, reason=f"invalid pass: {', '.join(p.invalid_reasons)}", **base)
         if excess <= 0:

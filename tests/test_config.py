@@ -171,3 +171,18 @@ def test_uplink_files_never_point_at_the_signing_key(tmp_path, field):
         f'[device]\nkey_path = "{keys / "signing-key.pem"}"\n[{section}]\n{key} = "{tmp_path / "mqtt.pem"}"\n'
     )
     assert cfgmod.load(write(tmp_path, ok))
+
+
+@pytest.mark.parametrize(
+    ("cal", "message"),
+    [
+        ('valid_until = "whenever"', "not a date"),
+        ('valid_until = "2026-1-5"', "not a date"),
+        ('date = "2026-02-01"\nvalid_until = "2026-01-01"', "before the calibration date"),
+    ],
+)
+def test_calibration_dates_are_real_dates(tmp_path, cal, message):
+    with pytest.raises(cfgmod.ConfigError, match=message):
+        cfgmod.load(write(tmp_path, f"[radar.calibration]\n{cal}\n"))
+    ok = '[radar.calibration]\ndate = "2025-01-15"\nvalid_until = "2026-01-15"\n'
+    assert cfgmod.load(write(tmp_path, ok)).radar.calibration.valid_until == "2026-01-15"

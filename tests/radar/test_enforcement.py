@@ -257,3 +257,26 @@ def test_bad_tables_are_rejected() -> None:
     capped = [*bands[:-1], dict(bands[-1], max_excess_kmh=bands[-1]["min_excess_kmh"] + 50)]
     with pytest.raises(ValueError, match="must have no upper edge"):
         Jurisdiction.model_validate(dict(good, bands=capped))
+
+
+def test_measurement_outside_the_radar_verification_is_not_a_violation() -> None:
+    """valid_until used only to be copied into the packet: an expired certificate still fined drivers."""
+    from device.config import RadarCalibration
+
+    cal = RadarCalibration(reference="LNM-2025-0042", date="2025-01-15", valid_until="2026-01-15")
+    e = Enforcer(site("MA", 60.0), EnforcementConfig(), calibration=cal)
+    fast = make_pass(90.0)
+    inside = e.decide(fast, when=datetime(2025, 6, 1, 12, tzinfo=UTC))
+    assert inside.violation and inside.calibration_valid is True
+    last_day = e.decide(fast, when=datetime(2026, 1, 15, 22, 59, tzinfo=UTC))  # 23:59 in Casablanca
+    assert last_day.violation and last_day.calibration_valid is True
+    expired = e.decide(fast, when=datetime(2026, 1, 15, 23, 30, tzinfo=UTC))  # 16 Jan, 00:30 local
+    assert not expired.violation and expired.calibration_valid is False
+    assert "LNM-2025-0042 not valid on this date" in expired.reason
+    before = e.decide(fast, when=datetime(2025, 1, 14, 12, tzinfo=UTC))
+    assert not before.violation and before.calibration_valid is False
+    # an untrusted clock cannot tell: enforced as before, the packet says "unknown" (None)
+    unknown = e.decide(fast, when=datetime(2030, 1, 1, tzinfo=UTC), time_trusted=False)
+    assert unknown.violation and unknown.calibration_valid is None
+    none = Enforcer(site("MA", 60.0), EnforcementConfig(), calibration=RadarCalibration())
+    assert none.decide(fast, when=NOON).calibration_valid is None
