@@ -214,10 +214,31 @@ class Daemon:
         self.heartbeats.register("radar", 5.0, lambda: self.radar.heartbeat_ns)
 
         # Optional hardware: GPIO (flash, LEDs, tamper) and the console's control socket.
-        self.gpio = self._gpio()
+        self.gpio_error: str | None = None
+        try:
+            self.gpio = self._gpio()
+        except Exception as exc:  # cabinet I/O is optional: enforcement goes on, the status says fault
+            log.exception("GPIO could not start")
+            self.gpio, self.gpio_error = None, f"{type(exc).__name__}: {exc}"
         self.control = self._control_server()
 
-        self._seal_event("startup", {"firmware": __version__, "config_hash": self.config_hash})
+        self._seal_event(
+            "startup",
+            {
+                "firmware": __version__,
+                "config_hash": self.config_hash,
+                # The settings themselves, in the exact bytes hashed: the registry can check the hash
+                # and read every setting behind a measurement offline (no secrets: paths only).
+                "config_json": cfgmod.canonical_json(cfg).decode(),
+                # A door opened while the unit was off has no tamper event of its own.
+                "cabinet_open": (
+                    bool(self.gpio.tamper_open)
+                    if self.gpio is not None and cfg.gpio.tamper_pin is not None
+                    else None
+                ),
+                "gpio_error": self.gpio_error,
+            },
+        )
         self.started_mono_ns = time.monotonic_ns()
         self.notifier.ready()
         self.notifier.status("running")
@@ -584,6 +605,7 @@ class Daemon:
             {
                 "old_config_hash": old_hash,
                 "new_config_hash": self.config_hash,
+                "new_config_json": cfgmod.canonical_json(new).decode(),
                 "sections": changed,
                 "restart_required": self.restart_required,
                 "audit": audit or [],
@@ -616,6 +638,11 @@ class Daemon:
             "uplink": self.uplink.health() if self.uplink else {"state": "disabled"},
             "outbox": self.outbox.stats(),
             "anpr": {"state": "ok" if self.plate_reader is not None else "disabled"},
+            "gpio": (
+                {"state": "fault", "error": self.gpio_error}
+                if getattr(self, "gpio_error", None)
+                else {"state": "ok" if getattr(self, "gpio", None) is not None else "disabled"}
+            ),
         }
         bad = [n for n, c in components.items() if c.get("state") in ("down", "fault")]
         if self._unsealed or components["outbox"].get("disk_full"):

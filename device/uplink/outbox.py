@@ -39,6 +39,10 @@ from device.uplink.packet import PacketError, fit_to_size, seal_bytes
 GENESIS_HASH = "0" * 64
 PENDING, SENT, ACKED = "pending", "sent", "acked"
 _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26  # primary result codes
+BUSY_TIMEOUT_S = 5.0
+"""How long a write waits for another holder of the database lock (a technician's sqlite3 shell). Short:
+the supervisor seals from its loop, and waiting 30 s there outlasted the watchdog (WatchdogSec=30),
+killing the unit with violations still in memory; a failed seal is kept and retried instead."""
 _MAX_PROBES = 100_000
 """Row-by-row look-ups, newest first, when a damaged table can no longer be scanned."""
 
@@ -144,7 +148,7 @@ class Outbox:
     # ------------------------------------------------------------------ open / corruption
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
         db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")

@@ -186,3 +186,36 @@ def test_disk_full_keeps_violations_in_memory_then_seals_them(harness, wait):
         for s in range(1, d.outbox.stats()["last_seq"] + 1)
     ]
     assert kinds.count("violation") == d.counters["sealed"]
+
+
+def test_startup_event_carries_the_config_behind_its_hash_and_the_cabinet_state(harness):
+    """Offline, the registry can check config_hash and read every setting behind a measurement; a door
+    already open at boot (opened while the unit was off) is in the chain too."""
+    import hashlib
+    import json
+
+    from device.uplink.outbox import Outbox
+
+    h = harness(overrides={"gpio": {"enabled": True, "pin_factory": "mock", "tamper_pin": 17}})
+    d = h.start()
+    ob: Outbox = d.outbox
+    first = next(
+        verify(ob.get(s).data, h.key.public_key)
+        for s in range(1, ob.stats()["last_seq"] + 1)
+        if verify(ob.get(s).data, h.key.public_key).get("event") == "startup"
+    )
+    body = first["body"]
+    assert hashlib.sha256(body["config_json"].encode()).hexdigest() == body["config_hash"] == d.config_hash
+    assert json.loads(body["config_json"])["gpio"]["tamper_pin"] == 17
+    assert body["cabinet_open"] is False and body["gpio_error"] is None
+
+
+def test_gpio_that_cannot_start_leaves_enforcement_running(harness, wait):
+    """Cabinet I/O is optional: a GPIO failure (here: no gpiochip for lgpio on this machine) used to stop
+    the whole unit with a traceback; now the daemon runs and reports GPIO as a fault."""
+    h = harness(overrides={"gpio": {"enabled": True, "pin_factory": "lgpio", "flash_pin": 27}})
+    d = h.start()
+    st = d.status()
+    assert st["components"]["gpio"]["state"] == "fault" and st["components"]["gpio"]["error"]
+    assert st["state"] == "fault"
+    wait(lambda: d.counters["readings"] > 0, 30, "radar readings while GPIO is down")
