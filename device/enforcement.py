@@ -141,6 +141,8 @@ class Enforcer:
                 excess_kmh=None,
                 currency=j.currency,
                 verified_schedule=j.verified,
+                schedule_source=j.source,
+                schedule_sha256=j.table_sha256,
             )
         limit, how = self.limit_for(lane, vclass, when, time_trusted=time_trusted)
         cal_ok = self.calibration_valid(when, time_trusted)
@@ -164,6 +166,8 @@ class Enforcer:
             excess_kmh=excess,
             currency=j.currency,
             verified_schedule=j.verified,
+            schedule_source=j.source,
+            schedule_sha256=j.table_sha256,
             calibration_valid=cal_ok,
         )
         if cal_ok is False:  # a measurement outside the radar's verification is no evidence

@@ -100,6 +100,10 @@ class Decision:
     """False for jurisdiction tables not yet checked against the law (stubs)."""
     calibration_factor: float = 1.0
     """Scale factor from the radar's calibration report (1.0 = none), applied before the cosine."""
+    schedule_source: str = ""
+    """The jurisdiction table's legal source (e.g. the law and its articles)."""
+    schedule_sha256: str | None = None
+    """sha256 of the jurisdiction table file applied: which version of the fine schedule decided."""
     calibration_valid: bool | None = None
     """Whether the measurement's (local) date lies within the radar's verification certificate (``date`` to
     ``valid_until``): False is never a violation; None when there is no such date or no trusted clock."""

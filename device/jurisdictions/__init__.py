@@ -7,6 +7,7 @@ typo in a schedule is an error at start-up, not a wrong fine at the roadside.
 from __future__ import annotations
 
 import functools
+import hashlib
 import tomllib
 from importlib import resources
 from typing import Annotated
@@ -57,6 +58,9 @@ class Jurisdiction(_Strict):
     source: Annotated[str, Field(min_length=1)]
     tolerance: Tolerance = Field(default_factory=Tolerance)
     bands: Annotated[list[Band], Field(min_length=1)]
+    table_sha256: str | None = None
+    """sha256 of the table file as loaded (set by :func:`load_jurisdiction`; a value in the file is
+    replaced): every decision names the exact schedule it applied."""
 
     @model_validator(mode="after")
     def _contiguous(self) -> Jurisdiction:
@@ -101,4 +105,4 @@ def load_jurisdiction(code: str) -> Jurisdiction:
         raise JurisdictionError(f"jurisdiction table {name} is invalid: {exc}") from None
     if j.code != code.upper():
         raise JurisdictionError(f"{name} declares code {j.code!r}")
-    return j
+    return j.model_copy(update={"table_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()})

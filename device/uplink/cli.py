@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -76,7 +77,7 @@ def summarise(obj: Any) -> Any:
 
 def _packet_verify(args: argparse.Namespace) -> int:
     from device.uplink.keys import KeyFileError, load_public_key
-    from device.uplink.packet import PacketError, verify
+    from device.uplink.packet import PacketError, image_problems, verify
 
     try:
         pub = load_public_key(args.pubkey)
@@ -85,6 +86,7 @@ def _packet_verify(args: argparse.Namespace) -> int:
         return 1
     rc = 0
     results = []
+    chain: dict[int, tuple[str, str, str]] = {}  # seq -> (sha256 of the file, its prev_hash, file)
     for f in args.files:
         try:
             data = Path(f).read_bytes()
@@ -97,9 +99,24 @@ def _packet_verify(args: argparse.Namespace) -> int:
             print(f"{f}: INVALID: {exc}", file=sys.stderr)
             rc = 1
             continue
+        problems = image_problems(payload)
+        if problems:
+            print(f"{f}: INVALID: {'; '.join(problems)}", file=sys.stderr)
+            rc = 1
+            continue
+        chain[int(payload["seq"])] = (hashlib.sha256(data).hexdigest(), str(payload.get("prev_hash")), f)
         results.append({"file": f, "valid": True, "packet": summarise(payload)})
+    # Consecutive seqs among the files given must link: each names its predecessor's sha256.
+    broken = [s for s in sorted(chain) if s - 1 in chain and chain[s][1] != chain[s - 1][0]]
+    for s in broken:
+        print(f"{chain[s][2]}: BROKEN CHAIN: prev_hash is not the sha256 of seq {s - 1} ({chain[s - 1][2]})",
+              file=sys.stderr)  # fmt: skip
+        rc = 1
     for r in results:
         print(json.dumps(r, indent=2, ensure_ascii=False))
+    links = sum(1 for s in chain if s - 1 in chain)
+    if len(chain) > 1:
+        print(json.dumps({"chain": {"links_checked": links, "broken": broken}}), file=sys.stderr)
     return rc
 
 

@@ -308,6 +308,19 @@ def verify(data: bytes, public_key: Ed25519PublicKey | SigningKey) -> dict[str, 
     return payload
 
 
+def image_problems(payload: dict[str, Any]) -> list[str]:
+    """Images whose bytes are not the ones their ``sha256`` names (the signature covers the claim, not
+    the match: a verifier must check both)."""
+    out = []
+    for i, im in enumerate(payload.get("images") or []):
+        data = im.get("jpeg")
+        if data is None:  # left out by the size cap: only its hash travels
+            continue
+        if not isinstance(data, bytes) or hashlib.sha256(data).hexdigest() != im.get("sha256"):
+            out.append(f"image {i} ({im.get('role')}): bytes do not match its sha256")
+    return out
+
+
 def packet_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -280,3 +280,19 @@ def test_measurement_outside_the_radar_verification_is_not_a_violation() -> None
     assert unknown.violation and unknown.calibration_valid is None
     none = Enforcer(site("MA", 60.0), EnforcementConfig(), calibration=RadarCalibration())
     assert none.decide(fast, when=NOON).calibration_valid is None
+
+
+def test_every_decision_names_the_schedule_it_applied() -> None:
+    """The fine comes from a table that can change between firmware versions: the decision carries the
+    table file's sha256 and its legal source, so a registry can tell which schedule decided."""
+    import hashlib
+    from pathlib import Path
+
+    import device.jurisdictions as jur
+
+    table = Path(jur.__file__).with_name("ma.toml").read_bytes()
+    d = Enforcer(site("MA", 60.0), EnforcementConfig()).decide(make_pass(90.0), when=NOON)
+    assert d.violation and d.schedule_sha256 == hashlib.sha256(table).hexdigest()
+    assert d.schedule_source == load_jurisdiction("MA").source and "52-05" in d.schedule_source
+    out = dataclasses.replace(make_pass(90.0, lane=None), direction=Direction.OUTBOUND)
+    assert Enforcer(site("MA", 60.0), EnforcementConfig()).decide(out, when=NOON).schedule_sha256

@@ -70,3 +70,45 @@ def test_packet_verify_and_registry_export(tmp_path, capsys, key):
         err = capsys.readouterr().err.strip()
         assert reason in err and len(err.splitlines()) == 1, err
     assert verify(cose.read_bytes(), key)["seq"] == 1
+
+
+def test_packet_verify_checks_image_bytes_and_the_chain(tmp_path, capsys, key):
+    """A valid signature over an image's sha256 says nothing about the bytes beside it, and single files
+    say nothing about the chain: `packet verify` checks both."""
+    import cbor2
+
+    from device.uplink.keys import public_pem
+    from device.uplink.packet import sig_structure
+
+    ob = Outbox(tmp_path / "o.db", key)
+    ctx = sample_context("cam-9", key.key_id)
+    rows = [ob.seal(violation_payload(sample_violation(i), ctx)) for i in range(3)]
+    pem = tmp_path / "cam-9.pub.pem"
+    pem.write_text(public_pem(key))
+    files = []
+    for r in rows:
+        f = tmp_path / f"{r.seq}.cose"
+        f.write_bytes(r.data)
+        files.append(str(f))
+    assert main(["packet", "verify", *files, "--pubkey", str(pem)]) == 0
+    assert '"links_checked": 2, "broken": []' in capsys.readouterr().err
+
+    # re-signed (by the device key, e.g. a bug in a re-packer) with other image bytes than its sha256 names
+    prot, _, body, _ = cbor2.loads(rows[0].data).value
+    payload = cbor2.loads(body)
+    payload["images"][0]["jpeg"] = payload["images"][0]["jpeg"][:-10] + b"\0" * 10
+    body2 = cbor2.dumps(payload)
+    swapped = tmp_path / "swapped.cose"
+    swapped.write_bytes(
+        cbor2.dumps(cbor2.CBORTag(18, [prot, {}, body2, key.sign(sig_structure(prot, body2))]))
+    )
+    assert main(["packet", "verify", str(swapped), "--pubkey", str(pem)]) == 1
+    assert "bytes do not match its sha256" in capsys.readouterr().err
+
+    # seq 1 replaced by another validly signed packet with the same seq: seq 2 no longer links to it
+    other = tmp_path / "other1.cose"
+    p1 = cbor2.loads(cbor2.loads(rows[0].data).value[2]) | {"packet_id": "forged"}
+    b1 = cbor2.dumps(p1)
+    other.write_bytes(cbor2.dumps(cbor2.CBORTag(18, [prot, {}, b1, key.sign(sig_structure(prot, b1))])))
+    assert main(["packet", "verify", str(other), files[1], files[2], "--pubkey", str(pem)]) == 1
+    assert "BROKEN CHAIN" in capsys.readouterr().err
