@@ -137,6 +137,10 @@ class Daemon:
         self._clock_synced: bool | None = None
         self._unsealed: deque[Callable[[], object]] = deque(maxlen=10_000)  # seals waiting for disk space
         self._unsealed_reason: str | None = None  # the last reason they failed, logged once per change
+        self._tamper_lock = threading.Lock()
+        self._tamper_pending = 0  # cabinet switch changes not sealed yet (rate limit)
+        self._tamper_latest = False
+        self._tamper_sealed_at = float("-inf")
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._readings: queue.Queue[Reading] = queue.Queue(READINGS_QUEUE)
@@ -457,8 +461,29 @@ class Daemon:
                 self._seal_event(kind, {"source": st.source, "detail": getattr(st, "detail", "")})
             self._clock_synced = synced
 
+    TAMPER_EVENT_MIN_S = 10.0
+    """A bouncing or vibrating door switch must not flood the chain: the first change is sealed at once,
+    later ones at most this often, as one event with the latest state and how many changes it covers."""
+
     def _tamper(self, opened: bool) -> None:
-        self._seal_event("tamper", {"cabinet_open": bool(opened)})
+        """GPIO thread: a debounced change of the cabinet switch."""
+        now = time.monotonic()
+        with self._tamper_lock:
+            self._tamper_latest = bool(opened)
+            self._tamper_pending += 1
+            due = now - self._tamper_sealed_at >= self.TAMPER_EVENT_MIN_S
+        if due:
+            self._flush_tamper(now)
+
+    def _flush_tamper(self, now: float | None = None) -> None:
+        """Seals the pending tamper changes when the interval allows (also called by the supervisor)."""
+        now = time.monotonic() if now is None else now
+        with self._tamper_lock:
+            if not self._tamper_pending or now - self._tamper_sealed_at < self.TAMPER_EVENT_MIN_S:
+                return
+            body = {"cabinet_open": self._tamper_latest, "changes": self._tamper_pending}
+            self._tamper_pending, self._tamper_sealed_at = 0, now
+        self._seal_event("tamper", body)
 
     # ------------------------------------------------------------------ supervision
     def _spawn(self, name: str, target: Callable[[], None], *, silence_s: float) -> None:
@@ -510,6 +535,7 @@ class Daemon:
                 self.notifier.ready()
             watchdog_tick(self.heartbeats, self.notifier)  # WATCHDOG=1 only while every stage is alive
             self._watch_clock_sync()
+            self._flush_tamper()
             self._retry_unsealed()
             now = time.monotonic()
             if now >= next_status:

@@ -143,3 +143,23 @@ def test_one_record_that_keeps_failing_does_not_hold_up_the_others():
     d._unsealed.extend([full, lambda: sealed.append("c")])
     d._retry_unsealed()
     assert sealed == ["a", "b"] and len(d._unsealed) == 2  # nothing else tried while the disk is full
+
+
+def test_a_bouncing_door_switch_does_not_flood_the_chain():
+    """50 changes in 4 s (a loose switch slower than the debounce) used to be 50 signed events: now the
+    first is sealed at once, the rest as one event per interval with the latest state and a count."""
+    from device import config as cfgmod
+    from device.daemon import Daemon
+
+    d = Daemon(cfgmod.Config())
+    sealed: list[dict] = []
+    d._seal_event = lambda kind, body, **kw: sealed.append({"kind": kind, **body})
+    for i in range(50):
+        d._tamper(i % 2 == 0)  # open, closed, open, ...
+    assert sealed == [{"kind": "tamper", "cabinet_open": True, "changes": 1}]
+    d._flush_tamper()  # within the interval: nothing yet
+    assert len(sealed) == 1
+    d._flush_tamper(time.monotonic() + d.TAMPER_EVENT_MIN_S + 0.1)
+    assert sealed[1] == {"kind": "tamper", "cabinet_open": False, "changes": 49}
+    d._flush_tamper(time.monotonic() + 3 * d.TAMPER_EVENT_MIN_S)
+    assert len(sealed) == 2  # nothing pending: nothing sealed
