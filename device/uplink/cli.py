@@ -169,13 +169,19 @@ def _registry_run(args: argparse.Namespace) -> int:
 
 
 def _registry_export(args: argparse.Namespace) -> int:
-    from device.uplink.registry import Registry
+    from device.uplink.keys import public_pem
+    from device.uplink.registry import Registry, load_keys
 
-    reg = Registry(args.db, keys=_parse_device_keys(args.device_key))
+    given = load_keys(_parse_device_keys(args.device_key))
+    reg = Registry(args.db, keys={})  # read-only: an export never changes which key the registry holds
     try:
         n = reg.export(args.out)
     finally:
         reg.close()
+    for device, key in given.items():  # keys for databases that predate stored keys
+        pem = Path(args.out) / f"{device}.pub.pem"
+        if not pem.exists():
+            pem.write_text(public_pem(key))
     print(f"exported {n} packets to {args.out}")
     return 0
 

@@ -12,6 +12,7 @@ Several instances may run in one MQTT 5 shared-subscription group against one da
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,10 +28,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from device.config import TlsConfig
 from device.uplink import topics
-from device.uplink.keys import load_public_key, parse_public_pem, public_pem
+from device.uplink.keys import key_id_of, load_public_key, parse_public_pem, public_pem
 from device.uplink.mqtt import nodelay
 from device.uplink.outbox import GENESIS_HASH
-from device.uplink.packet import PacketError, verify
+from device.uplink.packet import PacketError, parse, verify
 
 _SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS packets (
@@ -40,6 +41,10 @@ CREATE TABLE IF NOT EXISTS packets (
     PRIMARY KEY (device_id, seq), UNIQUE (device_id, packet_id)
 );
 CREATE TABLE IF NOT EXISTS devices (device_id TEXT PRIMARY KEY, public_pem TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS device_keys (
+    device_id TEXT NOT NULL, key_id TEXT NOT NULL, public_pem TEXT NOT NULL,
+    PRIMARY KEY (device_id, key_id)
+);
 CREATE TABLE IF NOT EXISTS rejections (
     id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT, topic TEXT NOT NULL, seq INTEGER,
     reason TEXT NOT NULL, sha256 TEXT NOT NULL, received_ns INTEGER NOT NULL, data BLOB
@@ -141,13 +146,29 @@ class Registry:
         self.last_error: str | None = None
 
     def _remember_keys(self, given: dict[str, Ed25519PublicKey]) -> dict[str, Ed25519PublicKey]:
-        """Registered keys are kept in the database so ``export`` can write them without being told."""
+        """Registered keys are kept in the database so ``export`` can write them without being told.
+
+        ``devices`` holds each device's current key; ``device_keys`` every key it has had, by key id: a
+        re-keyed unit's older packets (and the unacked ones it still sends) keep verifying with the key
+        that signed them."""
         for device, key in given.items():
             pem = public_pem(key)
             self.db.q(
                 "INSERT INTO devices(device_id, public_pem) VALUES(?, ?)"
                 " ON CONFLICT(device_id) DO UPDATE SET public_pem=excluded.public_pem",
                 (device, pem),
+            )
+        for device, pem in self.db.q("SELECT device_id, public_pem FROM devices"):  # history of every key
+            kid = key_id_of(parse_public_pem(pem.encode(), source=f"registry key for {device}"))
+            self.db.q(
+                "INSERT INTO device_keys(device_id, key_id, public_pem) VALUES(?, ?, ?)"
+                " ON CONFLICT(device_id, key_id) DO NOTHING",
+                (device, kid, pem),
+            )
+        self.key_history: dict[str, dict[str, Ed25519PublicKey]] = {}
+        for device, kid, pem in self.db.q("SELECT device_id, key_id, public_pem FROM device_keys"):
+            self.key_history.setdefault(device, {})[kid] = parse_public_pem(
+                pem.encode(), source=f"{device} {kid}"
             )
         stored = {d: parse_public_pem(pem.encode(), source=f"registry key for {d}") for d, pem in
                   self.db.q("SELECT device_id, public_pem FROM devices")}  # fmt: skip
@@ -176,6 +197,8 @@ class Registry:
                 "device_id": device,
                 "reason": f"unknown device {device!r} (no registered key)",
             }
+        with contextlib.suppress(PacketError):  # malformed: verify() below says why
+            key = self.key_history.get(device, {}).get(parse(data).kid or "", key)
         try:
             payload = verify(data, key)
         except PacketError as exc:
@@ -451,6 +474,8 @@ class Registry:
         for device, seq, data in rows:
             (out / f"{device}-{seq}.cose").write_bytes(bytes(data))
         for device in sorted({r[0] for r in rows}):
-            if device in self.keys:
+            if device in self.keys:  # the current key, and every earlier one by key id
                 (out / f"{device}.pub.pem").write_text(public_pem(self.keys[device]))
+            for kid, key in sorted(self.key_history.get(device, {}).items()):
+                (out / f"{device}-{kid}.pub.pem").write_text(public_pem(key))
         return len(rows)
