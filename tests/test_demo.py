@@ -31,9 +31,13 @@ def test_demo_json_summary_matches_ground_truth_and_exports_verifiable_packets(t
     assert 0 < lat["trigger_to_sealed"]["p50"] <= lat["trigger_to_acked"]["p50"]
 
     # Exported packets verify offline with the exported public key, with the CLI a registry would use.
-    pems = list(export.glob("*.pub.pem"))
+    pems = [
+        p for p in export.glob("*.pub.pem") if p.name.count("-") == 1
+    ]  # the current key, <device>.pub.pem
+    by_kid = list(export.glob("*-*-*.pub.pem"))  # and each key the device has had, <device>-<kid>.pub.pem
     coses = sorted(export.glob("*.cose"))
-    assert len(pems) == 1 and len(coses) == s["packets_verified"]
+    assert len(pems) == 1 and len(by_kid) == 1 and by_kid[0].read_bytes() == pems[0].read_bytes()
+    assert len(coses) == s["packets_verified"]
     v = subprocess.run(
         [sys.executable, "-m", "device.cli", "packet", "verify", *map(str, coses), "--pubkey", str(pems[0])],
         capture_output=True, text=True, timeout=60,
