@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -107,8 +108,14 @@ def load_keys(keys: dict[str, Any] | str | os.PathLike[str]) -> dict[str, Ed2551
         return {d: (k if isinstance(k, Ed25519PublicKey) else load_public_key(k)) for d, k in keys.items()}
     out = {}
     for p in sorted(Path(keys).glob("*.pub.pem")):
-        out[p.name.removesuffix(".pub.pem")] = load_public_key(p)
+        name = p.name.removesuffix(".pub.pem")
+        if _KID_SUFFIX.search(name):  # <device>-<kid>.pub.pem: an export's earlier key, not a device
+            continue
+        out[name] = load_public_key(p)
     return out
+
+
+_KID_SUFFIX = re.compile(r"-[0-9a-f]{32}$")
 
 
 class Registry:

@@ -94,3 +94,14 @@ def test_a_re_keyed_device_keeps_its_old_packets_verifiable(tmp_path):
     reg = Registry(tmp_path / "r.db", keys={})
     assert key_id_of(reg.keys["cam-1"]) == new.key_id
     reg.close()
+
+
+def test_keys_dir_of_an_export_loads_devices_not_their_key_history(tmp_path):
+    """`registry run --keys-dir <export>`: `<device>-<kid>.pub.pem` files are earlier keys, not devices."""
+    from device.uplink.keys import generate_key, public_pem
+    from device.uplink.registry import load_keys
+
+    k = generate_key(tmp_path / "k.pem")
+    (tmp_path / "cam-1.pub.pem").write_text(public_pem(k))
+    (tmp_path / f"cam-1-{k.key_id}.pub.pem").write_text(public_pem(k))
+    assert set(load_keys(tmp_path)) == {"cam-1"}
