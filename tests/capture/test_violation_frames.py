@@ -33,11 +33,15 @@ def fed_ring():
     stop = threading.Event()
 
     def feed() -> None:
-        n = 0
+        """Frames on a 30 fps timeline: a thread held up by a loaded machine catches up (several frames
+        with their own capture times), so the ring always spans its 1 s up to now, as a camera's would."""
+        t0, n, period = time.monotonic_ns(), 0, 1_000_000_000 // 30
         while not stop.is_set():
-            ring.push(Frame(time.monotonic_ns(), n, np.full((48, 64, 3), n % 250, np.uint8)))
-            n += 1
-            time.sleep(1 / 30)
+            now = time.monotonic_ns()
+            while t0 + n * period <= now:
+                ring.push(Frame(t0 + n * period, n, np.full((48, 64, 3), n % 250, np.uint8)))
+                n += 1
+            time.sleep(0.005)
 
     t = threading.Thread(target=feed, daemon=True)
     t.start()
