@@ -122,27 +122,30 @@ class Enforcer:
         tol = self.tolerance.deduction_kmh(corrected)
         enforced = corrected - tol
         j = self.jurisdiction
+        common = dict(  # the measurement and the schedule: in every decision, enforced or not
+            jurisdiction=j.code,
+            vehicle_class=vclass,
+            measured_kmh=measured,
+            cosine_factor=self.cosine_factor,
+            calibration_factor=self.calibration_factor,
+            mount_angle_deg=self.site.mount_angle_deg,
+            corrected_kmh=corrected,
+            tolerance_kmh=tol,
+            enforced_kmh=enforced,
+            currency=j.currency,
+            verified_schedule=j.verified,
+            schedule_source=j.source,
+            schedule_sha256=j.table_sha256,
+        )
         if lane is None:
             direction = p.direction.value if p.direction else "unknown"
             return Decision(
                 violation=False,
                 reason=f"not enforced: no lane configured for {direction} traffic",
-                jurisdiction=j.code,
                 lane=None,
-                vehicle_class=vclass,
                 limit_kmh=None,
-                measured_kmh=measured,
-                cosine_factor=self.cosine_factor,
-                calibration_factor=self.calibration_factor,
-                mount_angle_deg=self.site.mount_angle_deg,
-                corrected_kmh=corrected,
-                tolerance_kmh=tol,
-                enforced_kmh=enforced,
                 excess_kmh=None,
-                currency=j.currency,
-                verified_schedule=j.verified,
-                schedule_source=j.source,
-                schedule_sha256=j.table_sha256,
+                **common,
             )
         limit, how = self.limit_for(lane, vclass, when, time_trusted=time_trusted)
         cal_ok = self.calibration_valid(when, time_trusted)
@@ -151,25 +154,7 @@ class Enforcer:
             "; time windows not applied: clock not synchronised" if lane.windows and not time_trusted else ""
         )
         excess = enforced - limit
-        base = dict(
-            jurisdiction=j.code,
-            lane=lane.id,
-            vehicle_class=vclass,
-            limit_kmh=limit,
-            measured_kmh=measured,
-            cosine_factor=self.cosine_factor,
-            calibration_factor=self.calibration_factor,
-            mount_angle_deg=self.site.mount_angle_deg,
-            corrected_kmh=corrected,
-            tolerance_kmh=tol,
-            enforced_kmh=enforced,
-            excess_kmh=excess,
-            currency=j.currency,
-            verified_schedule=j.verified,
-            schedule_source=j.source,
-            schedule_sha256=j.table_sha256,
-            calibration_valid=cal_ok,
-        )
+        base = dict(common, lane=lane.id, limit_kmh=limit, excess_kmh=excess, calibration_valid=cal_ok)
         if cal_ok is False:  # a measurement outside the radar's verification is no evidence
             cal = self.calibration
             assert cal is not None

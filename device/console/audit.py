@@ -67,36 +67,50 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]
     return out
 
 
+def _jsonl(records: Iterable[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records).encode("utf-8")
+
+
+def _write_synced(path: Path, data: bytes, flags: int, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Oldest first; a torn last line (power cut mid-write) is skipped, not fatal."""
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
 class AuditLog:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.Lock()
 
     def append(self, records: Iterable[AuditRecord]) -> None:
-        lines = "".join(json.dumps(r.to_dict(), ensure_ascii=False, sort_keys=True) + "\n" for r in records)
-        if not lines:
+        data = _jsonl(r.to_dict() for r in records)
+        if not data:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            try:
-                os.write(fd, lines.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _write_synced(self.path, data, os.O_APPEND, 0o640)
 
     def read(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Newest last; a torn last line (power cut mid-write) is skipped, not fatal."""
-        try:
-            text = self.path.read_text("utf-8")
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in text.splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+        out = _read_jsonl(self.path)
         return out[-limit:] if limit else out
 
     def raw(self) -> bytes:
@@ -124,19 +138,12 @@ class PendingAudit:
     record must not hold back every record behind it."""
 
     def add(self, records: Iterable[dict[str, Any]]) -> None:
-        lines = "".join(
-            json.dumps(self._bounded(r), ensure_ascii=False, sort_keys=True) + "\n" for r in records
-        )
-        if not lines:
+        data = _jsonl(self._bounded(r) for r in records)
+        if not data:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, lines.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _write_synced(self.path, data, os.O_APPEND, 0o600)
 
     @classmethod
     def _bounded(cls, r: dict[str, Any]) -> dict[str, Any]:
@@ -150,34 +157,15 @@ class PendingAudit:
     def peek(self, limit: int) -> list[dict[str, Any]]:
         """The oldest ``limit`` records (a torn last line is skipped until it is complete)."""
         with self._lock:
-            return self._read()[:limit]
+            return _read_jsonl(self.path)[:limit]
 
     def drop(self, n: int) -> None:
         """Forgets the oldest ``n`` (sealed by the daemon); records added meanwhile stay."""
         with self._lock:
-            rest = self._read()[n:]
+            rest = _read_jsonl(self.path)[n:]
             if not rest:
                 self.path.unlink(missing_ok=True)
                 return
             tmp = self.path.with_name(self.path.name + ".tmp")
-            data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rest)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _write_synced(tmp, _jsonl(rest), os.O_TRUNC, 0o600)
             os.replace(tmp, self.path)
-
-    def _read(self) -> list[dict[str, Any]]:
-        try:
-            text = self.path.read_text("utf-8")
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in text.splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return out

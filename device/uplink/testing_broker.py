@@ -230,6 +230,50 @@ class MosquittoBroker:
         self.close()
 
 
+class MqttPeer:
+    """A third MQTT client on the broker (another device, an observer, a test tool): records what it
+    sees under ``topic_filter`` and publishes at QoS 1."""
+
+    def __init__(self, broker, topic_filter: str, username: str | None = None, password: str | None = None):
+        import threading
+
+        import paho.mqtt.client as mqtt
+
+        self.messages: list = []
+        self.pubacks: list = []
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        if username:
+            self.c.username_pw_set(username, password)
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic_filter, qos=1)
+        self.c.on_subscribe = lambda *a: self._ready.set()
+        self.c.on_message = self._on_message
+        self.c.on_publish = lambda c, u, mid, rc, p: self.pubacks.append(rc)
+        self.c.connect(broker.host, broker.port)
+        self.c.loop_start()
+        assert self._ready.wait(5), "MQTT peer not subscribed"
+
+    def _on_message(self, c, u, msg) -> None:
+        with self._lock:
+            self.messages.append(msg)
+
+    def on(self, leaf: str) -> list:
+        with self._lock:
+            return [m for m in self.messages if m.topic.endswith("/" + leaf)]
+
+    def publish(self, topic: str, data: bytes):
+        """QoS 1; returns the broker's PUBACK reason code."""
+        n = len(self.pubacks)
+        self.c.publish(topic, data, qos=1).wait_for_publish(5)
+        wait_for(lambda: len(self.pubacks) > n, 5, "PUBACK")
+        return self.pubacks[n]
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
 def wait_for(cond, timeout: float = 10.0, what: str = "condition", interval: float = 0.02) -> None:
     """Polls ``cond()`` instead of sleeping a fixed time; raises AssertionError naming what never happened."""
     deadline = time.monotonic() + timeout

@@ -96,6 +96,18 @@ def test_reload_through_control_socket_is_audited_and_sealed(harness, wait):
     assert "private" not in str(client.call("keys")).lower()
 
 
+def _assert_stopped_with_shutdown_event(h) -> None:
+    """systemd saw STOPPING=1 and the outbox, reopened, ends with the sealed shutdown event."""
+    from device.uplink.outbox import Outbox
+
+    h.notify.wait_for("STOPPING", "1", timeout=5)
+    ob = Outbox(h.tmp / "state" / "outbox.sqlite", h.key, quota_bytes=10**9, retention_s=10**6)
+    last = ob.get(ob.stats()["last_seq"])
+    assert cbor2.loads(cbor2.loads(last.data).value[2])["event"] == "shutdown"
+    ob.close()
+    h.daemon = None
+
+
 def test_sigterm_style_stop_drains_and_seals_shutdown(harness, wait):
     h = harness()
     d = h.start()
@@ -105,14 +117,7 @@ def test_sigterm_style_stop_drains_and_seals_shutdown(harness, wait):
     h.supervisor.join(12)
     assert not h.supervisor.is_alive()
     assert time.monotonic() - t0 < 10
-    h.notify.wait_for("STOPPING", "1", timeout=5)
-    from device.uplink.outbox import Outbox
-
-    ob = Outbox(h.tmp / "state" / "outbox.sqlite", h.key, quota_bytes=10**9, retention_s=10**6)
-    last = ob.get(ob.stats()["last_seq"])
-    assert cbor2.loads(cbor2.loads(last.data).value[2])["event"] == "shutdown"
-    ob.close()
-    h.daemon = None
+    _assert_stopped_with_shutdown_event(h)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -129,14 +134,7 @@ def test_supervisor_that_dies_still_drains_and_seals_shutdown(harness, wait):
     d._watch_clock_sync = broken
     h.supervisor.join(15)
     assert not h.supervisor.is_alive()
-    h.notify.wait_for("STOPPING", "1", timeout=5)
-    from device.uplink.outbox import Outbox
-
-    ob = Outbox(h.tmp / "state" / "outbox.sqlite", h.key, quota_bytes=10**9, retention_s=10**6)
-    last = ob.get(ob.stats()["last_seq"])
-    assert cbor2.loads(cbor2.loads(last.data).value[2])["event"] == "shutdown"
-    ob.close()
-    h.daemon = None
+    _assert_stopped_with_shutdown_event(h)
 
 
 def test_unsynchronised_clock_does_not_apply_time_windows(harness, wait):

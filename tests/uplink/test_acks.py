@@ -10,54 +10,14 @@ import json
 import re
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from device.uplink import topics
 from device.uplink.outbox import Outbox
 from device.uplink.testing_broker import MosquittoBroker, wait_for
-
-
-class Peer:
-    """A third MQTT client on the broker (another device, a test tool): records and publishes."""
-
-    def __init__(self, broker, topic_filter: str, username: str | None = None, password: str | None = None):
-        self.messages: list[mqtt.MQTTMessage] = []
-        self.pubacks: list = []
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        if username:
-            self.c.username_pw_set(username, password)
-        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic_filter, qos=1)
-        self.c.on_subscribe = lambda *a: self._ready.set()
-        self.c.on_message = self._on_message
-        self.c.on_publish = lambda c, u, mid, rc, p: self.pubacks.append(rc)
-        self.c.connect(broker.host, broker.port)
-        self.c.loop_start()
-        assert self._ready.wait(5), "peer not subscribed"
-
-    def _on_message(self, c, u, msg) -> None:
-        with self._lock:
-            self.messages.append(msg)
-
-    def on(self, leaf: str) -> list[mqtt.MQTTMessage]:
-        with self._lock:
-            return [m for m in self.messages if m.topic.endswith("/" + leaf)]
-
-    def publish(self, topic: str, data: bytes):
-        """QoS 1; returns the broker's PUBACK reason code."""
-        n = len(self.pubacks)
-        self.c.publish(topic, data, qos=1).wait_for_publish(5)
-        wait_for(lambda: len(self.pubacks) > n, 5, "PUBACK")
-        return self.pubacks[n]
-
-    def close(self) -> None:
-        self.c.disconnect()
-        self.c.loop_stop()
+from device.uplink.testing_broker import MqttPeer as Peer
 
 
 def _ack_topic(rig) -> str:

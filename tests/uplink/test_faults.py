@@ -16,7 +16,6 @@ import threading
 from pathlib import Path
 
 import cbor2
-import paho.mqtt.client as mqtt
 
 from device.uplink import topics
 from device.uplink.keys import generate_key, public_pem
@@ -24,44 +23,17 @@ from device.uplink.outbox import Outbox
 from device.uplink.packet import event_payload, seal_bytes, verify
 from device.uplink.registry import Registry
 from device.uplink.sample import sample_context
-from device.uplink.testing_broker import wait_for
+from device.uplink.testing_broker import MqttPeer, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-class Observer:
-    """A separate MQTT client that records what a third party on the broker sees."""
-
-    def __init__(self, broker, topic_filter: str) -> None:
-        self.messages: list[mqtt.MQTTMessage] = []
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic_filter, qos=1)
-        self.c.on_subscribe = lambda *a: self._ready.set()
-        self.c.on_message = self._on_message
-        self.c.connect(broker.host, broker.port)
-        self.c.loop_start()
-        assert self._ready.wait(5), "observer not subscribed"
-
-    def _on_message(self, c, u, msg) -> None:
-        with self._lock:
-            self.messages.append(msg)
-
-    def on(self, leaf: str) -> list[mqtt.MQTTMessage]:
-        with self._lock:
-            return [m for m in self.messages if m.topic.endswith("/" + leaf)]
+class Observer(MqttPeer):
+    """What a third party on the broker sees, with the unit's latest retained status."""
 
     def status(self) -> dict | None:
         st = self.on(topics.STATUS)
         return json.loads(st[-1].payload) if st else None
-
-    def publish(self, topic: str, data: bytes) -> None:
-        self.c.publish(topic, data, qos=1).wait_for_publish(5)
-
-    def close(self) -> None:
-        self.c.disconnect()
-        self.c.loop_stop()
 
 
 def test_delivery_status_lwt_and_content_type(rig):
