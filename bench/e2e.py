@@ -14,9 +14,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 RATES = (1.0, 5.0, 20.0)
+REPO = Path(__file__).resolve().parents[1]
+"""The children import ``bench.e2e`` (``peak_rss_kb``), so they run from the repository root."""
 SECONDS = float(os.environ.get("RADARCAM_BENCH_E2E_SECONDS", "20"))
+
+
+def peak_rss_kb() -> int:
+    """This process's own peak RSS: ``VmHWM``. Not ``ru_maxrss``, which Linux carries over from the parent
+    at fork and keeps across exec, so a child of a large bench process would report the parent's size."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _one(rate: float, width: int, height: int, fps: float) -> dict:
@@ -27,9 +42,10 @@ def _one(rate: float, width: int, height: int, fps: float) -> dict:
             (
                 "import json,resource,sys,time;"
                 "from device.cli import main;"
+                "from bench.e2e import peak_rss_kb;"
                 "t=time.process_time();rc=main(sys.argv[1:]);"
                 "r=resource.getrusage(resource.RUSAGE_SELF);"
-                "print('BENCH',json.dumps({'rc':rc,'cpu_s':r.ru_utime+r.ru_stime,'maxrss_kb':r.ru_maxrss}),"
+                "print('BENCH',json.dumps({'rc':rc,'cpu_s':r.ru_utime+r.ru_stime,'maxrss_kb':peak_rss_kb()}),"
                 "file=sys.stderr)"
             ),
             "demo",
@@ -52,7 +68,7 @@ def _one(rate: float, width: int, height: int, fps: float) -> dict:
             out,
         ]
         t0 = time.perf_counter()
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=SECONDS * 6 + 120)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=SECONDS * 6 + 120, cwd=REPO)
         wall = time.perf_counter() - t0
     summary = json.loads(p.stdout.strip().splitlines()[-1])
     extra = json.loads(next(line for line in p.stderr.splitlines() if line.startswith("BENCH"))[6:])

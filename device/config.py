@@ -221,6 +221,11 @@ class CameraConfig(_Section):
     preview_width: Annotated[int, Field(ge=64, le=1920)] = 640
     preview_height: Annotated[int, Field(ge=48, le=1080)] = 360
     ring_seconds: Annotated[float, Field(gt=0, le=30)] = 2.0
+    frame_layout: Literal["yuv420", "bgr"] = "yuv420"
+    """How the ring holds frames: ``yuv420`` (12 bits a pixel: half of ``bgr``'s memory; picamera2
+    delivers it natively, the OpenCV and synthetic backends convert each frame, about 1 ms at 1080p on
+    the development machine) or ``bgr`` (24 bits, no conversion: for a unit short of CPU rather than
+    memory). Evidence and plate reads are the same either way (see ``device/capture/pixels.py``)."""
     capture_offset_m: Annotated[float, Field(ge=0, le=100)] = 8.0
     """Distance along the road from the beam's near edge to where the camera sees plates best (set when
     aiming). The trigger is when the vehicle is there: ``offset / speed`` before the end of an inbound
@@ -233,6 +238,15 @@ class CameraConfig(_Section):
     evidence_frames: Annotated[int, Field(ge=1, le=10)] = 2
     jpeg_quality: Annotated[int, Field(ge=30, le=100)] = 90
     reconnect_s: Annotated[float, Field(gt=0)] = 2.0
+
+    @model_validator(mode="after")
+    def _even_for_yuv420(self) -> CameraConfig:
+        if self.frame_layout == "yuv420" and (self.width % 2 or self.height % 2):
+            raise ValueError(
+                f"frame_layout yuv420 needs an even width and height (got {self.width}x{self.height}): "
+                "4:2:0 chroma covers 2x2 pixels; use an even size or frame_layout bgr"
+            )
+        return self
 
 
 class AnprConfig(_Section):

@@ -54,7 +54,7 @@ def handlers_for(d: Daemon) -> dict[str, Callable[[dict], Any]]:
         img = d.camera.preview()
         if img is None:
             latest = d.ring.latest()
-            img = None if latest is None else latest.image
+            img = None if latest is None else latest.bgr()
         if img is None:
             return {"jpeg_b64": None, "width": 0, "height": 0, "t_mono_ns": None}
         return {

@@ -706,6 +706,7 @@ class Daemon:
         latest = self.ring.latest()
         age = None if latest is None else (time.monotonic_ns() - latest.t_mono_ns) / 1e9
         h["last_frame_age_s"] = age
+        h["frame_layout"] = None if latest is None else latest.layout  # what the ring holds (memory)
         if age is None or age > 2.0:
             h["state"] = "down"
         return h

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 if TYPE_CHECKING:  # numpy only for type hints: the radar path never needs it
     import numpy as np
@@ -109,9 +109,19 @@ class Decision:
     ``valid_until``): False is never a violation; None when there is no such date or no trusted clock."""
 
 
+FrameLayout: TypeAlias = Literal["bgr", "yuv420"]
+"""How a :class:`Frame` holds its pixels (``device.capture.pixels``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One camera frame. ``image`` is BGR uint8 (OpenCV order), never copied by the ring."""
+    """One camera frame, never copied by the ring.
+
+    ``image`` holds the pixels as ``layout`` says: ``bgr`` is ``(H, W, 3)`` uint8 in OpenCV order,
+    ``yuv420`` is planar I420 ``(H*3/2, W)`` uint8 (half the memory; see ``device.capture.pixels``).
+    Consumers ask for what they need - :meth:`bgr` for pictures, :meth:`gray` for the plate reader -
+    instead of reading ``image`` directly, so either layout works everywhere.
+    """
 
     t_mono_ns: int
     frame_no: int
@@ -119,6 +129,42 @@ class Frame:
     exposure_us: int | None = None
     analogue_gain: float | None = None
     source: str = ""
+    layout: FrameLayout = "bgr"
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("bgr", "yuv420"):
+            raise ValueError(f"unknown frame layout {self.layout!r} (bgr or yuv420)")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the picture."""
+        from device.capture.pixels import frame_size
+
+        return frame_size(self.image, self.layout)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(height, width, 3)``: the shape of :meth:`bgr`'s array, without converting."""
+        w, h = self.size
+        return h, w, 3
+
+    def bgr(self) -> np.ndarray:
+        """The picture as BGR: ``image`` itself for a BGR frame, a converted copy for YUV 4:2:0."""
+        if self.layout == "bgr":
+            return self.image
+        from device.capture.pixels import yuv420_to_bgr
+
+        return yuv420_to_bgr(self.image)
+
+    def gray(self) -> np.ndarray:
+        """Full-range grey, as ``cv2.COLOR_BGR2GRAY`` gives (what the plate models were trained on)."""
+        if self.layout == "yuv420":
+            from device.capture.pixels import yuv420_gray
+
+            return yuv420_gray(self.image)
+        import cv2
+
+        return cv2.cvtColor(self.image, cv2.COLOR_BGR2GRAY)
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,7 +187,7 @@ class EvidenceBuilder:
         try:
             if self._reader is None or not frames:
                 return None, None
-            read = self._reader.read_frames([f.image for f in frames], roi=roi)  # type: ignore[attr-defined]
+            read = self._reader.read_frames([f.gray() for f in frames], roi=roi)  # type: ignore[attr-defined]
             if read is None:
                 return None, None
             idx = read.frame_no if read.frame_no is not None and 0 <= read.frame_no < len(frames) else 0

@@ -73,6 +73,8 @@ def test_supervised_run_ready_watchdog_and_clean_stop(unit_factory, registry_for
     assert n1 - n0 >= 2
     st = unit.wait_status(lambda s: s["components"]["uplink"].get("connected"))
     assert st["device_id"] == unit.device_id
+    # the ring holds the default layout, YUV 4:2:0, and says so to the technician
+    unit.wait_status(lambda s: s["components"]["camera"].get("frame_layout") == "yuv420")
     t0 = time.monotonic()
     assert unit.terminate(timeout=12) == 0
     assert time.monotonic() - t0 < 10.0

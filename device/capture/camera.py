@@ -32,7 +32,8 @@ class Camera(Protocol):
     def start(self) -> None: ...
 
     def read(self, timeout: float = 1.0) -> Frame | None:
-        """Next frame, or None when none arrived within ``timeout`` seconds."""
+        """Next frame, or None when none arrived within ``timeout`` seconds; its pixels in
+        ``camera.frame_layout`` (a fresh array, never a buffer the backend will reuse)."""
         ...
 
     def preview(self) -> np.ndarray | None:
@@ -114,6 +115,7 @@ def open_camera(
             epoch_mono_ns=epoch_mono_ns,
             realtime=realtime,
             preview_size=(cfg.preview_width, cfg.preview_height),
+            layout=cfg.frame_layout,
         )
     raise CameraError(f"unknown camera backend {cfg.backend!r}")
 

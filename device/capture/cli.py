@@ -60,12 +60,12 @@ def _snapshot(args: argparse.Namespace) -> int:
         return 1
     out = str(args.out)
     if out.lower().endswith(".png"):
-        _, buf = cv2.imencode(".png", frame.image)
+        _, buf = cv2.imencode(".png", frame.bgr())
         data = buf.tobytes()
     else:
-        data = encode_jpeg(frame.image, cfg.camera.jpeg_quality)
+        data = encode_jpeg(frame.bgr(), cfg.camera.jpeg_quality)
     atomic_write(out, data)
-    h, w = frame.image.shape[:2]
+    w, h = frame.size
     print(
         f"{out}: {w}x{h} frame {frame.frame_no} t_mono_ns {frame.t_mono_ns} "
         f"exposure_us {frame.exposure_us} gain {frame.analogue_gain} ({len(data)} bytes)"
@@ -112,7 +112,7 @@ def _check(args: argparse.Namespace) -> int:
         "reconnects": health.get("reconnects"),
         "exposure_us": frame.exposure_us if frame else None,
         "analogue_gain": frame.analogue_gain if frame else None,
-        "resolution": list(frame.image.shape[1::-1]) if frame else None,
+        "resolution": list(frame.size) if frame else None,
         "ring_frames": len(ring),
         "state": health.get("state"),
         "last_error": health.get("last_error") or health.get("thread_error"),

@@ -66,22 +66,32 @@ def _clip(box: Box, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
 
 
 def sharpness(image: np.ndarray, box: Box | None = None) -> float:
-    """Variance of the Laplacian of the green channel (luma proxy) on ``box`` or the lower half.
+    """Variance of the Laplacian of luma on ``box`` or the lower half of ``image``: a grey image (a
+    YUV frame's Y plane) as it is, a BGR image by its green channel (the luma proxy, no conversion).
 
     The lower half is decimated 2:1 first (sharpness ranking survives it, cost drops 4x): a 1080p frame
     costs about 1 ms instead of 5.
     """
     roi: np.ndarray
-    clipped = _clip(box, image.shape) if box is not None else None
+    plane = image[:, :, 1] if image.ndim == 3 else image
+    clipped = _clip(box, plane.shape) if box is not None else None
     if clipped is not None:
         x0, y0, x1, y1 = clipped
-        roi = image[y0:y1, x0:x1, 1]
+        roi = plane[y0:y1, x0:x1]
     else:
-        h = image.shape[0]
-        roi = image[h // 2 :: 2, ::2, 1]
+        h = plane.shape[0]
+        roi = plane[h // 2 :: 2, ::2]
     lap = cv2.Laplacian(np.ascontiguousarray(roi), cv2.CV_32F)
     _, std = cv2.meanStdDev(lap)
     return float(std[0, 0]) ** 2
+
+
+def luma_plane(frame: Frame) -> np.ndarray:
+    """What :func:`sharpness` measures a frame on, without converting: the Y plane of a YUV 4:2:0 frame
+    (a view), the BGR image itself otherwise (its green channel)."""
+    if frame.layout == "yuv420":
+        return frame.image[: frame.size[1]]
+    return frame.image
 
 
 def frame_period_ns(frames: Sequence[Frame]) -> int | None:
@@ -126,11 +136,11 @@ def select_frames(
 
     def score(f: Frame) -> float:
         if plate_box is None:
-            return sharpness(f.image)
+            return sharpness(luma_plane(f))
         box = _box_for(plate_box, f)
         # a frame where the plate is not visible is the least useful plate frame; never compare a
         # lower-half score with a plate-region score
-        return sharpness(f.image, box) if box is not None and _clip(box, f.image.shape) else -1.0
+        return sharpness(luma_plane(f), box) if box is not None and _clip(box, f.shape) else -1.0
 
     scored = sorted(others, key=score, reverse=True)
     return [nearest, *scored[: n - 1]]
@@ -180,6 +190,7 @@ def _comment(role: str, frame: Frame, t_utc_ns: int, bar: DataBar, box: Box | No
         "exposure_us": frame.exposure_us,
         "analogue_gain": frame.analogue_gain,
         "source": frame.source,
+        "layout": frame.layout,  # how the frame was held before this JPEG: bgr, or yuv420 (BT.601 limited)
         "crop_box": list(box) if box else None,
         "bar": asdict(bar),
     }
@@ -216,9 +227,9 @@ def build_evidence(
     if not frames:
         raise EvidenceError("no frames to build evidence from")
     out: list[EvidenceImage] = []
-    best: tuple[float, Frame, Box] | None = None
+    best: tuple[float, Frame, Box, np.ndarray] | None = None
     for frame in frames:
-        img = frame.image
+        img = frame.bgr()  # one conversion per evidence frame when the ring holds YUV 4:2:0
         h, w = img.shape[:2]
         t_utc = clock(frame.t_mono_ns)
         fbar = DataBar(**{**asdict(bar), "utc_ns": t_utc})
@@ -230,15 +241,15 @@ def build_evidence(
         )
         box = _box_for(plate_box, frame)
         if box is not None and _clip(box, img.shape) is not None:
-            s = sharpness(img, box)
+            s = sharpness(luma_plane(frame), box)
             if best is None or s > best[0]:
-                best = (s, frame, box)
+                best = (s, frame, box, img)
     if best is not None:
-        _, frame, box = best
-        cb = crop_box(box, frame.image.shape)
+        _, frame, box, img = best
+        cb = crop_box(box, img.shape)
         if cb is not None:
             x, y, w, h = cb
-            crop = frame.image[y : y + h, x : x + w]
+            crop = img[y : y + h, x : x + w]
             t_utc = clock(frame.t_mono_ns)
             jpeg = encode_jpeg(crop, quality, comment=_comment("plate", frame, t_utc, bar, cb))
             out.append(EvidenceImage("plate", jpeg, frame.t_mono_ns, t_utc, frame.frame_no, w, h))

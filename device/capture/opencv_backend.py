@@ -12,6 +12,9 @@ reopened with exponential backoff from ``reconnect_s`` up to 30 s; ``health()`` 
 A file that reads short of its header's frame count is treated the same way (reopened and sought to
 the next frame: a recording still being written, or restored, continues). A file that simply ends is
 ``ended`` (``loop=True`` restarts it instead).
+
+Pixels: OpenCV decodes to BGR; with ``frame_layout = "yuv420"`` each frame is converted to I420 before it
+enters the ring (half the memory, ``device/capture/pixels.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from device.capture.camera import CameraError, CameraStats
+from device.capture.pixels import bgr_to_yuv420
 from device.config import CameraConfig
 from device.model import Frame
 
@@ -209,6 +213,11 @@ class OpenCVCamera:
             )
             with self._lock:
                 self._preview = small
+        layout = "bgr"
+        h, w = image.shape[:2]
+        if self.cfg.frame_layout == "yuv420" and image.ndim == 3 and not (h % 2 or w % 2):
+            # an odd-sized source (rare) stays BGR rather than losing a pixel row or column
+            image, layout = bgr_to_yuv420(image), "yuv420"
         return Frame(
             t_mono_ns=t,
             frame_no=frame_no,
@@ -216,6 +225,7 @@ class OpenCVCamera:
             exposure_us=self.cfg.exposure_us or None,
             analogue_gain=None,
             source=f"opencv:{self.cfg.source}",
+            layout=layout,
         )
 
     def _file_fps(self, cap: Any) -> float:

@@ -1,7 +1,9 @@
 """Raspberry Pi camera through picamera2/libcamera (Camera Module 3, HQ, global-shutter modules).
 
 Configuration: a *video* configuration (continuous streaming, several buffers) with a full-resolution
-``RGB888`` main stream - in libcamera's naming that is B,G,R byte order, exactly OpenCV's BGR - and a
+main stream - ``YUV420`` in libcamera's ``Smpte170m`` colour space (BT.601 limited range, what OpenCV's
+I420 conversions assume) for ``frame_layout = "yuv420"``, the ISP's own output and half the memory of
+RGB; or ``RGB888``, in libcamera's naming B,G,R byte order, exactly OpenCV's BGR - and a
 small ``YUV420`` lores stream for the technician's aiming view (only its Y plane is used: grey preview,
 no colour conversion cost). ``FrameDurationLimits`` pins the frame rate; a short fixed ``ExposureTime``
 (about 1/1000 s freezes a vehicle at 90 km/h to 2.5 cm of motion) with a fixed ``AnalogueGain`` and AE
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from device.capture.camera import CameraError, CameraStats
+from device.capture.pixels import pack_yuv420
 from device.config import CameraConfig
 from device.model import Frame
 
@@ -67,6 +70,15 @@ def to_monotonic_ns(ts_ns: int, clock: str | None, mono_now: int, boot_now: int)
     return ts_ns
 
 
+def _default_colour_space() -> Any:
+    """libcamera's BT.601 limited-range colour space (``device/capture/pixels.py`` decodes with it)."""
+    try:
+        libcamera = importlib.import_module("libcamera")
+    except ImportError as exc:
+        raise CameraError("libcamera's Python bindings are missing (apt install python3-libcamera)") from exc
+    return libcamera.ColorSpace.Smpte170m()
+
+
 def _default_factory(camera_num: int) -> Any:
     try:
         mod = importlib.import_module("picamera2")
@@ -88,10 +100,12 @@ class Picamera2Camera:
         camera_num: int = 0,
         factory: Callable[[int], Any] | None = None,
         clock: Callable[[], tuple[int, int]] = clock_offsets_ns,
+        colour_space: Callable[[], Any] = _default_colour_space,
     ) -> None:
         self.cfg = cfg
         self.camera_num = camera_num
         self._factory = factory or _default_factory
+        self._colour_space = colour_space
         self._clock = clock
         self._cam: Any = None
         self._stats = CameraStats()
@@ -123,11 +137,14 @@ class Picamera2Camera:
     def _open(self) -> None:
         cam = self._factory(self.camera_num)
         try:
+            yuv = self.cfg.frame_layout == "yuv420"
+            extra = {"colour_space": self._colour_space()} if yuv else {}
             config = cam.create_video_configuration(
-                main={"size": (self.cfg.width, self.cfg.height), "format": "RGB888"},
+                main={"size": (self.cfg.width, self.cfg.height), "format": "YUV420" if yuv else "RGB888"},
                 lores={"size": (self.cfg.preview_width, self.cfg.preview_height), "format": "YUV420"},
                 controls=self.controls(),
                 buffer_count=BUFFER_COUNT,
+                **extra,
             )
             cam.configure(config)
             cam.start()
@@ -172,7 +189,9 @@ class Picamera2Camera:
             frame_no = self._prev_no + max(1, round((int(ts) - self._prev_ts) / period))
         self._prev_ts, self._prev_no = int(ts), frame_no
         image = request.make_array("main")
-        if not image.flags.owndata:  # never keep a view into a buffer libcamera will reuse
+        if self.cfg.frame_layout == "yuv420":  # a packed copy: the buffer goes back to libcamera
+            image = pack_yuv420(image, self.cfg.width, self.cfg.height)
+        elif not image.flags.owndata:  # never keep a view into a buffer libcamera will reuse
             image = image.copy()
         lores = request.make_array("lores")
         ph, pw = self.cfg.preview_height, self.cfg.preview_width
@@ -185,6 +204,7 @@ class Picamera2Camera:
             exposure_us=int(exposure_us) if exposure_us is not None else None,
             analogue_gain=float(md["AnalogueGain"]) if md.get("AnalogueGain") is not None else None,
             source=f"picamera2:{self.camera_num}",
+            layout=self.cfg.frame_layout,
         )
 
     def read(self, timeout: float = 1.0) -> Frame | None:

@@ -6,10 +6,11 @@ stored by reference (``Frame.image`` is never copied), so a push is a few list s
 no allocation proportional to the image. The camera backend must therefore hand over a fresh array per
 frame (all backends here do), never a buffer it will overwrite.
 
-Memory is bounded by the slot count, ``ceil(seconds * fps) + 2`` frames. At 1920x1080 BGR uint8 a frame
-is 6 220 800 bytes (5.93 MiB), so a 2 s ring at 30 fps (62 slots) holds at most 385.7 MB (367.8 MiB),
-plus whatever frames a reader still references after they were overwritten. A Pi 5 with 4 GB copes;
-on a 2 GB unit use 1.0-1.5 s or 1280x720 (2.76 MB a frame, 171.4 MB for 2 s at 30 fps).
+Memory is bounded by the slot count, ``ceil(seconds * fps) + 2`` frames, plus whatever frames a reader
+still references after they were overwritten. At 1920x1080 a YUV 4:2:0 frame (``camera.frame_layout``'s
+default) is 3 110 400 bytes (2.97 MiB), so a 2 s ring at 30 fps (62 slots) holds at most 192.8 MB
+(183.9 MiB); BGR frames take twice that (6 220 800 bytes a frame, 385.7 MB). At 1280x720 a YUV frame is
+1.38 MB (85.7 MB for 2 s at 30 fps).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import bisect
 import math
 import threading
 
-from device.model import Frame
+from device.model import Frame, FrameLayout
 
 _SLACK_SLOTS = 2
 """Extra slots so a reader's window at exactly ``seconds`` is not cut by a frame arriving early."""
@@ -30,9 +31,10 @@ def ring_slots(seconds: float, fps: float) -> int:
     return math.ceil(seconds * fps) + _SLACK_SLOTS
 
 
-def ring_bytes(seconds: float, fps: float, width: int, height: int, channels: int = 3) -> int:
+def ring_bytes(seconds: float, fps: float, width: int, height: int, layout: FrameLayout = "yuv420") -> int:
     """Upper bound of the pixel memory a full ring pins (what the docstring figures come from)."""
-    return ring_slots(seconds, fps) * width * height * channels
+    per_frame = width * height * 3 // 2 if layout == "yuv420" else width * height * 3
+    return ring_slots(seconds, fps) * per_frame
 
 
 class FrameRing:

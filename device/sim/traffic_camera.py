@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 
 from device.capture.camera import CameraStats
-from device.model import Direction, Frame
+from device.capture.pixels import bgr_to_yuv420
+from device.model import Direction, Frame, FrameLayout
 from device.sim.scenario import Scenario, Vehicle
 
 CAMERA_HEIGHT_M = 1.6
@@ -117,14 +118,19 @@ class SyntheticCamera:
         realtime: bool = True,
         preview_size: tuple[int, int] = (640, 360),
         noise: float = 3.0,
+        layout: FrameLayout = "bgr",
     ) -> None:
         if width < 160 or height < 120 or fps <= 0:
             raise ValueError(f"synthetic camera needs >= 160x120 and fps > 0, got {width}x{height}@{fps}")
+        if layout == "yuv420" and (width % 2 or height % 2):
+            raise ValueError(f"a yuv420 synthetic camera needs an even size, got {width}x{height}")
         self.scenario = scenario
         self.width, self.height, self.fps = int(width), int(height), float(fps)
         self.epoch_mono_ns = epoch_mono_ns
         self.realtime = realtime
         self.preview_size = preview_size
+        self.layout: FrameLayout = layout
+        """What ``read()`` delivers: the BGR render as is, or converted to I420 as a camera would."""
         self.geom = scenario.geometry
         self.f = FOCAL_PER_WIDTH * self.width
         self.cx = self.width / 2.0
@@ -390,10 +396,11 @@ class SyntheticCamera:
         return Frame(
             t_mono_ns=t,
             frame_no=no,
-            image=image,
+            image=bgr_to_yuv420(image) if self.layout == "yuv420" else image,
             exposure_us=EXPOSURE_US,
             analogue_gain=1.0,
             source="synthetic",
+            layout=self.layout,
         )
 
     def preview(self) -> np.ndarray | None:

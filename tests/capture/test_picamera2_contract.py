@@ -10,6 +10,7 @@ import time
 import types
 from typing import ClassVar
 
+import cv2
 import numpy as np
 import pytest
 
@@ -18,8 +19,24 @@ from device.capture.picamera2_backend import Picamera2Camera, detect_timestamp_c
 from device.config import CameraConfig
 
 W, H, PW, PH = 320, 240, 160, 120
+SMPTE170M = object()  # stands for libcamera.ColorSpace.Smpte170m()
 MONO_NOW = 1_000_000_000_000
 SUSPENDED_NS = 5_000_000_000  # the unit slept 5 s at some point: BOOTTIME is 5 s ahead of MONOTONIC
+
+
+U, V = 90, 200
+
+
+def yuv420_buffer(w: int, h: int, y: int, u: int, v: int) -> np.ndarray:
+    """What picamera2's ``make_array`` gives for YUV420: ``(h*3/2, stride)``, the stride aligned to 64
+    bytes with its padding left in (filled with 255 here so a leak shows), each chroma row half a stride."""
+    stride = -(-w // 64) * 64
+    buf = np.full((h * 3 // 2, stride), 255, np.uint8)
+    buf[:h, :w] = y
+    chroma = buf[h:].reshape(h, stride // 2)  # a view: writes land in buf
+    chroma[: h // 2, : w // 2] = u
+    chroma[h // 2 :, : w // 2] = v
+    return buf
 
 
 class FakeRequest:
@@ -34,9 +51,9 @@ class FakeRequest:
             raise RuntimeError("buffer mapping failed")
         cfg = self.cam.config[name]
         w, h = cfg["size"]
-        if name == "main":
+        if cfg["format"] == "RGB888":
             return np.full((h, w, 3), self.ts % 251, np.uint8)
-        return np.full((h * 3 // 2, w), 77, np.uint8)  # YUV420 planar, Y plane first
+        return yuv420_buffer(w, h, self.ts % 200 + 16 if name == "main" else 77, U, V)
 
     def release(self) -> None:
         self.released += 1
@@ -60,13 +77,15 @@ class FakePicamera2:
         self.config: dict | None = None
         FakePicamera2.instances.append(self)
 
-    def create_video_configuration(self, main=None, lores=None, controls=None, buffer_count=None):
+    def create_video_configuration(self, main=None, lores=None, controls=None, buffer_count=None, **kw):
         self.calls.append("create_video_configuration")
+        assert set(kw) <= {"colour_space"}, kw
         return {
             "main": dict(main),
             "lores": dict(lores),
             "controls": dict(controls),
             "buffer_count": buffer_count,
+            "colour_space": kw.get("colour_space"),
         }
 
     def configure(self, config) -> None:
@@ -104,6 +123,9 @@ def fake_picamera2(monkeypatch):
     mod = types.ModuleType("picamera2")
     mod.Picamera2 = FakePicamera2
     monkeypatch.setitem(sys.modules, "picamera2", mod)
+    libcamera = types.ModuleType("libcamera")
+    libcamera.ColorSpace = types.SimpleNamespace(Smpte170m=lambda: SMPTE170M)
+    monkeypatch.setitem(sys.modules, "libcamera", libcamera)
     FakePicamera2.instances = []
     FakePicamera2.fail_at = set()
     FakePicamera2.broken_after = None
@@ -120,14 +142,19 @@ def fixed_clock(boot_offset: int):
     return lambda: (MONO_NOW, MONO_NOW + boot_offset)
 
 
-def test_configures_video_streams_and_short_exposure(fake_picamera2):
-    cam = open_camera(cfg(exposure_us=800, analogue_gain=4.0))
+@pytest.mark.parametrize(
+    ("layout", "fmt", "space"), [("yuv420", "YUV420", SMPTE170M), ("bgr", "RGB888", None)]
+)
+def test_configures_video_streams_and_short_exposure(fake_picamera2, layout, fmt, space):
+    cam = open_camera(cfg(exposure_us=800, analogue_gain=4.0, frame_layout=layout))
     assert isinstance(cam, Picamera2Camera)
     cam.start()
     fake = fake_picamera2.instances[0]
     assert fake.calls == ["create_video_configuration", "configure", "start"]
     c = fake.config
-    assert c["main"] == {"size": (W, H), "format": "RGB888"}
+    assert c["main"] == {"size": (W, H), "format": fmt}
+    # YUV is asked for in BT.601 limited range: the matrix device/capture/pixels.py decodes with
+    assert c["colour_space"] is space
     assert c["lores"] == {"size": (PW, PH), "format": "YUV420"}
     assert c["controls"] == {
         "FrameDurationLimits": (33333, 33333),
@@ -154,7 +181,8 @@ def test_sensor_timestamps_land_on_the_monotonic_clock(fake_picamera2, boot_offs
     assert all(f is not None for f in frames)
     for f, ts in zip(frames, fake_picamera2.timestamps, strict=True):
         assert f.t_mono_ns == ts - boot_offset - 1000 * 1000 // 2  # mid-exposure of the first row
-        assert f.image.shape == (H, W, 3) and f.exposure_us == 1000 and f.analogue_gain == 2.0
+        assert f.shape == (H, W, 3) and f.exposure_us == 1000 and f.analogue_gain == 2.0
+        assert f.layout == "yuv420" and f.image.shape == (H * 3 // 2, W)
     assert [f.frame_no for f in frames] == [0, 1, 2, 5]
     h = cam.health()
     assert h["dropped"] == 2 and h["frames"] == 4 and h["timestamp_clock"] == clock
@@ -236,3 +264,24 @@ def test_missing_picamera2_is_a_clear_error(monkeypatch):
     with pytest.raises(CameraError, match="picamera2 is not installed"):
         cam.start()
     assert cam.health()["state"] == "failed"
+
+
+@pytest.mark.parametrize("width", [W, 330])  # 330: not a multiple of 64, so the stride is padded (384)
+def test_yuv420_frames_are_packed_copies_without_stride_padding(fake_picamera2, width):
+    fake_picamera2.timestamps = [MONO_NOW - 50_000_000]
+    cam = Picamera2Camera(cfg(width=width), clock=fixed_clock(0))
+    cam.start()
+    f = cam.read(0.1)
+    cam.stop()
+    y = fake_picamera2.timestamps[0] % 200 + 16
+    assert f.layout == "yuv420" and f.size == (width, H) and f.image.shape == (H * 3 // 2, width)
+    assert f.image.flags.owndata and f.image.flags.c_contiguous  # not a view into libcamera's buffer
+    q = H * width // 4
+    planes = f.image[:H].ravel(), f.image[H:].ravel()[:q], f.image[H:].ravel()[q:]
+    assert [set(np.unique(p).tolist()) for p in planes] == [{y}, {U}, {V}]  # no padding byte leaked
+    # the picture decodes as OpenCV decodes that Y, U, V (BT.601 limited range)
+    want = cv2.cvtColor(np.array([[y, y], [y, y], [U, V]], np.uint8), cv2.COLOR_YUV2BGR_I420)[
+        0, 0
+    ]  # 2x2 I420
+    assert np.abs(f.bgr().astype(int) - want.astype(int)).max() <= 1
+    assert f.bgr().shape == (H, width, 3)

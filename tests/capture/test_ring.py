@@ -41,7 +41,8 @@ def test_push_keeps_references_and_bounds_memory():
     assert [f.frame_no for f in held] == list(range(200 - 62, 200))
     assert all(a is b for a, b in zip(held, frames[-62:], strict=True))  # same objects: nothing copied
     assert ring.latest() is frames[-1]
-    assert ring_bytes(2.0, 30.0, 1920, 1080) == 62 * 1920 * 1080 * 3
+    assert ring_bytes(2.0, 30.0, 1920, 1080) == 62 * 1920 * 1080 * 3 // 2  # YUV 4:2:0, the default
+    assert ring_bytes(2.0, 30.0, 1920, 1080, "bgr") == 62 * 1920 * 1080 * 3
 
 
 def test_out_of_order_push_is_rejected_and_loses_nothing():
