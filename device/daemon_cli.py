@@ -74,6 +74,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         rate_per_s=args.rate,
         beam_far_m=args.beam_far,
         anpr=not args.no_anpr,
+        frame_layout=args.frame_layout,
     )
     summary = run_demo(opts)
     if args.json:
@@ -109,5 +110,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--beam-far", type=float, default=None, help="far edge of the radar beam in m (default 45)"
     )
     d.add_argument("--no-anpr", action="store_true", help="skip plate reading (radar/uplink only)")
+    d.add_argument(
+        "--frame-layout", choices=("yuv420", "bgr"), default="yuv420", help="how the ring holds frames"
+    )
     d.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     d.set_defaults(func=cmd_demo)

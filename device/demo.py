@@ -41,6 +41,8 @@ class DemoOptions:
     beam_far_m: float | None = None
     """Shorter beam for dense-traffic runs (a narrow-beam module aimed steeply)."""
     ring_seconds: float = 2.5
+    frame_layout: str = "yuv420"
+    """``camera.frame_layout``: bench/e2e.py compares the two."""
 
 
 def demo_config(opts: DemoOptions, scenario: Scenario, run_dir: Path, host: str, port: int, radar_port: str):
@@ -70,6 +72,7 @@ def demo_config(opts: DemoOptions, scenario: Scenario, run_dir: Path, host: str,
                 "height": opts.height,
                 "fps": opts.fps,
                 "ring_seconds": opts.ring_seconds,
+                "frame_layout": opts.frame_layout,
                 "capture_offset_m": scenario.geometry.capture_m - scenario.geometry.beam_near_m,
             },
             "anpr": {"enabled": opts.anpr, "countries": ["MA"], "deadline_s": 5.0},

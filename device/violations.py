@@ -55,6 +55,21 @@ def utc_of(clock: ClockStamp, mono_ns: int) -> int:
     return clock.utc_ns + (mono_ns - clock.mono_ns)
 
 
+def evidence_candidates(cfg: Config) -> int:
+    """How many frames a violation's plate read and images are chosen from (the trigger frame first)."""
+    return max(cfg.camera.evidence_frames, 4)
+
+
+def _keep_for_evidence(window: list[Frame], t: int, cfg: Config) -> list[Frame]:
+    """The frames of ``window`` that ``select_frames`` picks, in time order; the whole window when it
+    cannot pick (no frame near enough the trigger), so the evidence thread reports that same problem."""
+    try:
+        picked = select_frames(window, t, evidence_candidates(cfg)) if window else []
+    except EvidenceError:
+        return window
+    return sorted(picked, key=lambda f: f.t_mono_ns)
+
+
 class EarlySnapshots:
     """Frames for outbound vehicles, kept before the ring overwrites them.
 
@@ -63,6 +78,11 @@ class EarlySnapshots:
     holds at 1080p. So the measurement thread arms a snapshot at the first reading of each outbound pass
     (its speed is already known) and, once the post-trigger frames exist, keeps references to the
     window's frames (no pixel copy). The evidence thread takes them when the pass completes.
+
+    Only the frames the evidence can use are kept: the trigger frame and the sharpest others, exactly
+    the ``evidence_candidates`` that :meth:`EvidenceBuilder.build` would pick from the whole window (it
+    picks the same ones again from these). Every outbound vehicle is snapshotted before its speed is
+    judged, so at 30 fps this keeps 4 frames instead of 24 per vehicle in the beam.
     """
 
     def __init__(self, ring: FrameRing, cfg: Config, gap_ns: int) -> None:
@@ -94,7 +114,10 @@ class EarlySnapshots:
         self._armed = [a for a in self._armed if a[1] + post > now_ns]
         with self._lock:
             for start, t in due:
-                self._snaps[start] = (t, self._ring.window(t - pre, t + post))
+                self._snaps[start] = (
+                    t,
+                    _keep_for_evidence(self._ring.window(t - pre, t + post), t, self._cfg),
+                )
             # A pass lasts at most tracker.max_pass_s: older snapshots belong to passes already decided.
             horizon = int((self._cfg.tracker.max_pass_s + 2.0) * 1e9) + self._gap_ns
             for k in [k for k in self._snaps if now_ns - k > horizon]:
@@ -205,7 +228,7 @@ class EvidenceBuilder:
         t, window = self.frames_for(p, cand.pinned)
         evidence_problem: str | None = None
         try:
-            picked = select_frames(window, t, max(cfg.camera.evidence_frames, 4)) if window else []
+            picked = select_frames(window, t, evidence_candidates(cfg)) if window else []
         except EvidenceError as exc:  # no frame of that instant: keep the measurement, say why
             picked, evidence_problem = [], str(exc)
         if not window:

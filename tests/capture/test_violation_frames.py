@@ -9,10 +9,11 @@ import time
 import numpy as np
 import pytest
 
+from device.capture.evidence import EvidenceError, select_frames
 from device.capture.ring import FrameRing
 from device.config import Config
-from device.model import ClockStamp, Decision, Direction, Frame, Pass, PlateRead
-from device.violations import Candidate, EvidenceBuilder
+from device.model import ClockStamp, Decision, Direction, Frame, Pass, PlateRead, Reading
+from device.violations import Candidate, EarlySnapshots, EvidenceBuilder, evidence_candidates
 
 
 class SlowReader:
@@ -192,3 +193,60 @@ def test_plate_is_read_in_the_lane_region_over_the_configured_countries():
     finally:
         b.close()
     assert seen == {"country": None, "roi": (0.0, 0.2, 0.5, 0.8)}
+
+
+def _textured_frames(n: int, t0: int, period: int, seed: int = 5) -> list[Frame]:
+    """Frames whose detail (noise amplitude) differs, so sharpness ranks them unambiguously."""
+    rng = np.random.default_rng(seed)
+    return [
+        Frame(t0 + i * period, i, (rng.random((48, 64, 3)) * rng.uniform(5, 250)).astype(np.uint8))
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("gap_at_trigger", [False, True])
+def test_outbound_snapshot_keeps_only_the_frames_evidence_can_use(gap_at_trigger):
+    """Every outbound vehicle is snapshotted before its speed is judged; the snapshot keeps the frames
+    the evidence would pick from the whole window (4, not 24 at 30 fps) and the evidence picks the same
+    ones from it. A window it cannot pick from is kept whole, so the evidence reports the same problem."""
+    cfg = Config()
+    period = 1_000_000_000 // 30
+    t0 = 10**12
+    frames = _textured_frames(90, t0, period)
+    first = Reading(t0 + 10 * period, 60.0, Direction.OUTBOUND)
+    trigger = first.t_mono_ns + int(
+        (cfg.camera.capture_offset_m + cfg.camera.rear_plate_offset_m) / (60 / 3.6) * 1e9
+    )
+    if gap_at_trigger:  # the camera dropped the frames around the trigger instant
+        frames = [f for f in frames if abs(f.t_mono_ns - trigger) > 3 * period]
+    ring = FrameRing(3.0, 30.0)
+    snaps = EarlySnapshots(ring, cfg, cfg.tracker.gap_ms * 1_000_000)
+    snaps.on_reading(first)
+    for f in frames:
+        ring.push(f)
+        snaps.poll(f.t_mono_ns)
+    pre, post = cfg.camera.pre_trigger_ms * 1_000_000, cfg.camera.post_trigger_ms * 1_000_000
+    window = [f for f in frames if trigger - pre <= f.t_mono_ns <= trigger + post]
+    p = Pass(
+        "p",
+        first.t_mono_ns,
+        first.t_mono_ns + 3 * 10**9,
+        Direction.OUTBOUND,
+        (),
+        60,
+        first.t_mono_ns,
+        60,
+        0.5,
+    )
+    t, kept = snaps.take(p)
+    assert t == trigger
+    n = evidence_candidates(cfg)
+    if gap_at_trigger:
+        assert kept == window
+        with pytest.raises(EvidenceError):
+            select_frames(kept, t, n)
+        return
+    assert len(window) == 24 and len(kept) == n == 4
+    assert [f.t_mono_ns for f in kept] == sorted(f.t_mono_ns for f in kept)
+    from_window = select_frames(window, t, n)
+    assert select_frames(kept, t, n) == from_window  # same frames, same order: trigger frame, sharpest
