@@ -67,7 +67,11 @@ def _keep_for_evidence(window: list[Frame], t: int, cfg: Config) -> list[Frame]:
         picked = select_frames(window, t, evidence_candidates(cfg)) if window else []
     except EvidenceError:
         return window
-    return sorted(picked, key=lambda f: f.t_mono_ns)
+    return sorted(picked, key=_time)
+
+
+def _time(f: Frame) -> int:
+    return f.t_mono_ns
 
 
 class EarlySnapshots:
@@ -91,7 +95,7 @@ class EarlySnapshots:
         self._gap_ns = gap_ns
         self._last_reading_ns: int | None = None
         self._armed: list[tuple[int, int]] = []  # (pass start, trigger)
-        self._snaps: dict[int, tuple[int, list[Frame]]] = {}
+        self._snaps: dict[int, tuple[int, list[Frame], int]] = {}  # start: (trigger, frames, window size)
         self._lock = threading.Lock()
 
     def on_reading(self, r: Reading) -> None:
@@ -114,10 +118,8 @@ class EarlySnapshots:
         self._armed = [a for a in self._armed if a[1] + post > now_ns]
         with self._lock:
             for start, t in due:
-                self._snaps[start] = (
-                    t,
-                    _keep_for_evidence(self._ring.window(t - pre, t + post), t, self._cfg),
-                )
+                window = self._ring.window(t - pre, t + post)
+                self._snaps[start] = (t, _keep_for_evidence(window, t, self._cfg), len(window))
             # A pass lasts at most tracker.max_pass_s: older snapshots belong to passes already decided.
             horizon = int((self._cfg.tracker.max_pass_s + 2.0) * 1e9) + self._gap_ns
             for k in [k for k in self._snaps if now_ns - k > horizon]:
@@ -128,7 +130,8 @@ class EarlySnapshots:
         if p.direction is Direction.OUTBOUND:
             self.take(p)
 
-    def take(self, p: Pass) -> tuple[int, list[Frame]] | None:
+    def take(self, p: Pass) -> tuple[int, list[Frame], int] | None:
+        """``(trigger, kept frames, frames the window held)`` of the pass's snapshot, removed."""
         with self._lock:
             if not self._snaps:
                 return None
@@ -174,8 +177,11 @@ class EvidenceBuilder:
         t = trigger_ns(p, cam.capture_offset_m, p.median_kmh, cam.rear_plate_offset_m)
         return t, self._ring.window(t - cam.pre_trigger_ms * 1_000_000, t + cam.post_trigger_ms * 1_000_000)
 
-    def frames_for(self, p: Pass, pinned: tuple[int, list[Frame]] | None = None) -> tuple[int, list[Frame]]:
-        """The trigger instant and its window's frames: an outbound pass's early snapshot, else the frames
+    def frames_for(
+        self, p: Pass, pinned: tuple[int, list[Frame]] | None = None
+    ) -> tuple[int, list[Frame], int]:
+        """The trigger instant, its window's frames and how many frames the window held: an outbound
+        pass's early snapshot (which kept only the frames evidence is chosen from), else the frames
         ``pinned`` at decision time joined with those the ring holds now (post-trigger frames that did not
         exist yet when the pass was decided)."""
         cam = self._cfg.camera
@@ -187,7 +193,7 @@ class EvidenceBuilder:
         t1 = t + cam.post_trigger_ms * 1_000_000
         early = pinned[1] if pinned is not None else []
         if early and early[-1].t_mono_ns >= t1 - 1_000_000_000 // max(cam.fps, 1):
-            return t, early  # the whole window was already there
+            return t, early, len(early)  # the whole window was already there
         # Wait (briefly) until the post-trigger frames exist.
         deadline = time.monotonic_ns() + 2 * cam.post_trigger_ms * 1_000_000 + 500_000_000
         while time.monotonic_ns() < deadline:
@@ -197,9 +203,9 @@ class EvidenceBuilder:
             time.sleep(0.01)
         late = self._ring.window(t - cam.pre_trigger_ms * 1_000_000, t1)
         if not early:
-            return t, late
-        merged = {f.frame_no: f for f in early} | {f.frame_no: f for f in late}
-        return t, sorted(merged.values(), key=lambda f: f.t_mono_ns)
+            return t, late, len(late)
+        merged = sorted(({f.frame_no: f for f in early} | {f.frame_no: f for f in late}).values(), key=_time)
+        return t, merged, len(merged)
 
     def _read_plate(
         self, frames: list[Frame], roi: tuple[float, float, float, float] | None = None
@@ -225,7 +231,7 @@ class EvidenceBuilder:
         cfg = self._cfg
         p = cand.pass_
         vid = str(uuid.uuid4())
-        t, window = self.frames_for(p, cand.pinned)
+        t, window, in_window = self.frames_for(p, cand.pinned)
         evidence_problem: str | None = None
         try:
             picked = select_frames(window, t, evidence_candidates(cfg)) if window else []
@@ -292,7 +298,7 @@ class EvidenceBuilder:
             extra={
                 "trigger_mono_ns": t,
                 "decided_mono_ns": cand.decided_mono_ns,
-                "frames_in_window": len(window),
+                "frames_in_window": in_window,
                 "evidence_problem": evidence_problem,
             }
             | ({"plate_problem": plate_note} if plate_note else {}),

@@ -204,20 +204,17 @@ def _textured_frames(n: int, t0: int, period: int, seed: int = 5) -> list[Frame]
     ]
 
 
-@pytest.mark.parametrize("gap_at_trigger", [False, True])
-def test_outbound_snapshot_keeps_only_the_frames_evidence_can_use(gap_at_trigger):
-    """Every outbound vehicle is snapshotted before its speed is judged; the snapshot keeps the frames
-    the evidence would pick from the whole window (4, not 24 at 30 fps) and the evidence picks the same
-    ones from it. A window it cannot pick from is kept whole, so the evidence reports the same problem."""
+def _outbound(gap_at_trigger: bool):
+    """An outbound vehicle at 60 km/h snapshotted by EarlySnapshots from a 30 fps ring (optionally with
+    the frames around its trigger dropped by the camera); also the whole window, for comparison."""
     cfg = Config()
     period = 1_000_000_000 // 30
     t0 = 10**12
     frames = _textured_frames(90, t0, period)
     first = Reading(t0 + 10 * period, 60.0, Direction.OUTBOUND)
-    trigger = first.t_mono_ns + int(
-        (cfg.camera.capture_offset_m + cfg.camera.rear_plate_offset_m) / (60 / 3.6) * 1e9
-    )
-    if gap_at_trigger:  # the camera dropped the frames around the trigger instant
+    cam = cfg.camera
+    trigger = first.t_mono_ns + int((cam.capture_offset_m + cam.rear_plate_offset_m) / (60 / 3.6) * 1e9)
+    if gap_at_trigger:
         frames = [f for f in frames if abs(f.t_mono_ns - trigger) > 3 * period]
     ring = FrameRing(3.0, 30.0)
     snaps = EarlySnapshots(ring, cfg, cfg.tracker.gap_ms * 1_000_000)
@@ -225,21 +222,22 @@ def test_outbound_snapshot_keeps_only_the_frames_evidence_can_use(gap_at_trigger
     for f in frames:
         ring.push(f)
         snaps.poll(f.t_mono_ns)
-    pre, post = cfg.camera.pre_trigger_ms * 1_000_000, cfg.camera.post_trigger_ms * 1_000_000
+    pre, post = cam.pre_trigger_ms * 1_000_000, cam.post_trigger_ms * 1_000_000
     window = [f for f in frames if trigger - pre <= f.t_mono_ns <= trigger + post]
-    p = Pass(
-        "p",
-        first.t_mono_ns,
-        first.t_mono_ns + 3 * 10**9,
-        Direction.OUTBOUND,
-        (),
-        60,
-        first.t_mono_ns,
-        60,
-        0.5,
-    )
-    t, kept = snaps.take(p)
-    assert t == trigger
+    t_start = first.t_mono_ns
+    p = Pass("p", t_start, t_start + 3 * 10**9, Direction.OUTBOUND, (), 60, t_start, 60, 0.5, lane="1")
+    return cfg, ring, snaps, window, trigger, p
+
+
+@pytest.mark.parametrize("gap_at_trigger", [False, True])
+def test_outbound_snapshot_keeps_only_the_frames_evidence_can_use(gap_at_trigger):
+    """Every outbound vehicle is snapshotted before its speed is judged; the snapshot keeps the frames
+    the evidence would pick from the whole window (4, not 24 at 30 fps) and the evidence picks the same
+    ones from it. A window it cannot pick from is kept whole, so the evidence reports the same problem."""
+    cfg, _, snaps, window, trigger, p = _outbound(gap_at_trigger)
+    t, kept, in_window = snaps.take(p)
+    assert t == trigger and in_window == len(window)
+    assert snaps.take(p) is None  # taken once
     n = evidence_candidates(cfg)
     if gap_at_trigger:
         assert kept == window
@@ -248,5 +246,24 @@ def test_outbound_snapshot_keeps_only_the_frames_evidence_can_use(gap_at_trigger
         return
     assert len(window) == 24 and len(kept) == n == 4
     assert [f.t_mono_ns for f in kept] == sorted(f.t_mono_ns for f in kept)
-    from_window = select_frames(window, t, n)
-    assert select_frames(kept, t, n) == from_window  # same frames, same order: trigger frame, sharpest
+    assert select_frames(kept, t, n) == select_frames(window, t, n)  # same frames, same order
+
+
+@pytest.mark.parametrize("gap_at_trigger", [False, True])
+def test_outbound_violation_from_its_snapshot_records_the_whole_window(gap_at_trigger):
+    cfg, ring, snaps, window, trigger, p = _outbound(gap_at_trigger)
+    b = EvidenceBuilder(cfg, ring, None, on_late_plate=lambda *a: None, snapshots=snaps)
+    d = Decision(True, "MA", "1", "car", 50.0, 60.0, 1.0, 0.0, 60.0, 3.0, 57.0, 7.0)
+    try:
+        v = b.build(
+            Candidate(p, d, p.end_mono_ns, ClockStamp(1_700_000_000_000_000_000, p.end_mono_ns, True, "ntp"))
+        )
+    finally:
+        b.close()
+    assert v.extra["trigger_mono_ns"] == trigger
+    assert v.extra["frames_in_window"] == len(window)  # the packet says how many frames the window held
+    if gap_at_trigger:
+        assert not v.images and "frame period" in v.extra["evidence_problem"]
+    else:
+        assert v.extra["evidence_problem"] is None
+        assert [i.frame_no for i in v.images] == [f.frame_no for f in select_frames(window, trigger, 2)]
