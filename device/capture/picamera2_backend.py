@@ -117,6 +117,8 @@ class Picamera2Camera:
         self._lock = threading.Lock()
         self._next_retry = 0.0
         self._job: Any = None
+        self.main_size: tuple[int, ...] = (cfg.width, cfg.height)
+        """The main stream's size as libcamera configured it (it may round the requested one)."""
         self.frame_period_ns = round(1e9 / cfg.fps)
 
     # -- configuration ----------------------------------------------------------------------------
@@ -153,6 +155,9 @@ class Picamera2Camera:
             raise
         self._cam = cam
         self._prev_ts = None  # frame numbers restart from the sensor's new stream
+        # libcamera may adjust the size to what the ISP can produce: frames are what was configured
+        configured = getattr(cam, "camera_config", None) or config
+        self.main_size = tuple(int(v) for v in configured["main"]["size"])
 
     def start(self) -> None:
         self._stats.state = "starting"
@@ -190,7 +195,7 @@ class Picamera2Camera:
         self._prev_ts, self._prev_no = int(ts), frame_no
         image = request.make_array("main")
         if self.cfg.frame_layout == "yuv420":  # a packed copy: the buffer goes back to libcamera
-            image = pack_yuv420(image, self.cfg.width, self.cfg.height)
+            image = pack_yuv420(image, *self.main_size)
         elif not image.flags.owndata:  # never keep a view into a buffer libcamera will reuse
             image = image.copy()
         lores = request.make_array("lores")
@@ -285,6 +290,7 @@ class Picamera2Camera:
     def health(self) -> dict[str, Any]:
         h = self._stats.as_dict()
         h["timestamp_clock"] = self._ts_clock
+        h["size"] = list(self.main_size)
         return h
 
 

@@ -69,6 +69,7 @@ class FakePicamera2:
     timestamps: ClassVar[list[int]] = []
     fail_at: ClassVar[set[int]] = set()
     broken_after: ClassVar[int | None] = None
+    align: ClassVar = None
 
     def __init__(self, camera_num: int = 0) -> None:
         self.camera_num = camera_num
@@ -90,7 +91,16 @@ class FakePicamera2:
 
     def configure(self, config) -> None:
         self.calls.append("configure")
+        if FakePicamera2.align is not None:  # libcamera's validate() may round the size
+            config = {
+                **config,
+                "main": {**config["main"], "size": FakePicamera2.align(config["main"]["size"])},
+            }
         self.config = config
+
+    @property
+    def camera_config(self) -> dict | None:
+        return self.config
 
     def start(self) -> None:
         self.calls.append("start")
@@ -129,6 +139,7 @@ def fake_picamera2(monkeypatch):
     FakePicamera2.instances = []
     FakePicamera2.fail_at = set()
     FakePicamera2.broken_after = None
+    FakePicamera2.align = None
     return FakePicamera2
 
 
@@ -285,3 +296,15 @@ def test_yuv420_frames_are_packed_copies_without_stride_padding(fake_picamera2, 
     ]  # 2x2 I420
     assert np.abs(f.bgr().astype(int) - want.astype(int)).max() <= 1
     assert f.bgr().shape == (H, width, 3)
+
+
+def test_frames_have_the_size_libcamera_configured(fake_picamera2):
+    """libcamera may round a requested size to what the ISP produces (here the width down to a multiple
+    of 32): frames are unpacked at the configured size, not the requested one, and health says which."""
+    fake_picamera2.timestamps = [MONO_NOW - 50_000_000]
+    fake_picamera2.align = lambda size: (size[0] // 32 * 32, size[1])
+    cam = Picamera2Camera(cfg(width=330), clock=fixed_clock(0))
+    cam.start()
+    f = cam.read(0.1)
+    cam.stop()
+    assert f is not None and f.size == (320, H) and cam.health()["size"] == [320, H]
