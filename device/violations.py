@@ -31,8 +31,34 @@ class Candidate:
     decision: Decision
     decided_mono_ns: int
     clock: ClockStamp
-    pinned: tuple[int, list[Frame]] | None = None
-    """(trigger, the window's frames the ring held at decision time): see :meth:`EvidenceBuilder.pin`."""
+    pinned: TriggerWindow | None = None
+    """The trigger window's frames the ring held at decision time: see :meth:`EvidenceBuilder.pin`."""
+
+
+@dataclass(frozen=True)
+class TriggerWindow:
+    """Frames taken from the ring for one trigger before it overwrites them. Only the frames the
+    evidence can be chosen from are kept (``kept``: the trigger frame and the sharpest others, as
+    ``select_frames`` picks them), so a vehicle waiting for its evidence holds 4 frames, not 24 at
+    30 fps; ``frame_nos`` and ``last_ns`` describe the whole window as it was (the packet's
+    ``frames_in_window``, and whether frames after it are still to come)."""
+
+    t_ns: int
+    kept: list[Frame]
+    frame_nos: frozenset[int]
+    last_ns: int | None
+
+
+def take_window(ring: FrameRing, t: int, cfg: Config) -> TriggerWindow:
+    """The trigger window ``[t - pre_trigger, t + post_trigger]`` as the ring holds it now."""
+    cam = cfg.camera
+    window = ring.window(t - cam.pre_trigger_ms * 1_000_000, t + cam.post_trigger_ms * 1_000_000)
+    return TriggerWindow(
+        t,
+        _keep_for_evidence(window, t, cfg),
+        frozenset(f.frame_no for f in window),
+        window[-1].t_mono_ns if window else None,
+    )
 
 
 def trigger_ns(p: Pass, capture_offset_m: float, speed_kmh: float, rear_plate_offset_m: float = 0.0) -> int:
@@ -95,7 +121,7 @@ class EarlySnapshots:
         self._gap_ns = gap_ns
         self._last_reading_ns: int | None = None
         self._armed: list[tuple[int, int]] = []  # (pass start, trigger)
-        self._snaps: dict[int, tuple[int, list[Frame], int]] = {}  # start: (trigger, frames, window size)
+        self._snaps: dict[int, TriggerWindow] = {}  # by pass start
         self._lock = threading.Lock()
 
     def on_reading(self, r: Reading) -> None:
@@ -110,16 +136,14 @@ class EarlySnapshots:
         self._armed.append((r.t_mono_ns, r.t_mono_ns + dt))
 
     def poll(self, now_ns: int) -> None:
-        cam = self._cfg.camera
-        post, pre = cam.post_trigger_ms * 1_000_000, cam.pre_trigger_ms * 1_000_000
+        post = self._cfg.camera.post_trigger_ms * 1_000_000
         due = [a for a in self._armed if a[1] + post <= now_ns]
         if not due:
             return
         self._armed = [a for a in self._armed if a[1] + post > now_ns]
         with self._lock:
             for start, t in due:
-                window = self._ring.window(t - pre, t + post)
-                self._snaps[start] = (t, _keep_for_evidence(window, t, self._cfg), len(window))
+                self._snaps[start] = take_window(self._ring, t, self._cfg)
             # A pass lasts at most tracker.max_pass_s: older snapshots belong to passes already decided.
             horizon = int((self._cfg.tracker.max_pass_s + 2.0) * 1e9) + self._gap_ns
             for k in [k for k in self._snaps if now_ns - k > horizon]:
@@ -130,8 +154,8 @@ class EarlySnapshots:
         if p.direction is Direction.OUTBOUND:
             self.take(p)
 
-    def take(self, p: Pass) -> tuple[int, list[Frame], int] | None:
-        """``(trigger, kept frames, frames the window held)`` of the pass's snapshot, removed."""
+    def take(self, p: Pass) -> TriggerWindow | None:
+        """The pass's snapshot, removed."""
         with self._lock:
             if not self._snaps:
                 return None
@@ -168,18 +192,21 @@ class EvidenceBuilder:
         busy = self._anpr_busy_since
         return time.monotonic_ns() if busy is None else busy
 
-    def pin(self, p: Pass) -> tuple[int, list[Frame]]:
+    def pin(self, p: Pass) -> TriggerWindow:
         """On the measuring thread, as the violation is decided: references to the trigger window's frames
-        the ring holds now (no pixel copy). The evidence thread works through violations one at a time and
-        may wait seconds for a plate read; by the time it reaches the next one the ring (about 2 s) may
-        have overwritten that vehicle's frames."""
-        cam = self._cfg.camera
-        t = trigger_ns(p, cam.capture_offset_m, p.median_kmh, cam.rear_plate_offset_m)
-        return t, self._ring.window(t - cam.pre_trigger_ms * 1_000_000, t + cam.post_trigger_ms * 1_000_000)
+        the ring holds now (no pixel copy), those the evidence can be chosen from. The evidence thread
+        works through violations one at a time and may wait seconds for a plate read; by the time it
+        reaches the next one the ring (about 2 s) may have overwritten that vehicle's frames.
 
-    def frames_for(
-        self, p: Pass, pinned: tuple[int, list[Frame]] | None = None
-    ) -> tuple[int, list[Frame], int]:
+        Keeping only the candidates loses nothing: the frames chosen later from the pinned ones and the
+        post-trigger frames that arrive after the decision are the ones chosen from the whole window (the
+        trigger frame is the nearest of either part, the sharpest others are among each part's sharpest)."""
+        cam = self._cfg.camera
+        return take_window(
+            self._ring, trigger_ns(p, cam.capture_offset_m, p.median_kmh, cam.rear_plate_offset_m), self._cfg
+        )
+
+    def frames_for(self, p: Pass, pinned: TriggerWindow | None = None) -> tuple[int, list[Frame], int]:
         """The trigger instant, its window's frames and how many frames the window held: an outbound
         pass's early snapshot (which kept only the frames evidence is chosen from), else the frames
         ``pinned`` at decision time joined with those the ring holds now (post-trigger frames that did not
@@ -188,12 +215,17 @@ class EvidenceBuilder:
         if p.direction is Direction.OUTBOUND and self._snapshots is not None:
             snap = self._snapshots.take(p)
             if snap is not None:
-                return snap
+                return snap.t_ns, snap.kept, len(snap.frame_nos)
         t = trigger_ns(p, cam.capture_offset_m, p.median_kmh, cam.rear_plate_offset_m)
         t1 = t + cam.post_trigger_ms * 1_000_000
-        early = pinned[1] if pinned is not None else []
-        if early and early[-1].t_mono_ns >= t1 - 1_000_000_000 // max(cam.fps, 1):
-            return t, early, len(early)  # the whole window was already there
+        period = 1_000_000_000 // max(cam.fps, 1)
+        if (
+            pinned is not None
+            and pinned.kept
+            and pinned.last_ns is not None
+            and pinned.last_ns >= t1 - period
+        ):
+            return t, pinned.kept, len(pinned.frame_nos)  # the whole window was already there
         # Wait (briefly) until the post-trigger frames exist.
         deadline = time.monotonic_ns() + 2 * cam.post_trigger_ms * 1_000_000 + 500_000_000
         while time.monotonic_ns() < deadline:
@@ -202,10 +234,12 @@ class EvidenceBuilder:
                 break
             time.sleep(0.01)
         late = self._ring.window(t - cam.pre_trigger_ms * 1_000_000, t1)
-        if not early:
+        if pinned is None or not pinned.kept:
             return t, late, len(late)
-        merged = sorted(({f.frame_no: f for f in early} | {f.frame_no: f for f in late}).values(), key=_time)
-        return t, merged, len(merged)
+        merged = sorted(
+            ({f.frame_no: f for f in pinned.kept} | {f.frame_no: f for f in late}).values(), key=_time
+        )
+        return t, merged, len(pinned.frame_nos | {f.frame_no for f in late})
 
     def _read_plate(
         self, frames: list[Frame], roi: tuple[float, float, float, float] | None = None

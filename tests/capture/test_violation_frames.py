@@ -13,7 +13,7 @@ from device.capture.evidence import EvidenceError, select_frames
 from device.capture.ring import FrameRing
 from device.config import Config
 from device.model import ClockStamp, Decision, Direction, Frame, Pass, PlateRead, Reading
-from device.violations import Candidate, EarlySnapshots, EvidenceBuilder, evidence_candidates
+from device.violations import Candidate, EarlySnapshots, EvidenceBuilder, evidence_candidates, trigger_ns
 
 
 class SlowReader:
@@ -235,7 +235,8 @@ def test_outbound_snapshot_keeps_only_the_frames_evidence_can_use(gap_at_trigger
     the evidence would pick from the whole window (4, not 24 at 30 fps) and the evidence picks the same
     ones from it. A window it cannot pick from is kept whole, so the evidence reports the same problem."""
     cfg, _, snaps, window, trigger, p = _outbound(gap_at_trigger)
-    t, kept, in_window = snaps.take(p)
+    w = snaps.take(p)
+    t, kept, in_window = w.t_ns, w.kept, len(w.frame_nos)
     assert t == trigger and in_window == len(window)
     assert snaps.take(p) is None  # taken once
     n = evidence_candidates(cfg)
@@ -267,3 +268,39 @@ def test_outbound_violation_from_its_snapshot_records_the_whole_window(gap_at_tr
     else:
         assert v.extra["evidence_problem"] is None
         assert [i.frame_no for i in v.images] == [f.frame_no for f in select_frames(window, trigger, 2)]
+
+
+@pytest.mark.parametrize("pushed_at_decision_ms", [100, 600])
+def test_inbound_pin_keeps_the_candidates_and_the_choice_is_the_whole_windows(pushed_at_decision_ms):
+    """A violation pinned at decision keeps only the frames its evidence can be chosen from. Whether the
+    whole window was there at decision (600 ms of frames after the trigger) or only part of it (100 ms;
+    the rest arrives later), the frames chosen are those chosen from the whole window, and the packet's
+    ``frames_in_window`` counts the whole window."""
+    cfg = Config()
+    period = 1_000_000_000 // 30
+    t0 = 10**12
+    frames = _textured_frames(120, t0, period, seed=11)
+    end = t0 + 80 * period
+    p = Pass("p", end - 10**9, end, Direction.INBOUND, (), 90.0, end - 2 * 10**8, 90.0, 0.5, lane="1")
+    ring = FrameRing(3.0, 30.0)
+    b = EvidenceBuilder(cfg, ring, None, on_late_plate=lambda *a: None)
+    try:
+        t = trigger_ns(p, cfg.camera.capture_offset_m, p.median_kmh, cfg.camera.rear_plate_offset_m)
+        pre, post = cfg.camera.pre_trigger_ms * 1_000_000, cfg.camera.post_trigger_ms * 1_000_000
+        window = [f for f in frames if t - pre <= f.t_mono_ns <= t + post]
+        cut = t + pushed_at_decision_ms * 1_000_000
+        for f in frames:
+            if f.t_mono_ns <= cut:
+                ring.push(f)
+        pinned = b.pin(p)
+        n = evidence_candidates(cfg)
+        assert pinned.t_ns == t and len(pinned.kept) == n
+        assert pinned.frame_nos == {f.frame_no for f in window if f.t_mono_ns <= cut}  # what the ring had
+        for f in frames:  # the camera goes on; the ring still holds the post-trigger frames
+            if f.t_mono_ns > cut:
+                ring.push(f)
+        t_, chosen_from, in_window = b.frames_for(p, pinned)
+    finally:
+        b.close()
+    assert t_ == t and in_window == len(window) == 24
+    assert select_frames(chosen_from, t, n) == select_frames(window, t, n)
