@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from device.capture.evidence import DataBar, EvidenceError, build_evidence, select_frames
+from device.capture.evidence import DataBar, EvidenceError, build_evidence, period_of_times, select_frames
 from device.capture.ring import FrameRing
 from device.config import Config
 from device.model import ClockStamp, Decision, Direction, Frame, Pass, PlateRead, Reading, Violation
@@ -47,6 +47,9 @@ class TriggerWindow:
     kept: list[Frame]
     frame_nos: frozenset[int]
     last_ns: int | None
+    times: tuple[int, ...] = ()
+    """The whole window's capture times: its frame period, which ``select_frames`` bounds the trigger
+    frame's timing error by, is the whole window's, not that of the few frames kept."""
 
 
 def take_window(ring: FrameRing, t: int, cfg: Config) -> TriggerWindow:
@@ -58,6 +61,7 @@ def take_window(ring: FrameRing, t: int, cfg: Config) -> TriggerWindow:
         _keep_for_evidence(window, t, cfg),
         frozenset(f.frame_no for f in window),
         window[-1].t_mono_ns if window else None,
+        tuple(f.t_mono_ns for f in window),
     )
 
 
@@ -141,9 +145,10 @@ class EarlySnapshots:
         if not due:
             return
         self._armed = [a for a in self._armed if a[1] + post > now_ns]
+        # chosen outside the lock: ranking sharpness takes milliseconds, and take() must not wait for it
+        taken = [(start, take_window(self._ring, t, self._cfg)) for start, t in due]
         with self._lock:
-            for start, t in due:
-                self._snaps[start] = take_window(self._ring, t, self._cfg)
+            self._snaps.update(taken)
             # A pass lasts at most tracker.max_pass_s: older snapshots belong to passes already decided.
             horizon = int((self._cfg.tracker.max_pass_s + 2.0) * 1e9) + self._gap_ns
             for k in [k for k in self._snaps if now_ns - k > horizon]:
@@ -211,11 +216,15 @@ class EvidenceBuilder:
         pass's early snapshot (which kept only the frames evidence is chosen from), else the frames
         ``pinned`` at decision time joined with those the ring holds now (post-trigger frames that did not
         exist yet when the pass was decided)."""
+        return self._window_for(p, pinned)[:3]
+
+    def _window_for(self, p: Pass, pinned: TriggerWindow | None) -> tuple[int, list[Frame], int, int | None]:
+        """:meth:`frames_for` and the whole window's frame period (None: that of the frames returned)."""
         cam = self._cfg.camera
         if p.direction is Direction.OUTBOUND and self._snapshots is not None:
             snap = self._snapshots.take(p)
             if snap is not None:
-                return snap.t_ns, snap.kept, len(snap.frame_nos)
+                return snap.t_ns, snap.kept, len(snap.frame_nos), period_of_times(snap.times)
         t = trigger_ns(p, cam.capture_offset_m, p.median_kmh, cam.rear_plate_offset_m)
         t1 = t + cam.post_trigger_ms * 1_000_000
         period = 1_000_000_000 // max(cam.fps, 1)
@@ -225,7 +234,8 @@ class EvidenceBuilder:
             and pinned.last_ns is not None
             and pinned.last_ns >= t1 - period
         ):
-            return t, pinned.kept, len(pinned.frame_nos)  # the whole window was already there
+            # the whole window was already there
+            return t, pinned.kept, len(pinned.frame_nos), period_of_times(pinned.times)
         # Wait (briefly) until the post-trigger frames exist.
         deadline = time.monotonic_ns() + 2 * cam.post_trigger_ms * 1_000_000 + 500_000_000
         while time.monotonic_ns() < deadline:
@@ -235,11 +245,12 @@ class EvidenceBuilder:
             time.sleep(0.01)
         late = self._ring.window(t - cam.pre_trigger_ms * 1_000_000, t1)
         if pinned is None or not pinned.kept:
-            return t, late, len(late)
+            return t, late, len(late), None
         merged = sorted(
             ({f.frame_no: f for f in pinned.kept} | {f.frame_no: f for f in late}).values(), key=_time
         )
-        return t, merged, len(pinned.frame_nos | {f.frame_no for f in late})
+        times = sorted(set(pinned.times) | {f.t_mono_ns for f in late})
+        return t, merged, len(pinned.frame_nos | {f.frame_no for f in late}), period_of_times(times)
 
     def _read_plate(
         self, frames: list[Frame], roi: tuple[float, float, float, float] | None = None
@@ -265,10 +276,10 @@ class EvidenceBuilder:
         cfg = self._cfg
         p = cand.pass_
         vid = str(uuid.uuid4())
-        t, window, in_window = self.frames_for(p, cand.pinned)
+        t, window, in_window, period = self._window_for(p, cand.pinned)
         evidence_problem: str | None = None
         try:
-            picked = select_frames(window, t, evidence_candidates(cfg)) if window else []
+            picked = select_frames(window, t, evidence_candidates(cfg), period_ns=period) if window else []
         except EvidenceError as exc:  # no frame of that instant: keep the measurement, say why
             picked, evidence_problem = [], str(exc)
         if not window:

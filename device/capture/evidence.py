@@ -96,13 +96,13 @@ def luma_plane(frame: Frame) -> np.ndarray:
 
 def frame_period_ns(frames: Sequence[Frame]) -> int | None:
     """Median spacing of consecutive frames (robust to the odd dropped frame)."""
-    if len(frames) < 2:
-        return None
-    diffs = sorted(b.t_mono_ns - a.t_mono_ns for a, b in itertools.pairwise(frames))
-    positive = [d for d in diffs if d > 0]
-    if not positive:
-        return None
-    return positive[len(positive) // 2]
+    return period_of_times([f.t_mono_ns for f in frames])
+
+
+def period_of_times(times: Sequence[int]) -> int | None:
+    """:func:`frame_period_ns` of frames captured at ``times`` (time order)."""
+    positive = sorted(d for d in (b - a for a, b in itertools.pairwise(times)) if d > 0)
+    return positive[len(positive) // 2] if positive else None
 
 
 def select_frames(

@@ -13,8 +13,9 @@ A file that reads short of its header's frame count is treated the same way (reo
 the next frame: a recording still being written, or restored, continues). A file that simply ends is
 ``ended`` (``loop=True`` restarts it instead).
 
-Pixels: OpenCV decodes to BGR; with ``frame_layout = "yuv420"`` each frame is converted to I420 before it
-enters the ring (half the memory, ``device/capture/pixels.py``).
+Pixels: OpenCV decodes to BGR (a grey or 4-channel source is converted to BGR too); with
+``frame_layout = "yuv420"`` each frame is converted to I420 before it enters the ring (half the memory,
+``device/capture/pixels.py``).
 """
 
 from __future__ import annotations
@@ -213,9 +214,13 @@ class OpenCVCamera:
             )
             with self._lock:
                 self._preview = small
+        if image.ndim == 2 or image.shape[2] == 1:  # a grey source (some V4L2 and GStreamer formats)
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        elif image.shape[2] == 4:  # BGRA/BGRx: frames are BGR for every consumer (and for I420)
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
         layout = "bgr"
         h, w = image.shape[:2]
-        if self.cfg.frame_layout == "yuv420" and image.ndim == 3 and not (h % 2 or w % 2):
+        if self.cfg.frame_layout == "yuv420" and not (h % 2 or w % 2):
             # an odd-sized source (rare) stays BGR rather than losing a pixel row or column
             image, layout = bgr_to_yuv420(image), "yuv420"
         return Frame(

@@ -146,3 +146,50 @@ def test_camera_thread_fills_ring_from_a_replay(video):
     assert not t.is_alive()
     assert ring.pushed == N and t.dropped == 0
     assert t.health()["state"] in ("ended", "stopped")
+
+
+class _FakeCapture:
+    """A V4L2 device that delivers grey or 4-channel frames (formats OpenCV passes through as they are)."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.image = image
+
+    def isOpened(self) -> bool:
+        return True
+
+    def set(self, prop, value) -> bool:
+        return True
+
+    def get(self, prop) -> float:
+        return 0.0
+
+    def grab(self) -> bool:
+        return True
+
+    def retrieve(self):
+        return True, self.image.copy()
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("layout", ["yuv420", "bgr"])
+@pytest.mark.parametrize("channels", [0, 1, 4])
+def test_grey_and_four_channel_sources_give_bgr_frames(monkeypatch, layout, channels):
+    """A 4-channel frame used to make every read raise with frame_layout yuv420 (the I420 conversion
+    takes BGR only): no frame reached the ring. A grey frame stayed 2-D, and gray() and the evidence
+    images (which compose a BGR picture) failed on it."""
+    grey = _frame(13)[:, :, 1]
+    image = {0: grey, 1: grey[:, :, None], 4: cv2.cvtColor(_frame(13), cv2.COLOR_BGR2BGRA)}[channels]
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *a, **k: _FakeCapture(image))
+    cam = OpenCVCamera(
+        CameraConfig(backend="opencv", source="0", width=160, height=120, fps=FPS, frame_layout=layout)
+    )
+    cam.start()
+    try:
+        f = cam.read(0.2)
+    finally:
+        cam.stop()
+    assert f is not None and f.layout == layout and f.size == (160, 120)
+    assert f.bgr().shape == (120, 160, 3) and f.gray().shape == (120, 160)
+    assert _index(f.bgr()) == _index(f.gray()) == 13

@@ -304,3 +304,42 @@ def test_inbound_pin_keeps_the_candidates_and_the_choice_is_the_whole_windows(pu
         b.close()
     assert t_ == t and in_window == len(window) == 24
     assert select_frames(chosen_from, t, n) == select_frames(window, t, n)
+
+
+def test_pinned_choice_bounds_the_trigger_frame_by_the_whole_windows_frame_period():
+    """The trigger frame must be within one frame period of the trigger; the period is the whole
+    window's. Frames stamped on arrival come in bursts (a USB camera after a hiccup), and the 4 frames
+    kept can be such a burst: their own spacing (30 ms here) is shorter than the window's (34 ms), and
+    judged by it a trigger frame 33 ms off (the frame after it was dropped) cost the violation its images,
+    though the whole window has them."""
+    cfg = Config()
+    cfg.anpr.enabled = False
+    ms = 1_000_000
+    end = 10**12
+    p = Pass("p", end - 10**9, end, Direction.INBOUND, (), 90.0, end - 2 * 10**8, 90.0, 0.5, lane="1")
+    t = trigger_ns(p, cfg.camera.capture_offset_m, p.median_kmh, cfg.camera.rear_plate_offset_m)
+    a = t - 33 * ms  # the frame nearest the trigger; the one 34 ms after it was dropped
+    burst = [a - 90 * ms, a - 60 * ms, a - 30 * ms, a]  # the sharpest three and the trigger frame
+    times = [burst[0] - 34 * ms * k for k in range(12, 0, -1)] + burst
+    times += [a + 68 * ms + 34 * ms * k for k in range(12)]
+    rng = np.random.default_rng(3)
+    frames = [
+        Frame(tt, i, (rng.random((48, 64, 3)) * (250 if tt in burst[:3] else 5)).astype(np.uint8))
+        for i, tt in enumerate(times)
+    ]
+    ring = FrameRing(5.0, 30.0)
+    for f in frames:
+        ring.push(f)
+    pre, post = cfg.camera.pre_trigger_ms * ms, cfg.camera.post_trigger_ms * ms
+    window = [f for f in frames if t - pre <= f.t_mono_ns <= t + post]
+    expected = select_frames(window, t, evidence_candidates(cfg))  # the whole window has evidence
+    b = EvidenceBuilder(cfg, ring, None, on_late_plate=lambda *a: None)
+    d = Decision(True, "MA", "1", "car", 60.0, 90.0, 1.0, 0.0, 90.0, 3.0, 87.0, 27.0)
+    try:
+        pinned = b.pin(p)
+        assert {f.t_mono_ns for f in pinned.kept} == set(burst)
+        v = b.build(Candidate(p, d, end, ClockStamp(1_700_000_000_000_000_000, end, True, "ntp"), pinned))
+    finally:
+        b.close()
+    assert v.extra["evidence_problem"] is None
+    assert [i.frame_no for i in v.images] == [f.frame_no for f in expected[: cfg.camera.evidence_frames]]
