@@ -69,7 +69,8 @@ def pack_yuv420(array: np.ndarray, width: int, height: int) -> np.ndarray:
     """A contiguous I420 frame from picamera2's YUV420 array, which is ``(H*3/2, stride)`` with the
     stride's padding left in (each U and V row is half a stride, two of them per array row).
 
-    Always returns a new array: the buffer behind ``array`` goes back to libcamera."""
+    Never a view of libcamera's buffer (it is reused): ``make_array`` already hands over a copy, which
+    is returned as it is when there is no padding; otherwise the planes are packed into a new array."""
     h, w = int(height), int(width)
     if array.dtype != np.uint8 or array.ndim != 2 or array.shape[0] != h * 3 // 2 or array.shape[1] < w:
         raise ValueError(f"YUV420 array of shape {array.shape} does not hold a {w}x{h} frame")
@@ -77,7 +78,7 @@ def pack_yuv420(array: np.ndarray, width: int, height: int) -> np.ndarray:
         raise ValueError(f"YUV 4:2:0 needs even width and height, got {w}x{h}")
     stride = array.shape[1]
     if stride == w:
-        return np.array(array, copy=True)
+        return array if array.flags.owndata and array.flags.c_contiguous else np.array(array, copy=True)
     out = np.empty((h * 3 // 2, w), np.uint8)
     out[:h] = array[:h, :w]
     chroma = np.ascontiguousarray(array[h:]).reshape(h, stride // 2)  # one half-stride row per chroma row

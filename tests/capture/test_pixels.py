@@ -132,3 +132,11 @@ def test_plate_reads_are_the_same_from_either_layout(scene):
     assert reads["bgr"] is not None and reads["bgr"].text == "12345-ب-6"
     assert reads["yuv420"] is not None and reads["yuv420"].text == reads["bgr"].text
     assert reads["yuv420"].box == pytest.approx(reads["bgr"].box, abs=3)
+
+
+def test_pack_copies_only_what_libcamera_could_reuse():
+    owned = np.arange(12 * 8, dtype=np.uint8).reshape(12, 8).copy()  # make_array's own copy, no padding
+    assert pack_yuv420(owned, 8, 8) is owned  # no second copy of a 1080p frame per frame
+    view = np.zeros((24, 8), np.uint8)[:12]  # a view into a buffer someone else owns
+    packed = pack_yuv420(view, 8, 8)
+    assert packed is not view and packed.flags.owndata and np.shares_memory(packed, view) is False
