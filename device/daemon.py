@@ -49,12 +49,15 @@ from device.stats import TrafficStats
 from device.uplink.keys import KeyFileError, SigningKey, load_signing_key
 from device.uplink.outbox import Outbox, OutboxError, OutboxFull
 from device.uplink.packet import PacketContext, event_payload, violation_payload
-from device.violations import Candidate, EarlySnapshots, EvidenceBuilder
+from device.violations import Candidate, EarlySnapshots, EvidenceBuilder, TriggerWindow
 
 log = logging.getLogger("radarcam.daemon")
 
 READINGS_QUEUE = 20_000
 CANDIDATE_QUEUE = 256
+PIN_BACKLOG = 32
+"""Violations waiting for evidence beyond which a new one pins no frames: each pins about 12 MB at 1080p
+(4 YUV frames), and an unbounded backlog would end in the OOM killer, losing every queued violation."""
 STATUS_EVERY_S = 5.0
 
 
@@ -131,7 +134,14 @@ class Daemon:
         self.stats = TrafficStats()
         self.recent_passes: deque[dict] = deque(maxlen=50)
         self.recent_violations: deque[dict] = deque(maxlen=20)
-        self.counters = {"readings": 0, "readings_dropped": 0, "passes": 0, "violations": 0, "sealed": 0}
+        self.counters = {
+            "readings": 0,
+            "readings_dropped": 0,
+            "passes": 0,
+            "violations": 0,
+            "sealed": 0,
+            "frames_not_pinned": 0,
+        }
         self.last_speed: dict[str, Any] | None = None
         self.restart_required: list[str] = []
         self._clock_synced: bool | None = None
@@ -310,12 +320,32 @@ class Daemon:
         if self.gpio is not None:
             self.gpio.flash()
         now = time.monotonic_ns()
-        pinned = self.evidence.pin(p) if p.direction is not Direction.OUTBOUND else None
-        cand = Candidate(pass_=p, decision=d, decided_mono_ns=now, clock=self.clock.stamp(), pinned=pinned)
+        pinned, backlog = self._pin(p)
+        cand = Candidate(
+            pass_=p,
+            decision=d,
+            decided_mono_ns=now,
+            clock=self.clock.stamp(),
+            pinned=pinned,
+            unpinned_backlog=backlog,
+        )
         try:
             self._candidates.put(cand, timeout=1.0)
         except queue.Full:  # never silently: the pass stays in stats and the log names it
             log.error("evidence queue full, violation for pass %s not recorded", p.pass_id)
+
+    def _pin(self, p: Pass) -> tuple[TriggerWindow | None, int | None]:
+        """The violation's frames kept at decision (outbound ones have their snapshot), unless
+        ``PIN_BACKLOG`` violations already wait for evidence: then none (and the backlog, for the record),
+        so a stalled evidence thread costs images, never the memory every queued violation lives in."""
+        if p.direction is Direction.OUTBOUND:
+            return None, None
+        backlog = self._candidates.qsize()
+        if backlog < PIN_BACKLOG:
+            return self.evidence.pin(p), None
+        self.counters["frames_not_pinned"] += 1
+        log.warning("%d violations wait for evidence: pass %s keeps no frames of its own", backlog, p.pass_id)
+        return None, backlog
 
     def _evidence_loop(self) -> None:
         while True:

@@ -33,6 +33,8 @@ class Candidate:
     clock: ClockStamp
     pinned: TriggerWindow | None = None
     """The trigger window's frames the ring held at decision time: see :meth:`EvidenceBuilder.pin`."""
+    unpinned_backlog: int | None = None
+    """Set when no frames were pinned because this many violations were already waiting for evidence."""
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,12 @@ class EvidenceBuilder:
         except EvidenceError as exc:  # no frame of that instant: keep the measurement, say why
             picked, evidence_problem = [], str(exc)
         if not window:
-            evidence_problem = "no camera frames in the trigger window (camera lost?)"
+            evidence_problem = (
+                "no camera frames in the trigger window (camera lost?)"
+                if cand.unpinned_backlog is None
+                else f"trigger window overwritten: {cand.unpinned_backlog} violations were waiting for evidence, "
+                "so its frames were not kept at decision"
+            )
         if evidence_problem:
             log.warning("violation %s without images: %s", vid, evidence_problem)
 

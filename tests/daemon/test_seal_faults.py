@@ -163,3 +163,41 @@ def test_a_bouncing_door_switch_does_not_flood_the_chain():
     assert sealed[1] == {"kind": "tamper", "cabinet_open": False, "changes": 49}
     d._flush_tamper(time.monotonic() + 3 * d.TAMPER_EVENT_MIN_S)
     assert len(sealed) == 2  # nothing pending: nothing sealed
+
+
+def test_a_long_evidence_backlog_stops_pinning_frames_but_keeps_the_violation():
+    """Each violation waiting for evidence pins ~12 MB of frames at 1080p. Beyond PIN_BACKLOG waiting, a
+    new one pins none (an unbounded backlog would end in the OOM killer, losing every queued violation):
+    it is still queued and sealed, and its evidence_problem says why it may have no images."""
+    from device import config as cfgmod
+    from device.capture.ring import FrameRing
+    from device.daemon import PIN_BACKLOG, Daemon
+    from device.model import ClockStamp, Decision, Direction, Pass
+    from device.violations import Candidate, EvidenceBuilder, TriggerWindow
+
+    cfg = cfgmod.Config()
+    cfg.anpr.enabled = False
+    d = Daemon(cfg)
+    d.ring = FrameRing(cfg.camera.ring_seconds, cfg.camera.fps)  # the parts start() would build
+    d.evidence = b = EvidenceBuilder(cfg, d.ring, None, on_late_plate=lambda *a: None)
+    end = time.monotonic_ns()
+    p = Pass("p", end - 10**9, end, Direction.INBOUND, (), 90.0, end - 2 * 10**8, 90.0, 0.5, lane="1")
+    for _ in range(PIN_BACKLOG - 1):
+        d._candidates.put(None)
+    pinned, backlog = d._pin(p)
+    assert isinstance(pinned, TriggerWindow) and backlog is None
+    d._candidates.put(None)
+    assert d._pin(p) == (None, PIN_BACKLOG)
+    assert d.counters["frames_not_pinned"] == 1
+    out = Pass("q", end - 10**9, end, Direction.OUTBOUND, (), 90.0, end - 2 * 10**8, 90.0, 0.5, lane="1")
+    assert d._pin(out) == (None, None)  # outbound vehicles have their own (bounded) snapshots
+
+    dec = Decision(True, "MA", "1", "car", 60.0, 90.0, 1.0, 0.0, 90.0, 3.0, 87.0, 27.0)
+    try:
+        v = b.build(
+            Candidate(p, dec, end, ClockStamp(1_700_000_000_000_000_000, end, True, "ntp"), None, PIN_BACKLOG)
+        )
+    finally:
+        b.close()
+    assert v.decision.violation and not v.images
+    assert f"{PIN_BACKLOG} violations were waiting for evidence" in v.extra["evidence_problem"]
