@@ -126,8 +126,13 @@ class ConsoleApp:
         self.accounts = AccountStore(state / "accounts.json", hasher)
         self.sessions = SessionStore(self.ccfg.session_hours * 3600)
         self.throttle = LoginThrottle(
-            self.ccfg.max_failed_logins, self.ccfg.lockout_minutes * 60, self.ccfg.login_attempts_per_minute
+            self.ccfg.max_failed_logins,
+            self.ccfg.lockout_minutes * 60,
+            self.ccfg.login_attempts_per_minute,
+            store=state / "login-throttle.json",
         )
+        if self.throttle.store_problem:
+            log.warning("%s", self.throttle.store_problem)
         self.setup = SetupCode(state / "setup-code")
         self.audit = AuditLog(state / "audit.jsonl")
         self.pending_audit = PendingAudit(state / "audit-pending.jsonl")

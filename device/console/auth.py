@@ -216,17 +216,74 @@ def csrf_ok(expected: str | None, got: str | None) -> bool:
 
 
 class LoginThrottle:
-    """Per-account lockout after N failures, plus a per-address rate limit against spraying many names."""
+    """Per-account lockout after N failures, plus a per-address rate limit against spraying many names.
 
-    def __init__(self, max_failures: int, lockout_s: float, per_ip_per_minute: int, clock=time.monotonic):
+    With ``store``, the per-account state (recent failures, lockouts) survives a restart of the console:
+    otherwise restarting it, or anything that makes systemd restart it, would hand a password guesser a
+    fresh set of tries. The file holds wall-clock times (monotonic time restarts at boot) and is read
+    back clamped to ``lockout_s``, so a clock step can never lock an account for longer. An unreadable
+    file is reported and replaced; the per-address limit is per process and not stored.
+    """
+
+    def __init__(
+        self,
+        max_failures: int,
+        lockout_s: float,
+        per_ip_per_minute: int,
+        clock=time.monotonic,
+        *,
+        store: Path | None = None,
+        wall=time.time,
+    ):
         self.max_failures = max_failures
         self.lockout_s = lockout_s
         self.per_ip = per_ip_per_minute
         self.clock = clock
+        self.wall = wall
+        self.store = Path(store) if store is not None else None
+        self.store_problem: str | None = None
         self._fails: dict[str, list[float]] = {}
         self._locked_until: dict[str, float] = {}
         self._ip: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
+        if self.store is not None:
+            self._load()
+
+    def _load(self) -> None:
+        assert self.store is not None
+        try:
+            raw = json.loads(self.store.read_text("utf-8"))
+            locked, fails = dict(raw["locked"]), dict(raw["fails"])
+            now, wall = self.clock(), self.wall()
+            for user, until in locked.items():
+                left = min(float(until) - wall, self.lockout_s)
+                if left > 0:
+                    self._locked_until[str(user)] = now + left
+            for user, times in fails.items():
+                ages = [min(max(wall - float(t), 0.0), self.lockout_s) for t in times]
+                kept = [now - age for age in ages if age < self.lockout_s]
+                if kept:
+                    self._fails[str(user)] = sorted(kept)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self.store_problem = f"login throttle state {self.store} unreadable ({exc}); started empty"
+            self._locked_until.clear()
+            self._fails.clear()
+
+    def _save(self) -> None:
+        """Under ``_lock``: the per-account state as wall-clock times."""
+        if self.store is None:
+            return
+        now, wall = self.clock(), self.wall()
+        state = {
+            "locked": {u: wall + (t - now) for u, t in self._locked_until.items() if t > now},
+            "fails": {u: [wall - (now - t) for t in ts] for u, ts in self._fails.items() if ts},
+        }
+        try:
+            atomic_write(self.store, json.dumps(state, sort_keys=True).encode(), mode=0o600)
+        except OSError as exc:  # a full or read-only disk must not break sign-in: the lockout still holds
+            self.store_problem = f"login throttle state {self.store} not saved ({exc})"
 
     def rate(self, ip: str) -> None:
         """The per-address limit alone (counted now, before any hashing)."""
@@ -257,15 +314,17 @@ class LoginThrottle:
         with self._lock:
             fails = [t for t in self._fails.get(user, []) if t > now - self.lockout_s] + [now]
             self._fails[user] = fails
-            if len(fails) >= self.max_failures:
+            locked = len(fails) >= self.max_failures
+            if locked:
                 self._locked_until[user] = now + self.lockout_s
                 self._fails[user] = []
-                return True
-            return False
+            self._save()
+            return locked
 
     def success(self, user: str) -> None:
         with self._lock:
-            self._fails.pop(user, None)
+            if self._fails.pop(user, None):
+                self._save()
 
 
 def _normalise_code(code: str) -> str:

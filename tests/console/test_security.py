@@ -487,3 +487,20 @@ def test_partial_or_hostile_daemon_data_is_rendered_safely(env) -> None:
     assert 'data:image/jpeg;base64,"' not in html
     _, _, body = c.get("/api/recent")
     assert json.loads(body)["violations"][0]["thumbnail_jpeg_b64"] is None
+
+
+def test_a_lockout_outlives_a_console_restart(env) -> None:
+    """The console's sign-in lockouts are kept in its state dir (0600): a fresh ConsoleApp, as after
+    ``systemctl restart radarcam-console``, still refuses the locked account before hashing anything."""
+    from device.console.app import ConsoleApp
+    from device.console.auth import AuthError
+
+    for _ in range(env.app.ccfg.max_failed_logins):
+        env.app.throttle.failure("tech")
+    store = env.app.ccfg.state_dir / "login-throttle.json"
+    assert stat.S_IMODE(store.stat().st_mode) == 0o600
+    restarted = ConsoleApp(env.config_path)
+    with pytest.raises(AuthError) as exc:
+        restarted.throttle.check("tech", "192.0.2.7")
+    assert exc.value.key == "err_locked"
+    restarted.throttle.check("someone-else", "192.0.2.7")

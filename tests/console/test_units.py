@@ -264,3 +264,48 @@ def test_view_accepts_the_daemons_native_shapes() -> None:
         ]
         is None
     )
+
+
+def test_throttle_state_survives_a_restart(tmp_path: Path) -> None:
+    """Restarting the console (or making systemd restart it) must not hand a guesser fresh tries."""
+    store = tmp_path / "login-throttle.json"
+    mono, wall = [1000.0], [1_800_000_000.0]
+
+    def throttle() -> LoginThrottle:
+        return LoginThrottle(3, 60, 100, clock=lambda: mono[0], store=store, wall=lambda: wall[0])
+
+    th = throttle()
+    th.failure("a")
+    th.failure("a")
+    assert stat.S_IMODE(store.stat().st_mode) == 0o600
+    mono[0] = 5.0  # a new process after a reboot: monotonic time starts again
+    wall[0] += 10
+    th = throttle()
+    assert th.failure("a") is True  # the two earlier failures counted: locked at the third
+    th = throttle()
+    with pytest.raises(AuthError) as exc:
+        th.check("a", "ip")
+    assert exc.value.key == "err_locked"
+    wall[0] += 61
+    throttle().check("a", "ip")  # expired by wall-clock time
+
+
+def test_throttle_state_is_clamped_and_a_bad_file_is_replaced(tmp_path: Path) -> None:
+    store = tmp_path / "login-throttle.json"
+    mono, wall = [0.0], [1_800_000_000.0]
+    th = LoginThrottle(1, 60, 100, clock=lambda: mono[0], store=store, wall=lambda: wall[0])
+    assert th.failure("a") is True
+    wall[0] -= 86_400  # the wall clock steps back a day: the lockout must not become a day long
+    th = LoginThrottle(1, 60, 100, clock=lambda: mono[0], store=store, wall=lambda: wall[0])
+    with pytest.raises(AuthError) as exc:
+        th.check("a", "ip")
+    assert exc.value.params["minutes"] == 1
+    mono[0] += 61
+    th.check("a", "ip")
+    th.success("a")
+    store.write_text("{not json")
+    th = LoginThrottle(3, 60, 100, clock=lambda: mono[0], store=store, wall=lambda: wall[0])
+    assert th.store_problem and "unreadable" in th.store_problem
+    th.check("a", "ip")
+    th.failure("b")
+    assert json.loads(store.read_text())["fails"]["b"]  # rewritten, valid again
