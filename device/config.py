@@ -223,8 +223,8 @@ class CameraConfig(_Section):
     ring_seconds: Annotated[float, Field(gt=0, le=30)] = 2.0
     frame_layout: Literal["yuv420", "bgr"] = "yuv420"
     """How the ring holds frames: ``yuv420`` (12 bits a pixel: half of ``bgr``'s memory; picamera2
-    delivers it natively, the OpenCV and synthetic backends convert each frame, about 1 ms at 1080p on
-    the development machine) or ``bgr`` (24 bits, no conversion: for a unit short of CPU rather than
+    delivers it natively, the OpenCV and synthetic backends convert each frame, about 0.5 ms at 1080p
+    on the development machine) or ``bgr`` (24 bits, no conversion: for a unit short of CPU rather than
     memory). Evidence and plate reads are the same either way (see ``device/capture/pixels.py``)."""
     capture_offset_m: Annotated[float, Field(ge=0, le=100)] = 8.0
     """Distance along the road from the beam's near edge to where the camera sees plates best (set when

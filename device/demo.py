@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from device import config as cfgmod
-from device.model import Pass, Reading
+from device.model import FrameLayout, Pass, Reading
 from device.sim.scenario import Scenario, Vehicle, generate
 from device.stats import percentile
 
@@ -41,7 +41,7 @@ class DemoOptions:
     beam_far_m: float | None = None
     """Shorter beam for dense-traffic runs (a narrow-beam module aimed steeply)."""
     ring_seconds: float = 2.5
-    frame_layout: str = "yuv420"
+    frame_layout: FrameLayout = "yuv420"
     """``camera.frame_layout``: bench/e2e.py compares the two."""
 
 

@@ -42,16 +42,15 @@ class TriggerWindow:
     """Frames taken from the ring for one trigger before it overwrites them. Only the frames the
     evidence can be chosen from are kept (``kept``: the trigger frame and the sharpest others, as
     ``select_frames`` picks them), so a vehicle waiting for its evidence holds 4 frames, not 24 at
-    30 fps; ``frame_nos`` and ``last_ns`` describe the whole window as it was (the packet's
-    ``frames_in_window``, and whether frames after it are still to come)."""
+    30 fps; ``seen`` describes the whole window as it was."""
 
     t_ns: int
     kept: list[Frame]
-    frame_nos: frozenset[int]
-    last_ns: int | None
-    times: tuple[int, ...] = ()
-    """The whole window's capture times: its frame period, which ``select_frames`` bounds the trigger
-    frame's timing error by, is the whole window's, not that of the few frames kept."""
+    seen: tuple[tuple[int, int], ...]
+    """``(frame_no, t_mono_ns)`` of every frame the window held, in time order: the packet's
+    ``frames_in_window``, whether frames after it are still to come, and the frame period that
+    ``select_frames`` bounds the trigger frame's timing error by (the whole window's, not that of the
+    few frames kept)."""
 
 
 def take_window(ring: FrameRing, t: int, cfg: Config) -> TriggerWindow:
@@ -59,11 +58,7 @@ def take_window(ring: FrameRing, t: int, cfg: Config) -> TriggerWindow:
     cam = cfg.camera
     window = ring.window(t - cam.pre_trigger_ms * 1_000_000, t + cam.post_trigger_ms * 1_000_000)
     return TriggerWindow(
-        t,
-        _keep_for_evidence(window, t, cfg),
-        frozenset(f.frame_no for f in window),
-        window[-1].t_mono_ns if window else None,
-        tuple(f.t_mono_ns for f in window),
+        t, _keep_for_evidence(window, t, cfg), tuple((f.frame_no, f.t_mono_ns) for f in window)
     )
 
 
@@ -213,31 +208,25 @@ class EvidenceBuilder:
             self._ring, trigger_ns(p, cam.capture_offset_m, p.median_kmh, cam.rear_plate_offset_m), self._cfg
         )
 
-    def frames_for(self, p: Pass, pinned: TriggerWindow | None = None) -> tuple[int, list[Frame], int]:
+    def frames_for(
+        self, p: Pass, pinned: TriggerWindow | None = None
+    ) -> tuple[int, list[Frame], int, int | None]:
         """The trigger instant, its window's frames and how many frames the window held: an outbound
         pass's early snapshot (which kept only the frames evidence is chosen from), else the frames
         ``pinned`` at decision time joined with those the ring holds now (post-trigger frames that did not
-        exist yet when the pass was decided)."""
-        return self._window_for(p, pinned)[:3]
-
-    def _window_for(self, p: Pass, pinned: TriggerWindow | None) -> tuple[int, list[Frame], int, int | None]:
-        """:meth:`frames_for` and the whole window's frame period (None: that of the frames returned)."""
+        exist yet when the pass was decided); and the whole window's frame period (None: that of the
+        frames returned)."""
         cam = self._cfg.camera
         if p.direction is Direction.OUTBOUND and self._snapshots is not None:
             snap = self._snapshots.take(p)
             if snap is not None:
-                return snap.t_ns, snap.kept, len(snap.frame_nos), period_of_times(snap.times)
+                return snap.t_ns, snap.kept, len(snap.seen), period_of_times([t for _, t in snap.seen])
         t = trigger_ns(p, cam.capture_offset_m, p.median_kmh, cam.rear_plate_offset_m)
         t1 = t + cam.post_trigger_ms * 1_000_000
         period = 1_000_000_000 // max(cam.fps, 1)
-        if (
-            pinned is not None
-            and pinned.kept
-            and pinned.last_ns is not None
-            and pinned.last_ns >= t1 - period
-        ):
+        if pinned is not None and pinned.kept and pinned.seen[-1][1] >= t1 - period:
             # the whole window was already there
-            return t, pinned.kept, len(pinned.frame_nos), period_of_times(pinned.times)
+            return t, pinned.kept, len(pinned.seen), period_of_times([ts for _, ts in pinned.seen])
         # Wait (briefly) until the post-trigger frames exist.
         deadline = time.monotonic_ns() + 2 * cam.post_trigger_ms * 1_000_000 + 500_000_000
         while time.monotonic_ns() < deadline:
@@ -251,8 +240,8 @@ class EvidenceBuilder:
         merged = sorted(
             ({f.frame_no: f for f in pinned.kept} | {f.frame_no: f for f in late}).values(), key=_time
         )
-        times = sorted(set(pinned.times) | {f.t_mono_ns for f in late})
-        return t, merged, len(pinned.frame_nos | {f.frame_no for f in late}), period_of_times(times)
+        seen = dict(pinned.seen) | {f.frame_no: f.t_mono_ns for f in late}
+        return t, merged, len(seen), period_of_times(sorted(seen.values()))
 
     def _read_plate(
         self, frames: list[Frame], roi: tuple[float, float, float, float] | None = None
@@ -278,7 +267,7 @@ class EvidenceBuilder:
         cfg = self._cfg
         p = cand.pass_
         vid = str(uuid.uuid4())
-        t, window, in_window, period = self._window_for(p, cand.pinned)
+        t, window, in_window, period = self.frames_for(p, cand.pinned)
         evidence_problem: str | None = None
         try:
             picked = select_frames(window, t, evidence_candidates(cfg), period_ns=period) if window else []

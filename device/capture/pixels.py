@@ -4,7 +4,7 @@ Why YUV 4:2:0: the ring holds seconds of full-resolution video, and at 12 bits a
 holds them in half the memory (a 1080p frame is 3 110 400 bytes instead of 6 220 800). Nothing is lost
 that the evidence keeps: the JPEGs are 4:2:0 themselves, the plate reader works on luma only, and only
 the few frames that become evidence are converted back to BGR. The Pi's ISP produces YUV420 natively
-(no conversion at all); other backends convert once per frame (about 1 ms for 1080p on the development
+(no conversion at all); other backends convert once per frame (about 0.5 ms for 1080p on the development
 machine, see bench/capture.py).
 
 Colour: BT.601 limited range ("studio swing", Y 16-235), the matrix of OpenCV's ``COLOR_BGR2YUV_I420`` and

@@ -236,7 +236,7 @@ def test_outbound_snapshot_keeps_only_the_frames_evidence_can_use(gap_at_trigger
     ones from it. A window it cannot pick from is kept whole, so the evidence reports the same problem."""
     cfg, _, snaps, window, trigger, p = _outbound(gap_at_trigger)
     w = snaps.take(p)
-    t, kept, in_window = w.t_ns, w.kept, len(w.frame_nos)
+    t, kept, in_window = w.t_ns, w.kept, len(w.seen)
     assert t == trigger and in_window == len(window)
     assert snaps.take(p) is None  # taken once
     n = evidence_candidates(cfg)
@@ -295,11 +295,13 @@ def test_inbound_pin_keeps_the_candidates_and_the_choice_is_the_whole_windows(pu
         pinned = b.pin(p)
         n = evidence_candidates(cfg)
         assert pinned.t_ns == t and len(pinned.kept) == n
-        assert pinned.frame_nos == {f.frame_no for f in window if f.t_mono_ns <= cut}  # what the ring had
+        assert pinned.seen == tuple(
+            (f.frame_no, f.t_mono_ns) for f in window if f.t_mono_ns <= cut
+        )  # the ring's
         for f in frames:  # the camera goes on; the ring still holds the post-trigger frames
             if f.t_mono_ns > cut:
                 ring.push(f)
-        t_, chosen_from, in_window = b.frames_for(p, pinned)
+        t_, chosen_from, in_window, _ = b.frames_for(p, pinned)
     finally:
         b.close()
     assert t_ == t and in_window == len(window) == 24

@@ -7,7 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
+from device.config import RadarConfig
 from device.model import Direction
+from device.sensors.radar import make_driver
+from device.sensors.serial_reader import RadarReader
 from device.sim.scenario import Geometry, Scenario, Vehicle
 
 SHORT_BEAM = Geometry(beam_near_m=5.0, beam_far_m=20.0, capture_m=10.0)
@@ -20,6 +23,14 @@ def wait_for(pred: Callable[[], object], timeout: float = 10.0, what: str = "con
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def replug_reader(port: str, sink) -> RadarReader:
+    """A started reader on ``port`` that reconnects within 0.2 s (unplug/replug tests)."""
+    cfg = RadarConfig(port=port, units="kmh", min_speed_kmh=1.0, reconnect_min_s=0.05, reconnect_max_s=0.2)
+    reader = RadarReader(cfg, make_driver(cfg), sink, max_limit_kmh=60.0)
+    reader.start()
+    return reader
 
 
 def vehicle(vid: int, t: float, kmh: float, direction: Direction, lane: str | None = None) -> Vehicle:

@@ -15,7 +15,7 @@ from device.sensors.tracker import PassTracker
 from device.sim.radar_emulator import RadarEmulator
 from device.sim.scenario import Scenario
 
-from .conftest import SHORT_BEAM, vehicle, wait_for
+from .conftest import SHORT_BEAM, replug_reader, vehicle, wait_for
 
 LANES = [
     LaneConfig(id="1", direction="inbound", limit_kmh=60),
@@ -122,11 +122,7 @@ def test_unplug_replug_health_transitions(tmp_path) -> None:
     )
     got = Collector()
     emu = RadarEmulator(sc, link_dir=tmp_path).start()
-    cfg = RadarConfig(
-        port=emu.port, units="kmh", min_speed_kmh=1.0, reconnect_min_s=0.05, reconnect_max_s=0.2
-    )
-    reader = RadarReader(cfg, make_driver(cfg), got, max_limit_kmh=60.0)
-    reader.start()
+    reader = replug_reader(emu.port, got)
     try:
         wait_for(lambda: reader.health()["state"] == "ok" and got.snapshot(), what="first readings")
         assert emu.port == str(tmp_path / "radar0")

@@ -19,7 +19,7 @@ from device.sensors.serial_reader import RadarReader
 from device.sim.radar_emulator import RadarEmulator
 from device.sim.scenario import Scenario
 
-from .conftest import SHORT_BEAM, vehicle, wait_for
+from .conftest import SHORT_BEAM, replug_reader, vehicle, wait_for
 from .test_emulator_e2e import Collector
 
 RETRY_S = 0.3
@@ -56,11 +56,7 @@ def fast_retry(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_module_booting_after_replug_keeps_reader_degraded_until_units_confirmed(tmp_path) -> None:
     emu = DeafEmulator(_steady_traffic(), link_dir=tmp_path).start()
     got = Collector()
-    cfg = RadarConfig(
-        port=emu.port, units="kmh", min_speed_kmh=1.0, reconnect_min_s=0.05, reconnect_max_s=0.2
-    )
-    reader = RadarReader(cfg, make_driver(cfg), got, max_limit_kmh=60.0)
-    reader.start()
+    reader = replug_reader(emu.port, got)
     try:
         wait_for(lambda: reader.health()["state"] == "ok" and got.snapshot(), what="first readings")
         assert reader.health().get("reason") is None
