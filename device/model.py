@@ -148,13 +148,18 @@ class Frame:
         w, h = self.size
         return h, w, 3
 
-    def bgr(self) -> np.ndarray:
-        """The picture as BGR: ``image`` itself for a BGR frame, a converted copy for YUV 4:2:0."""
+    def bgr(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The picture as BGR: ``image`` itself for a BGR frame, a converted copy for YUV 4:2:0; with
+        ``out`` (an ``(H, W, 3)`` uint8 array, e.g. the top of an evidence image) written there instead,
+        so building a JPEG needs no second full-size copy."""
         if self.layout == "bgr":
-            return self.image
+            if out is None:
+                return self.image
+            out[...] = self.image
+            return out
         from device.capture.pixels import yuv420_to_bgr
 
-        return yuv420_to_bgr(self.image)
+        return yuv420_to_bgr(self.image, out)
 
     def gray(self) -> np.ndarray:
         """Full-range grey, as ``cv2.COLOR_BGR2GRAY`` gives (what the plate models were trained on)."""

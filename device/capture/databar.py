@@ -15,8 +15,12 @@ import functools
 import subprocess
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from device.model import Frame
 
 LATIN_FONT_PATTERNS = ("DejaVu Sans:bold", "Noto Sans:bold", "FreeSans:bold", "sans-serif:bold")
 ARABIC_FONT_PATTERNS = ("Noto Sans Arabic:bold", "Noto Naskh Arabic", "Amiri", "DejaVu Sans", "sans-serif")
@@ -197,12 +201,13 @@ def render_databar(bar: DataBar, width: int, *, frame_no: int | None = None) -> 
     return cv2.cvtColor(np.asarray(img), cv2.COLOR_GRAY2BGR)
 
 
-def compose(image: np.ndarray, bar_img: np.ndarray) -> np.ndarray:
-    """Frame on top, bar below, in one new array (the frame in the ring is left untouched)."""
-    h, w = image.shape[:2]
+def compose(frame: Frame, bar_img: np.ndarray) -> np.ndarray:
+    """Frame on top, bar below, in one new array. The frame is converted straight into it (the frame in
+    the ring is left untouched), so a 1080p evidence image costs one full-size array, not two."""
+    w, h = frame.size
     if bar_img.shape[1] != w:
         raise ValueError(f"bar width {bar_img.shape[1]} != image width {w}")
     out = np.empty((h + bar_img.shape[0], w, 3), np.uint8)
-    out[:h] = image
+    frame.bgr(out=out[:h])
     out[h:] = bar_img
     return out

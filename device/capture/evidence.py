@@ -227,30 +227,29 @@ def build_evidence(
     if not frames:
         raise EvidenceError("no frames to build evidence from")
     out: list[EvidenceImage] = []
-    best: tuple[float, Frame, Box, np.ndarray] | None = None
+    best: tuple[float, Frame, Box, np.ndarray] | None = None  # the sharpest plate: its crop, not its frame
     for frame in frames:
-        img = frame.bgr()  # one conversion per evidence frame when the ring holds YUV 4:2:0
-        h, w = img.shape[:2]
+        w, h = frame.size
         t_utc = clock(frame.t_mono_ns)
         fbar = DataBar(**{**asdict(bar), "utc_ns": t_utc})
         bar_img = render_databar(fbar, w, frame_no=frame.frame_no)
-        composed = compose(img, bar_img)
+        composed = compose(frame, bar_img)
+        img = composed[:h]
         jpeg = encode_jpeg(composed, quality, comment=_comment("overview", frame, t_utc, fbar, None))
         out.append(
             EvidenceImage("overview", jpeg, frame.t_mono_ns, t_utc, frame.frame_no, w, composed.shape[0])
         )
         box = _box_for(plate_box, frame)
-        if box is not None and _clip(box, img.shape) is not None:
+        cb = crop_box(box, img.shape) if box is not None and _clip(box, img.shape) is not None else None
+        if box is not None and cb is not None:
             s = sharpness(luma_plane(frame), box)
             if best is None or s > best[0]:
-                best = (s, frame, box, img)
+                x, y, cw, ch = cb
+                best = (s, frame, cb, img[y : y + ch, x : x + cw].copy())
+        del composed, img  # before the next frame's array is made: one full-size image alive, not two
     if best is not None:
-        _, frame, box, img = best
-        cb = crop_box(box, img.shape)
-        if cb is not None:
-            x, y, w, h = cb
-            crop = img[y : y + h, x : x + w]
-            t_utc = clock(frame.t_mono_ns)
-            jpeg = encode_jpeg(crop, quality, comment=_comment("plate", frame, t_utc, bar, cb))
-            out.append(EvidenceImage("plate", jpeg, frame.t_mono_ns, t_utc, frame.frame_no, w, h))
+        _, frame, cb, crop = best
+        t_utc = clock(frame.t_mono_ns)
+        jpeg = encode_jpeg(crop, quality, comment=_comment("plate", frame, t_utc, bar, cb))
+        out.append(EvidenceImage("plate", jpeg, frame.t_mono_ns, t_utc, frame.frame_no, cb[2], cb[3]))
     return out

@@ -52,10 +52,21 @@ def check_yuv420(yuv: np.ndarray) -> None:
         raise ValueError(f"not an I420 frame (uint8, (H*3/2, W), even W and H): {yuv.dtype} {yuv.shape}")
 
 
-def yuv420_to_bgr(yuv: np.ndarray) -> np.ndarray:
-    """The BGR picture of an I420 frame (a new array)."""
+def yuv420_to_bgr(yuv: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The BGR picture of an I420 frame: a new array, or written into ``out`` (``(H, W, 3)`` uint8,
+    C-contiguous), which is returned."""
     check_yuv420(yuv)
-    return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
+    if out is None:
+        return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
+    h, w = yuv.shape[0] * 2 // 3, yuv.shape[1]
+    if out.shape != (h, w, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(
+            f"need a C-contiguous uint8 ({h}, {w}, 3) array to convert into, got {out.dtype} {out.shape}"
+        )
+    got = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420, dst=out)
+    if not np.shares_memory(got, out):  # OpenCV reallocates rather than fail: never hand back stale pixels
+        out[:] = got
+    return out
 
 
 def yuv420_gray(yuv: np.ndarray) -> np.ndarray:

@@ -99,6 +99,39 @@ def render_plate_image(text: str, country: str, rng: random.Random, height_px: i
     return np.ascontiguousarray(arr.astype(np.uint8, copy=False))
 
 
+class _NoiseTiles:
+    """Sensor noise for the synthetic camera, from two small tiles instead of whole frames.
+
+    Full-frame noise fields (three +/- pairs) were 36 MB at 1080p, held in the demo process beside the
+    daemon, so the demo's memory figure measured the simulator as much as the firmware. A band of
+    ``rows`` rows (a little wider than the frame) is laid down the image, each band at its own column
+    and row offset per frame, which at sigma 3 looks the same as fresh noise and stays deterministic.
+    """
+
+    def __init__(
+        self, width: int, height: int, sigma: float, seed: int, rows: int = 96, pad: int = 128
+    ) -> None:
+        self.width, self.height, self.rows, self.pad = width, height, min(rows, height), pad
+        rs = np.random.default_rng(seed)
+        shape = (self.rows * 2, width + pad, 3)  # twice the band's rows: a row offset per band too
+        self.sigma = sigma
+        self.pos = np.clip(rs.normal(0, sigma, shape), 0, 255).astype(np.uint8)
+        self.neg = np.clip(-rs.normal(0, sigma, shape), 0, 255).astype(np.uint8)
+
+    def apply(self, img: np.ndarray, frame_no: int) -> None:
+        if self.sigma <= 0:
+            return
+        for band, y0 in enumerate(range(0, self.height, self.rows)):
+            y1 = min(self.height, y0 + self.rows)
+            k = frame_no * 7919 + band * 104729  # primes: offsets that do not repeat frame to frame
+            dy, dx = k % self.rows, (k // self.rows) % self.pad
+            rows = slice(dy, dy + y1 - y0)
+            cols = slice(dx, dx + self.width)
+            view = img[y0:y1]
+            cv2.add(view, self.pos[rows, cols], dst=view)
+            cv2.subtract(view, self.neg[rows, cols], dst=view)
+
+
 class SyntheticCamera:
     """A :class:`~device.capture.camera.Camera` that renders ``scenario``.
 
@@ -139,15 +172,7 @@ class SyntheticCamera:
         mid = (len(lanes) - 1) / 2.0
         self._lane_x = {lane: (i - mid) * LANE_WIDTH_M for i, lane in enumerate(lanes)}
         self._background = self._render_background()
-        rs = np.random.default_rng(scenario.seed)
-        sigma = max(noise, 0.0)
-        self._noise = [
-            (
-                np.clip(rs.normal(0, sigma, self._background.shape), 0, 255).astype(np.uint8),
-                np.clip(-rs.normal(0, sigma, self._background.shape), 0, 255).astype(np.uint8),
-            )
-            for _ in range(3)
-        ]
+        self._noise = _NoiseTiles(self.width, self.height, max(noise, 0.0), scenario.seed)
         self._plates: dict[int, np.ndarray] = {}
         self._by_enter = sorted(scenario.vehicles, key=lambda v: v.t_enter_s)
         self._prefetch_i = 0
@@ -346,9 +371,7 @@ class SyntheticCamera:
         t = self.scenario_time(frame_no)
         for d, v in self._visible(t):
             self._draw_vehicle(img, v, d)
-        pos, neg = self._noise[frame_no % len(self._noise)]
-        cv2.add(img, pos, dst=img)
-        cv2.subtract(img, neg, dst=img)
+        self._noise.apply(img, frame_no)
         return img
 
     # -- Camera protocol --------------------------------------------------------------------------

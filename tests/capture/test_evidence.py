@@ -201,6 +201,36 @@ def test_plate_crop_is_the_sharpest_plate_region(pass_frames):
     assert np.abs(dec.astype(int) - best.image[y : y + h, x : x + w].astype(int)).mean() < 6.0
 
 
+def test_evidence_build_holds_one_full_size_image_at_a_time():
+    """At 1080p an evidence frame in BGR is 6 MB. Building the images converts each frame straight into
+    its frame + bar image and keeps only the plate crop of the sharpest frame, so four frames (what a
+    violation is built from) peak at about one such image, not three (frame, composed copy, sharpest)."""
+    import tracemalloc
+
+    from device.capture.pixels import bgr_to_yuv420
+    from device.model import Frame
+
+    sc = one_car()
+    cam = SyntheticCamera(sc, width=1920, height=1080, fps=FPS, epoch_mono_ns=5 * 10**12, realtime=False)
+    no = cam.frame_no_at(cam.epoch_mono_ns + round(sc.vehicles[0].t_capture_s(sc.geometry) * 1e9))
+    fs = [
+        Frame(cam.frame_time_ns(n), n, bgr_to_yuv420(cam.render(n)), 1000, 1.0, "synthetic", "yuv420")
+        for n in range(no - 1, no + 3)
+    ]
+    box = cam.plate_box(no)
+    assert box is not None
+    build_evidence(fs, bar(), clock=clock, plate_box=lambda f: cam.plate_box(f.frame_no))  # warm caches
+    tracemalloc.start()
+    try:
+        images = build_evidence(fs, bar(), clock=clock, plate_box=lambda f: cam.plate_box(f.frame_no))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [i.role for i in images] == ["overview"] * 4 + ["plate"]
+    full = 1920 * 1080 * 3
+    assert peak < 1.6 * full, f"peak {peak / 1e6:.1f} MB for {full / 1e6:.1f} MB frames"
+
+
 def test_no_plate_crop_without_box(pass_frames):
     _, frames, _, _ = pass_frames
     images = build_evidence(frames[:2], bar(), clock=clock)

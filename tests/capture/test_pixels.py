@@ -86,6 +86,22 @@ def test_frame_api_is_the_same_for_both_layouts(scene):
     assert bgr.bgr() is bgr.image  # no copy for BGR frames
 
 
+def test_bgr_into_a_given_array(scene):
+    """``bgr(out=)`` writes the picture where the evidence image wants it (the top of frame + bar)."""
+    cam, _, renders = scene
+    for layout in ("bgr", "yuv420"):
+        f = frames(renders, cam, layout)[0]
+        canvas = np.full((720 + 40, 1280, 3), 7, np.uint8)
+        got = f.bgr(out=canvas[:720])
+        assert np.shares_memory(got, canvas) and np.array_equal(got, f.bgr())
+        assert (canvas[720:] == 7).all()  # nothing written below the picture
+    yuv = frames(renders, cam, "yuv420")[0]
+    with pytest.raises(ValueError, match="C-contiguous uint8"):
+        yuv.bgr(out=np.empty((720, 1280, 3), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous uint8"):
+        yuv.bgr(out=np.empty((720, 1280 * 2, 3), np.uint8)[:, ::2])
+
+
 def test_config_refuses_an_odd_size_for_yuv420():
     with pytest.raises(ValueError, match="even width and height"):
         CameraConfig(width=1279, height=720)

@@ -170,3 +170,20 @@ def test_camera_thread_counts_dropped_frames_from_numbers_and_times():
     assert thread.dropped == 2 + 2
     assert thread.out_of_order == 1
     assert cam.stopped
+
+
+def test_sensor_noise_is_fresh_each_frame_deterministic_and_small_to_hold():
+    sc = generate(5, vehicles=0, duration_s=2.0)
+    cam = SyntheticCamera(sc, width=1280, height=720, fps=15.0, epoch_mono_ns=EPOCH, realtime=False)
+    quiet = SyntheticCamera(sc, width=1280, height=720, fps=15.0, realtime=False, noise=0.0)
+    a, b = cam.render(4).astype(int), cam.render(5).astype(int)
+    clean = quiet.render(4).astype(int)
+    assert np.array_equal(quiet.render(4), quiet.render(5))  # the road itself is static
+    assert 1.5 < (a - clean).std() < 4.5  # sigma 3 sensor noise on every band of the frame
+    for y0 in range(0, 720, 96):
+        assert (a[y0 : y0 + 96] != clean[y0 : y0 + 96]).mean() > 0.5
+    assert (a != b).mean() > 0.5  # not the same noise twice in a row
+    assert np.array_equal(a, cam.render(4).astype(int))  # same frame number, same pixels
+    # the demo process holds the simulator beside the daemon: its noise must not cost frames' worth
+    noise_bytes = cam._noise.pos.nbytes + cam._noise.neg.nbytes
+    assert noise_bytes < a.size  # under one BGR frame (it was six)
