@@ -4,9 +4,10 @@
 # fonts (paths kept relative to /usr/share/fonts, so the font pools resolve unchanged), libfribidi (the
 # Arabic layout engine Pillow loads at run time), the checkpoint to resume from and the held-out
 # selection crops. Output: .gpu/ (git-ignored), about 34 MB. Run from the repository root, after
-# `make models` has produced the checkpoint named by $1 (default ocr6.keras).
+# `make models` (or `python -m models.train ocr-recover`) has produced the checkpoint named by $1
+# (default ocr10.keras: the deployed stage, what a new stage starts from).
 set -euo pipefail
-resume=${1:-ocr6.keras}
+resume=${1:-ocr10.keras}
 work=models/train/work
 py=.venv/bin/python
 mkdir -p .gpu

@@ -91,6 +91,44 @@ def test_every_stage_has_a_command_seed_and_size() -> None:
         train.main([f"ocr{max(train.FINETUNE) + 1}"])
 
 
+def test_the_committed_model_is_what_the_default_pipeline_trains(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stages defined after the deployed one are recipes waiting for a GPU: they must not run by default
+    (``make models`` would no longer reproduce the committed file), the cards describe exactly the
+    deployed stages, and ``ocr-recover`` rebuilds the deployed stage's checkpoint, not a later one's."""
+    import importlib
+
+    from models.train import cards
+
+    for k in train.NEXT_STAGES:
+        monkeypatch.delenv(f"ANPR_OCR{k}_EPOCHS", raising=False)
+    fresh = importlib.reload(train)
+    try:
+        assert fresh.NEXT_STAGES and min(fresh.NEXT_STAGES) == fresh.DEPLOYED_STAGE + 1
+        assert all(fresh.SIZES[f"ocr{k}_epochs"] == 0 for k in fresh.NEXT_STAGES)
+        assert all(fresh.SIZES[f"ocr{k}_epochs"] > 0 for k in fresh.FINETUNE if k <= fresh.DEPLOYED_STAGE)
+        assert set(cards.STAGES) == {k for k in fresh.FINETUNE if k <= fresh.DEPLOYED_STAGE}
+        card = __import__("json").loads((fresh.ROOT / "anpr_ocr.json").read_text())
+        assert f"stage{fresh.DEPLOYED_STAGE}" in card["training"]
+        assert f"stage{fresh.DEPLOYED_STAGE + 1}" not in card["training"]
+    finally:
+        importlib.reload(train)
+
+
+def test_recover_rebuilds_the_deployed_stage(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """With the deployed stage's checkpoint present ``ocr-recover`` refuses (it would overwrite trained
+    weights); it must not take a later, untrained stage's name for what the committed file holds."""
+    from models.train import data
+
+    def no_data(*a, **k):
+        raise AssertionError("went on to rebuild: it did not see the deployed stage's checkpoint")
+
+    monkeypatch.setattr(data, "ocr_dataset", no_data)
+    monkeypatch.setattr(train, "WORK", tmp_path)
+    (tmp_path / f"ocr{train.DEPLOYED_STAGE}.keras").write_bytes(b"trained")
+    with pytest.raises(SystemExit, match=f"ocr{train.DEPLOYED_STAGE}.keras exists"):
+        train.cmd_ocr_recover()
+
+
 def test_recovered_network_computes_what_the_committed_file_computes() -> None:
     """``models.train ocr-recover``: a fresh machine has no checkpoint, so fine-tuning starts from the
     network rebuilt out of the committed file. It must read as the file reads, in inference and in
