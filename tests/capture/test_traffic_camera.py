@@ -187,3 +187,24 @@ def test_sensor_noise_is_fresh_each_frame_deterministic_and_small_to_hold():
     # the demo process holds the simulator beside the daemon: its noise must not cost frames' worth
     noise_bytes = cam._noise.pos.nbytes + cam._noise.neg.nbytes
     assert noise_bytes < a.size  # under one BGR frame (it was six)
+
+
+def test_plates_of_vehicles_gone_are_forgotten_and_come_back_the_same():
+    """The plate cache must not grow for as long as the demo runs (one plate per vehicle ever seen)."""
+    sc = generate(11, vehicles=12, duration_s=12.0)
+    cam = SyntheticCamera(sc, width=640, height=360, fps=10.0, epoch_mono_ns=EPOCH, realtime=False)
+    cam.start()
+    try:
+        peak, drawn = 0, {}
+        for _ in range(int(sc.duration_s * 10) + 60):
+            f = cam.read()
+            peak = max(peak, len(cam._plates))
+            if cam.plate_boxes(f.frame_no) and len(drawn) < 3:
+                drawn[f.frame_no] = cam.render(f.frame_no)
+        assert peak >= 2 and len(sc.vehicles) == 12
+        assert cam._plates == {}  # every vehicle has left the picture by now
+        assert len(drawn) == 3
+        for no, img in drawn.items():  # re-rendered from the seed: the very same pixels
+            assert np.array_equal(cam.render(no), img)
+    finally:
+        cam.stop()
