@@ -78,6 +78,20 @@ def _evidence(cam, frames, trig, with_box: bool) -> float:
     return statistics.median(times)
 
 
+def _evidence_peak_mb(cam, frames, trig) -> float:
+    """Python-traced peak of building a violation's images from 4 frames (what a violation keeps)."""
+    bar = DataBar(1_795_000_000_000_000_000, True, "ntp", 97.2, 60.0, "inbound", "SITE-1", "Test site",
+                  "الرباط", "rc-1", "pkt-1", "1")  # fmt: skip
+    box = lambda f: cam.plate_box(f.frame_no)  # noqa: E731
+    sel = select_frames(frames, trig, 4, plate_box=box)
+    build_evidence(sel, bar, clock=lambda t: t, plate_box=box)  # fonts and caches loaded first
+    tracemalloc.start()
+    build_evidence(sel, bar, clock=lambda t: t, plate_box=box)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2**20
+
+
 def _ring_memory(layout: FrameLayout) -> float:
     shape = (1620, 1920) if layout == "yuv420" else (1080, 1920, 3)
     tracemalloc.start()
@@ -119,6 +133,15 @@ def run() -> list[dict]:
                 "ms",
                 "< 60 ms",
                 f"{what}: select 2 of {len(frames)} (plate box) + 2 x 1080p JPEG q90 with data bar + plate crop",
+            )
+        )
+        rows.append(
+            _row(
+                f"evidence_build_peak{tag}",
+                _evidence_peak_mb(cam, frames, trig),
+                "MiB",
+                None,
+                f"{what}: traced peak building 4 x 1080p overviews + plate crop (one full-size image at a time)",
             )
         )
         rows.append(
