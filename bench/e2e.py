@@ -25,21 +25,20 @@ SECONDS = float(os.environ.get("RADARCAM_BENCH_E2E_SECONDS", "20"))
 LONG_SECONDS = float(os.environ.get("RADARCAM_BENCH_E2E_LONG_SECONDS", "120"))
 
 
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key))
+
+
 def peak_rss_kb() -> int:
     """This process's own peak RSS: ``VmHWM``. Not ``ru_maxrss``, which Linux carries over from the parent
     at fork and keeps across exec, so a child of a large bench process would report the parent's size."""
     try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        return _status_kb("VmHWM:")
     except (OSError, StopIteration):
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
 def child(argv: list[str]) -> int:
@@ -55,7 +54,7 @@ def child(argv: list[str]) -> int:
     def sample() -> None:
         t0 = time.monotonic()
         while not done.wait(1.0):
-            samples.append((time.monotonic() - t0, rss_kb()))
+            samples.append((time.monotonic() - t0, _status_kb("VmRSS:")))
 
     threading.Thread(target=sample, daemon=True).start()
     rc = main(argv)

@@ -241,7 +241,7 @@ def build_evidence(
         )
         box = _box_for(plate_box, frame)
         cb = crop_box(box, img.shape) if box is not None and _clip(box, img.shape) is not None else None
-        if box is not None and cb is not None:
+        if cb is not None:
             s = sharpness(luma_plane(frame), box)
             if best is None or s > best[0]:
                 x, y, cw, ch = cb

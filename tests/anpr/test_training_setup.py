@@ -93,9 +93,10 @@ def test_every_stage_has_a_command_seed_and_size() -> None:
 
 def test_the_committed_model_is_what_the_default_pipeline_trains(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stages defined after the deployed one are recipes waiting for a GPU: they must not run by default
-    (``make models`` would no longer reproduce the committed file), the cards describe exactly the
-    deployed stages, and ``ocr-recover`` rebuilds the deployed stage's checkpoint, not a later one's."""
+    (``make models`` would no longer reproduce the committed file), and the cards describe exactly the
+    deployed stages."""
     import importlib
+    import json
 
     from models.train import cards
 
@@ -107,7 +108,7 @@ def test_the_committed_model_is_what_the_default_pipeline_trains(monkeypatch: py
         assert all(fresh.SIZES[f"ocr{k}_epochs"] == 0 for k in fresh.NEXT_STAGES)
         assert all(fresh.SIZES[f"ocr{k}_epochs"] > 0 for k in fresh.FINETUNE if k <= fresh.DEPLOYED_STAGE)
         assert set(cards.STAGES) == {k for k in fresh.FINETUNE if k <= fresh.DEPLOYED_STAGE}
-        card = __import__("json").loads((fresh.ROOT / "anpr_ocr.json").read_text())
+        card = json.loads((fresh.ROOT / "anpr_ocr.json").read_text())
         assert f"stage{fresh.DEPLOYED_STAGE}" in card["training"]
         assert f"stage{fresh.DEPLOYED_STAGE + 1}" not in card["training"]
     finally:
