@@ -99,24 +99,16 @@ def _tflite_predict(tf, blob: bytes, x: np.ndarray) -> list[np.ndarray]:
 
 
 def _ocr_data(
-    n: int,
-    seed: int,
-    split: str,
-    margins: str = "tight",
-    variety: bool = False,
-    restyle: bool = False,
-    blend: bool = False,
+    n: int, seed: int, split: str, margins: str = "tight", variety: bool = False, restyle: bool = False
 ) -> dict:
     from models.train import data, ocr
 
     tag = ("" if margins == "tight" else f"_{margins}") + ("_variety" if variety else "")
-    tag += ("_restyle" if restyle else "") + ("_blend" if blend else "")
+    tag += "_restyle" if restyle else ""
     cache = WORK / f"ocr_lines_data_{n}_{seed}_{split}{tag}.npz"
     if cache.exists():  # same seed and size give the same crops: reuse them between runs
         return dict(np.load(cache))
-    d = data.ocr_dataset(
-        n, seed, ocr.H, ocr.W, split, margins=margins, variety=variety, restyle=restyle, blend=blend
-    )
+    d = data.ocr_dataset(n, seed, ocr.H, ocr.W, split, margins=margins, variety=variety, restyle=restyle)
     WORK.mkdir(parents=True, exist_ok=True)  # a fresh clone has no work/ yet
     np.savez(cache, **d)
     return d
@@ -239,7 +231,6 @@ def _stage_data(stage: int) -> dict:
         margins=spec["margins"],
         variety=spec["variety"],
         restyle=spec.get("restyle", False),
-        blend=spec.get("blend", False),
     )
 
 

@@ -16,14 +16,14 @@ CHUNK = 500
 
 
 def _ocr_chunk(
-    args: tuple[int, int, int, int, int, str, str, bool, bool, bool],
+    args: tuple[int, int, int, int, int, str, str, bool, bool],
 ) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
-    seed, idx, n, h, w, split, margins, variety, restyle, blend = args
+    seed, idx, n, h, w, split, margins, variety, restyle = args
     rng = random.Random(seed * 1_000_003 + idx)
     xs = np.zeros((n, h, w), np.uint8)
     meta = []
     for i in range(n):
-        s = crop_sample(rng, split=split, margins=margins, variety=variety, restyle=restyle, blend=blend)
+        s = crop_sample(rng, split=split, margins=margins, variety=variety, restyle=restyle)
         xs[i] = ocr_input(s.image, h, w)
         meta.append((s.text, s.country, s.style))
     return xs, meta
@@ -39,14 +39,13 @@ def ocr_dataset(
     margins: str = "tight",
     variety: bool = False,
     restyle: bool = False,
-    blend: bool = False,
 ) -> dict:
     """Crops and their labels: ``x`` (n, h, w) uint8 and per-sample ``text``, ``country``, ``style``.
 
     ``workers`` defaults to every CPU this process may use (1: no worker processes); chunks are seeded
     by their index, so the crops do not depend on it."""
     jobs = [
-        (seed, i, min(CHUNK, n - i * CHUNK), h, w, split, margins, variety, restyle, blend)
+        (seed, i, min(CHUNK, n - i * CHUNK), h, w, split, margins, variety, restyle)
         for i in range((n + CHUNK - 1) // CHUNK)
     ]
     if workers == 1:  # in this process: nothing forks (safe beside a loaded ML framework, e.g. in tests)

@@ -16,7 +16,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from device.anpr.plates import ARABIC_INDIC, COUNTRIES
 from device.anpr.synth import fonts as F
-from device.anpr.synth.blend import blend_glyph
 
 BASE_H = 128
 Typeset = Literal["glyphs", "strings", "joined"]
@@ -46,7 +45,6 @@ class _Painter:
         arabic: Sequence[str],
         latin: Sequence[str],
         typeset: Typeset = "glyphs",
-        blend: bool = False,
     ):
         self.img = img
         self.draw = ImageDraw.Draw(img)
@@ -57,11 +55,6 @@ class _Painter:
         self.bold = rng.random() < 0.35
         self.fill_h = rng.uniform(0.62, 0.9)
         self.typeset = typeset
-        # (Drawn only when asked for, so the other recipes' seeds keep their plates.)
-        self.blend: tuple[str, float] | None = None
-        if blend:
-            others = [a for a in arabic if a != self.arabic_font] or list(arabic)
-            self.blend = (rng.choice(others), rng.uniform(0.25, 0.6))
 
     def text(
         self,
@@ -107,37 +100,8 @@ class _Painter:
         y = cy - (top + bot) / 2
         fill = ink or self.ink
         for g, b in zip(glyphs, boxes, strict=True):
-            if not (self.blend and arabic and self._blended(g, b, f, (x, y), stroke, fill)):
-                self.draw.text((x - b[0], y), g, font=f, fill=fill, stroke_width=stroke, stroke_fill=fill)
+            self.draw.text((x - b[0], y), g, font=f, fill=fill, stroke_width=stroke, stroke_fill=fill)
             x += b[2] - b[0] + gap
-
-    def _blended(
-        self,
-        g: str,
-        b: tuple[float, float, float, float],
-        f: ImageFont.FreeTypeFont,
-        at: tuple[float, float],
-        stroke: int,
-        fill: tuple[int, ...],
-    ) -> bool:
-        """Draws ``g`` where :meth:`text` would, its body part of the way to the plate's second face
-        (:func:`.blend.blend_glyph`); False, drawing nothing, where the two faces' letters do not match."""
-        assert self.blend is not None
-        other, alpha = self.blend
-        m = 4
-        masks = []
-        for face in (f, F.font(other, f.size)):
-            bb = face.getbbox(g, stroke_width=stroke)
-            glyph = Image.new("L", (int(bb[2] - bb[0]) + 2 * m, int(bb[3] - bb[1]) + 2 * m), 0)
-            ImageDraw.Draw(glyph).text(
-                (m - bb[0], m - bb[1]), g, font=face, fill=255, stroke_width=stroke, stroke_fill=255
-            )
-            masks.append(np.asarray(glyph).copy())
-        mixed = blend_glyph(masks[0], masks[1], alpha)
-        if mixed is None:
-            return False
-        self.draw.bitmap((round(at[0] - m), round(at[1] + b[1] - m)), Image.fromarray(mixed), fill=fill)
-        return True
 
     def _string(
         self,
@@ -238,13 +202,12 @@ def _ma(
     ar: Sequence[str],
     la: Sequence[str],
     typeset: Typeset,
-    blend: bool,
 ) -> Image.Image:
     digits, letter, region = groups
     if style == "two_line":
         h, w = BASE_H, int(BASE_H * rng.uniform(1.7, 2.1))
         img = _background(w, h, rng)
-        p = _Painter(img, rng, ar, la, typeset, blend)
+        p = _Painter(img, rng, ar, la, typeset)
         _border(p, w, h)
         split = h * rng.uniform(0.42, 0.5)
         m = w * 0.06
@@ -256,7 +219,7 @@ def _ma(
         return img
     h, w = BASE_H, int(BASE_H * rng.uniform(4.2, 4.9))
     img = _background(w, h, rng)
-    p = _Painter(img, rng, ar, la, typeset, blend)
+    p = _Painter(img, rng, ar, la, typeset)
     _border(p, w, h)
     a = rng.uniform(0.5, 0.58)
     b = a + rng.uniform(0.17, 0.21)
@@ -271,18 +234,13 @@ def _ma(
 
 
 def _sa(
-    groups: list[str],
-    rng: random.Random,
-    ar: Sequence[str],
-    la: Sequence[str],
-    typeset: Typeset,
-    blend: bool,
+    groups: list[str], rng: random.Random, ar: Sequence[str], la: Sequence[str], typeset: Typeset
 ) -> Image.Image:
     digits, letters = groups
     spec = COUNTRIES["SA"]
     h, w = BASE_H, int(BASE_H * rng.uniform(2.2, 2.7))
     img = _background(w, h, rng)
-    p = _Painter(img, rng, ar, la, typeset, blend)
+    p = _Painter(img, rng, ar, la, typeset)
     _border(p, w, h)
     strip = w * rng.uniform(0.12, 0.16)
     main = w - strip
@@ -312,12 +270,11 @@ def _eg(
     ar: Sequence[str],
     la: Sequence[str],
     typeset: Typeset,
-    blend: bool,
 ) -> Image.Image:
     digits, letters = groups
     h, w = BASE_H, int(BASE_H * rng.uniform(1.8, 2.2))
     img = _background(w, h, rng)
-    p = _Painter(img, rng, ar, la, typeset, blend)
+    p = _Painter(img, rng, ar, la, typeset)
     band = h * rng.uniform(0.24, 0.3)
     col = tuple(max(0, min(255, c + rng.randint(-30, 30))) for c in _EG_BANDS[style])
     p.draw.rectangle([0, 0, w, band], fill=col)
@@ -333,17 +290,12 @@ def _eg(
 
 
 def _mr(
-    groups: list[str],
-    rng: random.Random,
-    ar: Sequence[str],
-    la: Sequence[str],
-    typeset: Typeset,
-    blend: bool,
+    groups: list[str], rng: random.Random, ar: Sequence[str], la: Sequence[str], typeset: Typeset
 ) -> Image.Image:
     digits, letters, region = groups
     h, w = BASE_H, int(BASE_H * rng.uniform(4.2, 4.9))
     img = _background(w, h, rng)
-    p = _Painter(img, rng, ar, la, typeset, blend)
+    p = _Painter(img, rng, ar, la, typeset)
     _border(p, w, h)
     flag = w * rng.uniform(0.09, 0.12)
     p.draw.rectangle([8, 0.12 * h, flag, 0.6 * h], fill=(0, 120 + rng.randint(-20, 20), 60))
@@ -367,15 +319,13 @@ def render(
     arabic_fonts: Sequence[str] | None = None,
     latin_fonts: Sequence[str] | None = None,
     typeset: Typeset = "glyphs",
-    blend: bool = False,
 ) -> np.ndarray:
     """BGR uint8 image of plate ``text`` (format of :mod:`device.anpr.plates`), ``height_px`` high.
 
     ``style`` picks a layout variant (``STYLES[country]``, e.g. Morocco ``one_line``/``two_line``);
     None draws one. Fonts default to every usable Debian font; training passes its own pool.
     ``typeset`` (:data:`Typeset`) sets the groups as whole strings, or joins Arabic letter groups into
-    words, as other plate generators do (:meth:`_Painter._string`). ``blend`` draws the Arabic letters'
-    bodies part of the way to a second face's (:mod:`.blend`; a training recipe, glyph by glyph only).
+    words, as other plate generators do (:meth:`_Painter._string`).
     """
     if country not in COUNTRIES:
         raise ValueError(f"unknown country {country!r}; known: {sorted(COUNTRIES)}")
@@ -391,13 +341,13 @@ def render(
     ar = arabic_fonts or F.pool("arabic", "all")
     la = latin_fonts or F.pool("latin", "all")
     if country == "MA":
-        img = _ma(groups, style, rng, ar, la, typeset, blend)
+        img = _ma(groups, style, rng, ar, la, typeset)
     elif country == "SA":
-        img = _sa(groups, rng, ar, la, typeset, blend)
+        img = _sa(groups, rng, ar, la, typeset)
     elif country == "EG":
-        img = _eg(groups, style, rng, ar, la, typeset, blend)
+        img = _eg(groups, style, rng, ar, la, typeset)
     else:
-        img = _mr(groups, rng, ar, la, typeset, blend)
+        img = _mr(groups, rng, ar, la, typeset)
     w = max(4, round(img.width * height_px / img.height))
     img = img.resize(
         (w, height_px), Image.Resampling.LANCZOS if height_px < BASE_H else Image.Resampling.BICUBIC

@@ -54,9 +54,6 @@ def _background_patch(h: int, w: int, rng: random.Random) -> np.ndarray:
 
 RESTYLE_TYPESETS: tuple[Typeset, ...] = ("glyphs", "strings", "joined")
 
-BLEND_SHARE = 0.5
-"""Plates of a ``blend`` recipe whose Arabic letters are blended between two faces (the others plain)."""
-
 CROP_MARGINS = {"tight": (0.12, 0.2), "wide": (0.25, 0.45)}
 """Largest crop margin per side, as fractions of the plate's (width, height): ``tight`` is a good
 detector box, ``wide`` covers the reader's wider retry crop (device.anpr.reader.MARGINS)."""
@@ -72,7 +69,6 @@ def crop_sample(
     variety: bool = False,
     typeset: Typeset = "glyphs",
     restyle: bool = False,
-    blend: bool = False,
 ) -> CropSample:
     """One labelled crop. ``variety`` (the OCR's training stages 3 and 4) adds warped glyph outlines
     (:func:`.augment.glyph_warp`), plates as small as a distant car's in a 1280x720 frame, and more
@@ -80,8 +76,7 @@ def crop_sample(
     ``typeset`` passes on to the renderer (:data:`.render.Typeset`): other generators' habits.
     ``restyle`` (a training recipe tried on a CPU, models/README.md; no committed stage uses it yet)
     draws the typeset per plate instead (glyphs 60 %, strings 20 %, joined 20 %) and gives 30 % of the
-    plates a broad pen's stroke contrast (:func:`.augment.pen`). ``blend`` (a CPU trial) draws half of
-    the plates' Arabic letters with bodies between two training faces (:mod:`.blend`)."""
+    plates a broad pen's stroke contrast (:func:`.augment.pen`)."""
     country = country or pick_country(rng, weights=VARIETY_WEIGHTS if variety else None)
     text, latin = random_plate(country, rng)
     if restyle:
@@ -99,7 +94,6 @@ def crop_sample(
         arabic_fonts=ar,
         latin_fonts=la,
         typeset=typeset,
-        blend=blend and rng.random() < BLEND_SHARE,
     )
     if restyle and rng.random() < 0.3:
         plate = augment.pen(plate, rng)
