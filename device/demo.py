@@ -135,6 +135,14 @@ def _lat(values: list[float]) -> dict[str, float | None]:
     return {"p50": percentile(values, 50), "p99": percentile(values, 99), "n": len(values)}
 
 
+def _acked_violations(t: Any) -> int:
+    """Violation packets the registry acknowledged (event packets are acked too, but not counted).
+
+    Copies first: the uplink thread adds to both maps while the progress line reads them."""
+    acked = set(dict(t.acked_ns))
+    return sum(1 for seq in dict(t.seq_of).values() if seq in acked)
+
+
 def run_demo(opts: DemoOptions) -> dict[str, Any]:
     from device.daemon import Daemon, SimInputs
     from device.sim.radar_emulator import RadarEmulator
@@ -209,7 +217,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
             seen = sum(1 for v in scenario.vehicles if v.t_enter_s <= el)
             say(
                 f"  t={max(el, 0):5.1f}s vehicles {seen}/{len(scenario.vehicles)} passes {c['passes']} "
-                f"violations {c['violations']} sealed {c['sealed']} acked {len(daemon.timings.acked_ns)}"
+                f"violations {c['violations']} sealed {c['sealed']} acked {_acked_violations(daemon.timings)}"
             )
         # Drain: every sealed packet (violations and events) acked by the registry.
         deadline = time.monotonic() + opts.drain_timeout_s
@@ -292,7 +300,7 @@ def summarize(daemon, scenario, epoch, registry, key, run_dir) -> dict[str, Any]
         for v in t.seq_of
         if v in t.decided_ns and t.seq_of[v] in t.acked_ns
     ]
-    acked_violations = sum(1 for v in t.seq_of if t.seq_of[v] in t.acked_ns)
+    acked_violations = _acked_violations(t)
     summary = {
         "vehicles": len(scenario.vehicles),
         "passes": daemon.counters["passes"],
