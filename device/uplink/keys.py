@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,11 +86,32 @@ def generate_key(path: str | os.PathLike[str], *, force: bool = False) -> Signin
 
 
 def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
+    """The device key, refused when anyone but its owner may read it.
+
+    A key that others could have read may have been copied, so packets signed with it prove less;
+    the daemon fails loudly at start-up (with the chmod to run) instead of signing with it. The mode
+    is checked on the opened file, so a swap between check and read cannot slip through."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise KeyFileError(f"{p}: cannot read signing key: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"{p}: signing key is not a regular file")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            raise KeyFileError(
+                f"{p}: signing key mode {mode:04o} lets group or others read it; run chmod 600 {p}"
+                " (and consider the key exposed: rotate it if others could log in)"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read()
+    except OSError as exc:
+        raise KeyFileError(f"{p}: cannot read signing key: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     try:
         priv = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
