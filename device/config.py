@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import tempfile
 import tomllib
 from pathlib import Path
@@ -23,9 +24,42 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SIGNING_KEY_DIRS: tuple[Path, ...] = (Path("/etc/radarcam/keys"),)
-"""Where installs keep the signing key (systemd/radarcam.service loads it from there): no setting that
-names a file for the uplink may point into one (see ``Config._uplink_never_reads_the_key``)."""
+SIGNING_KEY_DIRS: tuple[Path, ...] = (Path("/etc/radarcam/keys"), Path("/run/credentials"))
+"""Where installs keep the signing key (systemd/radarcam.service loads it from there) and where systemd
+puts its credential copy (``/run/credentials/radarcam.service/signing-key``, the daemon's preferred
+one): no setting that names a file for the uplink may point into one (see
+``Config._uplink_never_reads_the_key`` and :mod:`device.credentials`)."""
+UPLINK_FILES_DIR = Path("/etc/radarcam/mqtt")
+"""The folder install.sh makes for the MQTT password and TLS files (root:radarcam 0750): the console's
+default ``console.allowed_file_dirs``. Not /etc/radarcam itself: the console can write there (it
+replaces radarcam.toml), so it could plant a symlink; and not /etc/radarcam/tls, which holds the TLS
+client key (a console that could name it as the password file would have it sent to its own host)."""
+
+
+def reserved_key_dirs(device: DeviceConfig) -> list[Path]:
+    """Folders no uplink file may lie in: the install's key folder, the state dir's, that of
+    ``device.key_path``, and systemd's credential folders (``$CREDENTIALS_DIRECTORY`` too when set)."""
+    dirs = [*SIGNING_KEY_DIRS, device.state_dir / "keys"]
+    if device.key_path is not None:
+        dirs.append(device.key_path.parent)
+    cred = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred:
+        dirs.append(Path(cred))
+    return dirs
+
+
+def signing_key_candidates(device: DeviceConfig) -> list[Path]:
+    """Every path the daemon may load its signing key from (device/daemon.py ``default_key_path``)."""
+    out = [
+        device.state_dir / "keys" / "signing-key.pem",
+        Path("/run/credentials/radarcam.service/signing-key"),
+    ]
+    if device.key_path is not None:
+        out.append(device.key_path)
+    cred = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred:
+        out.append(Path(cred) / "signing-key")
+    return out
 
 
 class _Section(BaseModel):
@@ -114,10 +148,27 @@ class SiteConfig(_Section):
         ids = [lane.id for lane in self.lanes]
         if len(ids) != len(set(ids)):
             raise ValueError(f"lane ids must be unique, got {ids}")
+        dirs = [lane.direction for lane in self.lanes]
+        for d in sorted({x for x in dirs if dirs.count(x) > 1}):
+            # The tracker tells passes apart by direction only (one radar, no range or angle): every
+            # pass of the direction would get the first such lane and its limit, whatever lane it used.
+            same = [lane.id for lane in self.lanes if lane.direction == d]
+            raise ValueError(
+                f"lanes {same} are all {d}: the radar cannot tell which of them a vehicle used, so "
+                f"configure one {d} lane (the limit that applies to all of them)"
+            )
         return self
 
 
 # --------------------------------------------------------------------------- radar / tracker
+
+BEAM_HALF_ANGLE_DEG: dict[str, float] = {"OPS241-A": 21.0, "OPS242-A": 21.0, "OPS243-A": 10.0}
+"""Azimuth half beam width (3 dB) per OmniPreSense Doppler module: OPS243-A about 20 degrees in all,
+OPS241-A about 42. These are the datasheet figures as we know them; no datasheet could be read from
+here to check them, and OPS242-A's is the OPS241-A's (wider). A strong reflector can be seen a little
+outside the 3 dB beam, which a wider figure covers: wider is always the safe side (it can only
+under-correct), so a site sets ``radar.beam_half_angle_deg`` from its module's datasheet or
+certificate when that gives a wider beam (docs/radar.md)."""
 
 
 class RadarCalibration(_Section):
@@ -132,20 +183,25 @@ class RadarCalibration(_Section):
     @field_validator("date", "valid_until")
     @classmethod
     def _iso_date(cls, v: str | None) -> str | None:
-        """A real calendar date (YYYY-MM-DD): enforcement compares the measurement's date with it."""
+        """A real calendar date (YYYY-MM-DD): enforcement compares the measurement's date with it.
+        ``fromisoformat`` alone also takes ISO week dates (2025-W01-1, 10 characters too) and 20250101."""
         if v is None:
             return v
+        if not (len(v) == 10 and v[4] == "-" and v[7] == "-" and (v[:4] + v[5:7] + v[8:]).isdigit()):
+            raise ValueError(f"{v!r} is not a date (YYYY-MM-DD)")
         try:
             dt.date.fromisoformat(v)
         except ValueError:
             raise ValueError(f"{v!r} is not a date (YYYY-MM-DD)") from None
-        if len(v) != 10:
-            raise ValueError(f"{v!r} is not a date (YYYY-MM-DD)")
         return v
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> RadarCalibration:
-        if self.date and self.valid_until and self.valid_until < self.date:
+        if (
+            self.date
+            and self.valid_until
+            and dt.date.fromisoformat(self.valid_until) < dt.date.fromisoformat(self.date)
+        ):
             raise ValueError(f"valid_until {self.valid_until} is before the calibration date {self.date}")
         return self
 
@@ -162,13 +218,36 @@ class RadarConfig(_Section):
     direction_filter: Literal["both", "inbound", "outbound"] = "both"
     sample_rate: Literal["auto", "SX", "S1", "S2", "SL", "SC", "SV"] = "auto"
     """Module sampling rate command; ``auto`` picks one fast enough for the site's highest limit."""
-    objects: Annotated[int, Field(ge=1, le=9)] = 2
+    objects: Annotated[int, Field(ge=2, le=9)] = 2
     """Objects per report (O1..O9). At least 2 so a second vehicle in the beam (same or opposite
     direction) is reported rather than masked by the strongest one: the tracker needs it."""
     reconnect_min_s: Annotated[float, Field(gt=0)] = 0.5
     reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
     max_line_bytes: Annotated[int, Field(ge=64, le=65536)] = 1024
+    beam_half_angle_deg: Annotated[float, Field(gt=0, le=60)] | None = None
+    """Azimuth half beam width (degrees) of the module; None = the datasheet value for ``model``
+    (``BEAM_HALF_ANGLE_DEG``). The cosine correction uses ``mount_angle - this``: the smallest angle
+    at which a vehicle in the beam is seen, so it never overstates. Too wide only under-corrects."""
     calibration: RadarCalibration = Field(default_factory=RadarCalibration)
+
+    def beam_half_angle(self) -> float:
+        """The configured half beam width, else the model's datasheet value."""
+        if self.beam_half_angle_deg is not None:
+            return self.beam_half_angle_deg
+        m = re.search(r"OPS24[123]-?A", self.model.upper())
+        key = m.group(0).replace("-", "")[:6] + "-A" if m else None
+        if key not in BEAM_HALF_ANGLE_DEG:
+            raise ValueError(
+                f"radar.model {self.model!r}: beam width unknown; set radar.beam_half_angle_deg from the "
+                f"module's datasheet (known models: {', '.join(sorted(BEAM_HALF_ANGLE_DEG))})"
+            )
+        return BEAM_HALF_ANGLE_DEG[key]
+
+    @model_validator(mode="after")
+    def _beam_known(self) -> RadarConfig:
+        """Checked at load: an unknown beam width would otherwise only fail at the first pass."""
+        self.beam_half_angle()
+        return self
 
     @model_validator(mode="after")
     def _backoff_order(self) -> RadarConfig:
@@ -331,8 +410,10 @@ class ConsoleConfig(_Section):
     lockout_minutes: Annotated[float, Field(gt=0)] = 15.0
     login_attempts_per_minute: Annotated[int, Field(ge=1, le=1000)] = 20
     """Per client address, over all account names (against password spraying)."""
-    allowed_file_dirs: list[Path] = Field(default_factory=lambda: [Path("/etc/radarcam")])
-    """The only directories the console may point TLS / password file settings into."""
+    allowed_file_dirs: list[Path] = Field(default_factory=lambda: [UPLINK_FILES_DIR])
+    """The only directories the console may point TLS / password file settings into (a path already in
+    the file may stay as it is). Never a folder the console can write, nor one holding secrets that are
+    not the uplink's: see ``UPLINK_FILES_DIR``."""
     argon2_time_cost: Annotated[int, Field(ge=1, le=20)] = 3
     argon2_memory_kib: Annotated[int, Field(ge=8192, le=1048576)] = 65536
     """argon2id cost (default: RFC 9106 low-memory profile, ~0.5 s per login on a Pi 4)."""
@@ -384,10 +465,7 @@ class Config(_Section):
     def _uplink_never_reads_the_key(self) -> Config:
         """The uplink's files go to (or authenticate with) a remote host: none may be the signing key or
         lie beside it, whoever wrote the setting (the console can set these paths)."""
-        key_dirs = [*SIGNING_KEY_DIRS, self.device.state_dir / "keys"]
-        if self.device.key_path is not None:
-            key_dirs += [self.device.key_path.parent]
-        reserved = [Path(os.path.realpath(d)) for d in key_dirs]
+        reserved = [Path(os.path.realpath(d)) for d in reserved_key_dirs(self.device)]
         u = self.uplink
         for name, path in (
             ("password_file", u.password_file),

@@ -13,7 +13,8 @@ Wire format, one JSON object per line (UTF-8, ``\\n`` terminated, at most 64 KiB
 
 A connection may carry any number of requests, answered in order. Bad JSON, an unknown command, an
 oversized request (the rest of that line is discarded) or a handler exception each give an error reply;
-the server never crashes and keeps serving other connections.
+the server never crashes and keeps serving other connections. At most ``max_connections`` (32) are
+served at once: one more gets ``{"ok": false, "error": "daemon busy: ..."}`` and is closed.
 
 Commands the daemon implements (``handlers`` keys; each handler takes the ``args`` dict):
 
@@ -117,7 +118,13 @@ def _reply(ok: bool, result: Any = None, error: str = "") -> bytes:
 
 
 class ControlServer:
-    """Serves ``handlers`` on a unix socket from a background thread (one thread per connection)."""
+    """Serves ``handlers`` on a unix socket from a background thread (one thread per connection).
+
+    At most ``max_connections`` are served at once; one more is answered with an error reply and closed
+    (the console shows "daemon busy" and the next request tries again). Without the cap every open
+    connection held a thread until the unit's TasksMax, where ``Thread.start`` raises; the accept loop
+    now survives that too (the connection gets an error reply) and anything else one connection does.
+    """
 
     def __init__(
         self,
@@ -126,11 +133,16 @@ class ControlServer:
         *,
         mode: int = 0o660,
         idle_timeout_s: float = 60.0,
+        max_connections: int = 32,
     ):
         self.path = Path(path)
         self.handlers = dict(handlers)
         self.mode = mode
         self.idle_timeout_s = idle_timeout_s
+        self.max_connections = max_connections
+        self.refused = 0
+        """Connections turned away (over the cap, or no thread to serve them)."""
+        self._slots = threading.BoundedSemaphore(max_connections)
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -191,12 +203,50 @@ class ControlServer:
                 if self._stop.is_set():
                     return
                 log.exception("control socket accept failed")
+                self._stop.wait(0.1)  # EMFILE and the like repeat at once: do not spin on them
                 continue
-            with self._lock:
-                self._conns.add(conn)
+            try:
+                self._start_serving(conn)
+            except Exception as exc:  # nothing one connection does may end the accept loop
+                log.exception("control connection not served")
+                self._refuse(conn, f"daemon cannot serve this connection now ({exc}); try again")
+
+    def _start_serving(self, conn: socket.socket) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("control socket: %d connections open, one refused", self.max_connections)
+            self._refuse(
+                conn, f"daemon busy: {self.max_connections} control connections already open; try again"
+            )
+            return
+        with self._lock:
+            self._conns.add(conn)
+        try:
             threading.Thread(target=self._serve, args=(conn,), name="control-conn", daemon=True).start()
+        except BaseException:  # RuntimeError "can't start new thread" at TasksMax: the caller refuses it
+            with self._lock:
+                self._conns.discard(conn)
+            self._slots.release()
+            raise
+
+    def _refuse(self, conn: socket.socket, message: str) -> None:
+        """An error reply, then close: the client reports it instead of waiting for its timeout."""
+        self.refused += 1
+        with contextlib.suppress(OSError):
+            conn.settimeout(0.5)  # a client that does not read must not hold up the accept loop
+            conn.sendall(_reply(False, error=message))
+        with contextlib.suppress(OSError):
+            conn.close()
 
     def _serve(self, conn: socket.socket) -> None:
+        try:
+            self._serve_lines(conn)
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+            self._slots.release()
+
+    def _serve_lines(self, conn: socket.socket) -> None:
         conn.settimeout(self.idle_timeout_s)  # a silent client must not hold a thread forever
         buf = b""
         discarding = False
@@ -228,10 +278,6 @@ class ControlServer:
                         conn.sendall(self._dispatch(line))
         except OSError:
             return
-        finally:
-            with self._lock:
-                self._conns.discard(conn)
-            conn.close()
 
     def _dispatch(self, line: bytes) -> bytes:
         try:
@@ -273,7 +319,9 @@ class ControlClient:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(self.timeout)
                 s.connect(str(self.path))
-                s.sendall(data + b"\n")
+                # Refused at once ("daemon busy"): the send fails, but its reply is already here to read.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    s.sendall(data + b"\n")
                 buf = b""
                 while b"\n" not in buf:
                     chunk = s.recv(65536)

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from device.config import Config
+from device.config import UPLINK_FILES_DIR, Config
+from device.credentials import CredentialError, read_uplink_password
 
 
 @dataclass(frozen=True)
@@ -145,11 +146,21 @@ def check_broker(cfg: Config, timeout: float = 5.0) -> tuple[bool, str, str]:
             certfile=str(u.tls.cert_file) if u.tls.cert_file else None,
             keyfile=str(u.tls.key_file) if u.tls.key_file else None,
         )
+    fix = f"check network route to {u.host}:{u.port}, TLS files and credentials (radarcam config show)"
     if u.username:
-        pw = u.password_file.read_text().strip() if u.password_file else None
+        # The console can choose both the file and the host: the same checks as the daemon's, made on
+        # the descriptor opened (device/credentials.py), before anything is sent.
+        try:
+            pw = read_uplink_password(cfg)
+        except CredentialError as exc:
+            return (
+                False,
+                str(exc),
+                f"put the MQTT password alone in a file under {UPLINK_FILES_DIR}/ (root:radarcam, 0640) "
+                "and set uplink.password_file to it",
+            )
         c.username_pw_set(u.username, pw)
     c.on_connect = on_connect
-    fix = f"check network route to {u.host}:{u.port}, TLS files and credentials (radarcam config show)"
     try:
         c.connect(u.host, u.port, keepalive=10)
     except OSError as exc:

@@ -86,27 +86,82 @@ owner() {  # owner USER GROUP -> "uid:gid" (names in dry-run when the users do n
   if u=$(uid_of "$1") && g=$(gid_of "$2"); then echo "$u:$g"; else echo "$1:$2"; fi
 }
 
+die() { echo "install.sh: $*" >&2; exit 1; }
+
+# not_a_link PATH f|d: refuses (exit 1) a symlink, or something that is not a regular file (f) or a
+# directory (d). /etc/radarcam is writable by the console's group (it replaces radarcam.toml there): a
+# compromised console could swap a path root is about to chown/chmod for a symlink to /etc/shadow.
+not_a_link() {
+  local p=$1 kind=$2
+  [ -L "$p" ] && die "$p is a symbolic link: refusing to change it as root (remove it and check who made it)"
+  if [ -e "$p" ]; then
+    case "$kind" in
+      f) [ -f "$p" ] || die "$p is not a regular file: refusing to change it as root" ;;
+      d) [ -d "$p" ] || die "$p is not a directory: refusing to change it as root" ;;
+    esac
+  fi
+  return 0
+}
+
+# set_owner_mode PATH OWNER MODE f|d: chown + chmod through ONE descriptor opened with O_NOFOLLOW and
+# checked with fstat, so a path swapped for a symlink after not_a_link is refused, never followed
+# (chown -h alone would still leave chmod following it). python3 -I: nothing from the working directory
+# or the environment is imported as root.
+set_owner_mode() {
+  local p=$1 own=$2 mode=$3 kind=$4
+  if [ "$DRY_RUN" = 1 ]; then
+    printf '[dry-run]'; printf ' %q' chown -h "$own" "$p"; printf '\n'
+    printf '[dry-run]'; printf ' %q' chmod "$mode" "$p"; printf '\n'
+    return 0
+  fi
+  python3 -I - "$p" "$own" "$mode" "$kind" <<'PY'
+import grp, os, pwd, stat, sys
+
+path, own, mode, kind = sys.argv[1], sys.argv[2], int(sys.argv[3], 8), sys.argv[4]
+user, _, group = own.partition(":")
+uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+what = "a directory" if kind == "d" else "a regular file"
+flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+if kind == "d":
+    flags |= os.O_DIRECTORY
+try:
+    fd = os.open(path, flags)
+except OSError as exc:
+    sys.exit(f"install.sh: {path}: {exc.strerror}: refusing to change it as root (a symbolic link, or not {what})")
+try:
+    st = os.fstat(fd)
+    if not (stat.S_ISDIR(st.st_mode) if kind == "d" else stat.S_ISREG(st.st_mode)):
+        sys.exit(f"install.sh: {path} is not {what}: refusing to change it as root")
+    os.fchown(fd, uid, gid)
+    os.fchmod(fd, mode)
+finally:
+    os.close(fd)
+PY
+}
+
 # install_file SRC DEST MODE USER GROUP: copies only when the content differs, then fixes owner/mode.
+# The destinations are root's folders; a symlink there (systemctl link) is replaced by the file, as
+# install(1) does, never written through.
 install_file() {
   local src=$1 dest=$ROOT$2 mode=$3 own
   own=$(owner "$4" "$5")
-  if [ -f "$dest" ] && cmp -s "$src" "$dest"; then
+  if [ ! -L "$dest" ] && [ -f "$dest" ] && cmp -s "$src" "$dest"; then
     log "unchanged $2"
   else
     log "installing $2"
     run install -D -m "$mode" "$src" "$dest"
   fi
-  run chown "$own" "$dest"
-  run chmod "$mode" "$dest"
+  set_owner_mode "$dest" "$own" "$mode" f
 }
 
-# ensure_dir PATH MODE USER GROUP
+# ensure_dir PATH MODE USER GROUP: never through a symlink (see not_a_link).
 ensure_dir() {
   local dest=$ROOT$1 own
   own=$(owner "$3" "$4")
+  not_a_link "$dest" d
   [ -d "$dest" ] || run mkdir -p "$dest"
-  run chown "$own" "$dest"
-  run chmod "$2" "$dest"
+  set_owner_mode "$dest" "$own" "$2" d
 }
 
 # ---------------------------------------------------------------------------------------- preflight
@@ -169,6 +224,9 @@ fi
 ensure_dir "$ETC" 3770 root radarcam-console
 ensure_dir "$ETC/keys" 00700 radarcam radarcam
 ensure_dir "$ETC/tls" 00750 root radarcam
+# MQTT password and TLS files: the only folder the console may name files in (console.allowed_file_dirs).
+# Root's, so the console can neither plant files nor symlinks there; readable by the daemon's group only.
+ensure_dir "$ETC/mqtt" 00750 root radarcam
 ensure_dir /var/lib/radarcam 0700 radarcam radarcam
 ensure_dir /var/lib/radarcam-console 0700 radarcam-console radarcam-console
 
@@ -221,14 +279,15 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------- 6. config
+# The console owns this file and can replace it at any time: never follow it (see set_owner_mode).
+not_a_link "$ROOT$CONFIG" f
 if [ -f "$ROOT$CONFIG" ]; then
   log "kept existing $CONFIG"
 else
   log "creating $CONFIG from the example: edit device.id, site, uplink before going live"
   run install -m 0640 "$SRC/systemd/radarcam.toml.example" "$ROOT$CONFIG"
 fi
-run chown "$(owner radarcam-console radarcam-console)" "$ROOT$CONFIG"
-run chmod 0640 "$ROOT$CONFIG"
+set_owner_mode "$ROOT$CONFIG" "$(owner radarcam-console radarcam-console)" 0640 f
 if [ -x "$RADARCAM_BIN" ] || [ "$DRY_RUN" = 1 ]; then
   run "$RADARCAM_BIN" config check "$ROOT$CONFIG"
 else
@@ -238,6 +297,7 @@ fi
 # ---------------------------------------------------------------------------------------- 7. signing key
 # Created once, by the radarcam user, 0600. Never replaced here: a new key means a new key id at the
 # registry (see docs/operations.md, "Replacing the signing key").
+not_a_link "$ROOT$KEY" f
 if [ -f "$ROOT$KEY" ]; then
   log "kept existing signing key $KEY"
 elif [ -x "$RADARCAM_BIN" ] || [ "$DRY_RUN" = 1 ]; then
@@ -251,8 +311,7 @@ else
   warn "$RADARCAM_BIN not found: no signing key created; run later: radarcam keys init --path $KEY"
 fi
 if [ -f "$ROOT$KEY" ] || [ "$DRY_RUN" = 1 ]; then
-  run chown "$(owner radarcam radarcam)" "$ROOT$KEY"
-  run chmod 0600 "$ROOT$KEY"
+  set_owner_mode "$ROOT$KEY" "$(owner radarcam radarcam)" 0600 f
 fi
 
 # ---------------------------------------------------------------------------------------- 8. enable

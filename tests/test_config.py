@@ -186,3 +186,54 @@ def test_calibration_dates_are_real_dates(tmp_path, cal, message):
         cfgmod.load(write(tmp_path, f"[radar.calibration]\n{cal}\n"))
     ok = '[radar.calibration]\ndate = "2025-01-15"\nvalid_until = "2026-01-15"\n'
     assert cfgmod.load(write(tmp_path, ok)).radar.calibration.valid_until == "2026-01-15"
+
+
+def test_two_lanes_of_one_direction_are_refused():
+    """The tracker tells lanes apart by direction only: every inbound pass would get the first inbound
+    lane's limit, whichever lane the vehicle used."""
+    lanes = [
+        {"id": "1", "direction": "inbound", "limit_kmh": 60},
+        {"id": "2", "direction": "outbound", "limit_kmh": 60},
+        {"id": "3", "direction": "inbound", "limit_kmh": 80},
+    ]
+    with pytest.raises(cfgmod.ConfigError, match=r"lanes \['1', '3'\] are all inbound"):
+        cfgmod.parse({"site": {"lanes": lanes}})
+    assert len(cfgmod.parse({"site": {"lanes": lanes[:2]}}).site.lanes) == 2
+
+
+def test_radar_objects_at_least_two():
+    """One object per report would mask a second vehicle in the beam (the field says so)."""
+    with pytest.raises(cfgmod.ConfigError, match=r"radar\.objects"):
+        cfgmod.parse({"radar": {"objects": 1}})
+    assert cfgmod.parse({"radar": {"objects": 2}}).radar.objects == 2
+
+
+@pytest.mark.parametrize("bad", ["2025-W01-1", "20250101", "2025-02-30", "2025-1-05", "+002025-01"])
+def test_calibration_dates_refuse_week_dates_and_other_iso_forms(tmp_path, bad):
+    """``date.fromisoformat`` takes ISO week dates (10 characters like a real date) and basic format."""
+    with pytest.raises(cfgmod.ConfigError, match="not a date"):
+        cfgmod.load(write(tmp_path, f'[radar.calibration]\nvalid_until = "{bad}"\n'))
+
+
+def test_calibration_dates_are_ordered_as_dates():
+    cal = cfgmod.RadarCalibration(date="2025-12-31", valid_until="2026-01-01")
+    assert cal.valid_until == "2026-01-01"
+    with pytest.raises(ValueError, match="before the calibration date"):
+        cfgmod.RadarCalibration(date="2026-01-02", valid_until="2026-01-01")
+
+
+def test_beam_half_angle_default_per_model_and_override():
+    """The cosine correction needs the beam width: known OmniPreSense models have a default, another
+    model must state it, and it is bounded."""
+    assert cfgmod.RadarConfig().beam_half_angle() == 10.0  # OPS243-A
+    assert cfgmod.RadarConfig(model="OPS243-A (emulated)").beam_half_angle() == 10.0
+    assert cfgmod.RadarConfig(model="OPS241-A").beam_half_angle() == 21.0
+    assert cfgmod.RadarConfig(model="OPS243-A", beam_half_angle_deg=12.5).beam_half_angle() == 12.5
+    with pytest.raises(cfgmod.ConfigError, match="beam width unknown"):
+        cfgmod.parse({"radar": {"model": "K-LD2"}})
+    assert (
+        cfgmod.parse({"radar": {"model": "K-LD2", "beam_half_angle_deg": 40}}).radar.beam_half_angle() == 40
+    )
+    for bad in (0, 61):
+        with pytest.raises(cfgmod.ConfigError, match="beam_half_angle_deg"):
+            cfgmod.parse({"radar": {"beam_half_angle_deg": bad}})

@@ -17,6 +17,7 @@ import math
 import mimetypes
 import re
 import secrets
+import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,8 +121,11 @@ class ConsoleApp:
         self.device_id = cfg.device.id
         self.ccfg = cfg.console  # console settings apply at start (they decide how this process listens)
         state = self.ccfg.state_dir
-        state.mkdir(parents=True, exist_ok=True)
-        state.chmod(0o750)
+        # 0700 like the unit's StateDirectoryMode: accounts, sessions' TLS key, setup code and audit log
+        # are this user's alone (the daemon gets audit records over the control socket, never reads here;
+        # `radarcam console fingerprint` runs as this user). Also narrows a folder an older version made 0750.
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        state.chmod(0o700)
         hasher = PasswordHasher(time_cost=self.ccfg.argon2_time_cost, memory_cost=self.ccfg.argon2_memory_kib)
         self.accounts = AccountStore(state / "accounts.json", hasher)
         self.sessions = SessionStore(self.ccfg.session_hours * 3600)
@@ -130,6 +134,7 @@ class ConsoleApp:
             self.ccfg.lockout_minutes * 60,
             self.ccfg.login_attempts_per_minute,
             store=state / "login-throttle.json",
+            is_account=lambda name: self.accounts.get(name) is not None,
         )
         if self.throttle.store_problem:
             log.warning("%s", self.throttle.store_problem)
@@ -327,14 +332,14 @@ class ConsoleApp:
 
     def flush_audit(self) -> None:
         """Hands pending audit records to the daemon (``audit``: one sealed ``console_audit`` event per
-        batch); they stay pending until it has answered."""
-        while batch := self.pending_audit.peek(self.AUDIT_BATCH):
-            try:
-                self.control.call("audit", records=batch)
-            except ControlError as exc:
-                log.info("%d audit record(s) wait for the daemon: %s", len(batch), exc)
-                return
-            self.pending_audit.drop(len(batch))
+        batch); they stay pending until it has answered. Requests call this concurrently: the hand-over
+        is one at a time (:meth:`PendingAudit.hand_over`), so none drops what another has not sent."""
+        try:
+            self.pending_audit.hand_over(
+                lambda batch: self.control.call("audit", records=batch), self.AUDIT_BATCH
+            )
+        except ControlError as exc:
+            log.info("%d audit record(s) wait for the daemon: %s", len(self.pending_audit.peek(10**6)), exc)
 
     def record(
         self, ctx: Ctx, action: str, field_: str, old: Any = None, new: Any = None, who: str = ""
@@ -374,9 +379,16 @@ class ConsoleApp:
             back = "/"
         return self.redirect(back)
 
+    @staticmethod
+    def announce_setup_code(code: str) -> None:
+        """A code made while running (the file was removed, emptied or damaged): to the journal, like
+        the one made at start (device/console/cli.py), and not to the downloadable log ring."""
+        print(f"radarcam console: new one-time setup code: {code}", file=sys.stderr, flush=True)
+
     def setup_page(self, ctx: Ctx, error: str | None = None, status: int = 200) -> Response:
         if not self.accounts.empty():
             return self.redirect("/login")
+        self.setup.ensure(self.announce_setup_code)  # an empty or damaged code file is never accepted
         return self.render(ctx, "setup.html", status, error=error, code_file=str(self.setup.path))
 
     def setup_post(self, ctx: Ctx) -> Response:
@@ -387,6 +399,7 @@ class ConsoleApp:
             # Per address only: a shared lockout would let anyone on the network keep a fresh unit
             # unclaimable with five wrong codes; 16 characters (80 bits) need no lockout.
             self.throttle.rate(req.remote)
+            self.setup.ensure(self.announce_setup_code)
             if not self.setup.verify(req.field("code")):
                 raise AuthError("err_setup_code")
             name = req.field("username").strip()
@@ -412,16 +425,16 @@ class ConsoleApp:
             self.throttle.check(name, req.remote)
             acct = self.accounts.verify(name, req.field("password")[:256])
             if acct is None:
-                locked = self.throttle.failure(name)
+                locked = self.throttle.failure(name, req.remote)
                 self.record(ctx, "login_failed", name, who=name)
                 if locked:
-                    log.warning("account %r locked after repeated failures (from %s)", name, req.remote)
+                    log.warning("account %r locked for %s after repeated failures", name, req.remote)
                     self.record(ctx, "account_locked", name, who=name)
                     raise AuthError("err_locked", minutes=round(self.ccfg.lockout_minutes))
                 raise AuthError("err_login")
         except AuthError as exc:
             return self.login_page(ctx, ctx.t(exc.key, **exc.params), 429 if exc.key != "err_login" else 401)
-        self.throttle.success(name)
+        self.throttle.success(name, req.remote)
         self.record(ctx, "login", name, who=name)
         return self.login_session(ctx, acct.name, acct.role)
 
@@ -643,7 +656,9 @@ class ConsoleApp:
         return self._save(ctx, site_fields(), self.site_page, "/site")
 
     def uplink_post(self, ctx: Ctx) -> Response:
-        return self._save(ctx, uplink_fields(list(self.ccfg.allowed_file_dirs)), self.uplink_page, "/uplink")
+        _, _, current = self.editor.read()  # its file paths may stay; a newer file fails as StaleForm
+        fields = uplink_fields(list(self.ccfg.allowed_file_dirs), current)
+        return self._save(ctx, fields, self.uplink_page, "/uplink")
 
     # ------------------------------------------------------------------ keys, logs, self-test
     def keys(self, ctx: Ctx) -> Response:
@@ -724,7 +739,7 @@ class ConsoleApp:
         try:
             self.throttle.check(s.user, req.remote)
             if self.accounts.verify(s.user, req.field("current")) is None:
-                self.throttle.failure(s.user)
+                self.throttle.failure(s.user, req.remote)
                 raise AuthError("err_login")
             if req.field("new") != req.field("new2"):
                 raise AuthError("err_password_mismatch")

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,7 @@ class AuditLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            _write_synced(self.path, data, os.O_APPEND, 0o640)
+            _write_synced(self.path, data, os.O_APPEND, 0o600)
 
     def read(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Newest last; a torn last line (power cut mid-write) is skipped, not fatal."""
@@ -132,6 +132,9 @@ class PendingAudit:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._hand_over = threading.Lock()
+        """Held across peek -> send -> drop: two requests flushing at once would both send the same
+        oldest records and then each drop that many, the second dropping records nobody sent."""
 
     MAX_VALUE_CHARS = 1000
     """Longer old/new values are cut (and say so): the daemon refuses records over 4 KiB, and one such
@@ -158,6 +161,19 @@ class PendingAudit:
         """The oldest ``limit`` records (a torn last line is skipped until it is complete)."""
         with self._lock:
             return _read_jsonl(self.path)[:limit]
+
+    def hand_over(self, send: Callable[[list[dict[str, Any]]], None], batch: int) -> int:
+        """Sends the pending records oldest first, ``batch`` at a time, dropping each batch once ``send``
+        returned; an exception from ``send`` stops it (the rest stay pending) and propagates. One hand-over
+        at a time: a second caller waits, then finds what the first left (usually nothing). Returns how
+        many records went."""
+        sent = 0
+        with self._hand_over:
+            while records := self.peek(batch):
+                send(records)
+                self.drop(len(records))
+                sent += len(records)
+        return sent
 
     def drop(self, n: int) -> None:
         """Forgets the oldest ``n`` (sealed by the daemon); records added meanwhile stay."""

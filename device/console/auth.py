@@ -17,7 +17,8 @@ import re
 import secrets
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,15 +216,52 @@ def csrf_ok(expected: str | None, got: str | None) -> bool:
     return bool(expected) and bool(got) and hmac.compare_digest(str(expected), str(got))
 
 
-class LoginThrottle:
-    """Per-account lockout after N failures, plus a per-address rate limit against spraying many names.
+@dataclass
+class _Track:
+    """One account name's sign-in state (monotonic times, except ``trusted``: wall-clock)."""
 
-    With ``store``, the per-account state (recent failures, lockouts) survives a restart of the console:
-    otherwise restarting it, or anything that makes systemd restart it, would hand a password guesser a
-    fresh set of tries. The file holds wall-clock times (monotonic time restarts at boot) and is read
-    back clamped to ``lockout_s``, so a clock step can never lock an account for longer. An unreadable
-    file is reported and replaced; the per-address limit is per process and not stored.
+    fails: dict[str, list[float]] = field(default_factory=dict)
+    """Recent failures per client address."""
+    locked: dict[str, float] = field(default_factory=dict)
+    """Client address -> locked until."""
+    recent: list[float] = field(default_factory=list)
+    """Failures from every address, for the per-account limit."""
+    trusted: dict[str, float] = field(default_factory=dict)
+    """Addresses that signed in to this account -> when (wall-clock), newest last."""
+
+    def empty(self) -> bool:
+        return not (self.fails or self.locked or self.recent or self.trusted)
+
+
+class LoginThrottle:
+    """Sign-in limits: a lockout per (account, client address), a limit per account over all addresses
+    that slows guessing without locking the technician out, and a rate per address over all names.
+
+    Why per (account, address): a lockout per account let anyone keep a known account locked (five
+    wrong passwords every 15 minutes, from anywhere). Failures now lock only the address they come
+    from. Guessing from many addresses is bounded by the per-account limit: past ``ACCOUNT_FACTOR x
+    max_failures`` failures within the lockout window, the account refuses addresses that never signed
+    in to it (``err_account_busy``) until the window moves on; addresses that did (the last
+    ``TRUSTED_PER_ACCOUNT``, for ``TRUST_DAYS``) are not refused, so the technician's own laptop gets
+    in while the unit is attacked.
+
+    Only names of existing accounts (``is_account``; every name when it is None) are tracked in full
+    and stored. Other names get the same rules in one in-memory table of at most ``MAX_UNKNOWN`` (the
+    oldest forgotten first), so the answers do not tell which names exist, and spraying made-up names
+    neither grows memory nor rewrites the file. Everything older than the window is pruned.
+
+    With ``store``, the accounts' state survives a restart of the console: otherwise restarting it,
+    or anything that makes systemd restart it, would hand a password guesser a fresh set of tries. The
+    file holds wall-clock times (monotonic time restarts at boot) and is read back clamped to
+    ``lockout_s``, so a clock step can never lock an address for longer. An unreadable file is reported
+    and replaced; the per-address rate is per process and not stored.
     """
+
+    ACCOUNT_FACTOR = 3
+    TRUSTED_PER_ACCOUNT = 8
+    TRUST_DAYS = 90.0
+    MAX_UNKNOWN = 512
+    MAX_ADDRESSES = 4096
 
     def __init__(
         self,
@@ -234,57 +272,114 @@ class LoginThrottle:
         *,
         store: Path | None = None,
         wall=time.time,
+        is_account: Callable[[str], bool] | None = None,
     ):
         self.max_failures = max_failures
         self.lockout_s = lockout_s
+        self.account_limit = self.ACCOUNT_FACTOR * max_failures
         self.per_ip = per_ip_per_minute
         self.clock = clock
         self.wall = wall
+        self.is_account = is_account
         self.store = Path(store) if store is not None else None
         self.store_problem: str | None = None
-        self._fails: dict[str, list[float]] = {}
-        self._locked_until: dict[str, float] = {}
-        self._ip: dict[str, deque[float]] = {}
+        self._known: dict[str, _Track] = {}
+        self._unknown: OrderedDict[str, _Track] = OrderedDict()
+        self._ip: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
         if self.store is not None:
             self._load()
+
+    # ------------------------------------------------------------------ state
+    def _known_name(self, user: str) -> bool:
+        return self.is_account is None or self.is_account(user)
+
+    def _track(self, user: str, known: bool, *, create: bool) -> _Track | None:
+        if known:
+            t = self._known.get(user) or self._unknown.pop(user, None)  # an account made since
+            if t is None and create:
+                t = _Track()
+            if t is not None:
+                self._known[user] = t
+            return t
+        t = self._unknown.get(user)
+        if t is None and create:
+            t = self._unknown[user] = _Track()
+            while len(self._unknown) > self.MAX_UNKNOWN:
+                self._unknown.popitem(last=False)
+        if t is not None:
+            self._unknown.move_to_end(user)
+        return t
+
+    def _prune(self, t: _Track, now: float) -> None:
+        cut = now - self.lockout_s
+        t.fails = {ip: kept for ip, ts in t.fails.items() if (kept := [x for x in ts if x > cut])}
+        t.locked = {ip: until for ip, until in t.locked.items() if until > now}
+        t.recent = sorted(x for x in t.recent if x > cut)
+        old = self.wall() - self.TRUST_DAYS * 86400
+        t.trusted = {ip: w for ip, w in t.trusted.items() if w > old}
 
     def _load(self) -> None:
         assert self.store is not None
         try:
             raw = json.loads(self.store.read_text("utf-8"))
-            locked, fails = dict(raw["locked"]), dict(raw["fails"])
             now, wall = self.clock(), self.wall()
-            for user, until in locked.items():
-                left = min(float(until) - wall, self.lockout_s)
-                if left > 0:
-                    self._locked_until[str(user)] = now + left
-            for user, times in fails.items():
-                ages = [min(max(wall - float(t), 0.0), self.lockout_s) for t in times]
-                kept = [now - age for age in ages if age < self.lockout_s]
-                if kept:
-                    self._fails[str(user)] = sorted(kept)
+
+            def ago(w: float) -> float:  # a stored time as "this long ago", clamped to the window
+                return min(max(wall - float(w), 0.0), self.lockout_s)
+
+            def left(w: float) -> float:  # a stored "until" as time left, never beyond the window
+                return min(float(w) - wall, self.lockout_s)
+
+            if "version" not in raw:  # before per-address lockouts: {"locked": {user: until}, "fails": ...}
+                for user, until in dict(raw["locked"]).items():
+                    if left(until) > 0:  # the account stays closed to new addresses that long
+                        t = self._known.setdefault(str(user), _Track())
+                        t.recent = [now - self.lockout_s + left(until)] * self.account_limit
+                for user, times in dict(raw["fails"]).items():
+                    t = self._known.setdefault(str(user), _Track())
+                    t.recent += [now - ago(x) for x in times if ago(x) < self.lockout_s]
+            else:
+                for user, st in dict(raw["accounts"]).items():
+                    t = _Track(
+                        fails={str(ip): [now - ago(x) for x in ts] for ip, ts in dict(st["fails"]).items()},
+                        locked={str(ip): now + left(u) for ip, u in dict(st["locked"]).items()},
+                        recent=[now - ago(x) for x in st["recent"]],
+                        trusted={str(ip): float(w) for ip, w in dict(st["trusted"]).items()},
+                    )
+                    self._prune(t, now)
+                    if not t.empty():
+                        self._known[str(user)] = t
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             self.store_problem = f"login throttle state {self.store} unreadable ({exc}); started empty"
-            self._locked_until.clear()
-            self._fails.clear()
+            self._known.clear()
 
     def _save(self) -> None:
-        """Under ``_lock``: the per-account state as wall-clock times."""
+        """Under ``_lock``: existing accounts' state as wall-clock times, pruned."""
         if self.store is None:
             return
         now, wall = self.clock(), self.wall()
-        state = {
-            "locked": {u: wall + (t - now) for u, t in self._locked_until.items() if t > now},
-            "fails": {u: [wall - (now - t) for t in ts] for u, ts in self._fails.items() if ts},
-        }
+        accounts = {}
+        for user, t in list(self._known.items()):
+            self._prune(t, now)
+            if t.empty() or not self._known_name(user):
+                del self._known[user]  # nothing to keep, or the account was deleted
+                continue
+            accounts[user] = {
+                "fails": {ip: [wall - (now - x) for x in ts] for ip, ts in t.fails.items()},
+                "locked": {ip: wall + (u - now) for ip, u in t.locked.items()},
+                "recent": [wall - (now - x) for x in t.recent],
+                "trusted": t.trusted,
+            }
+        state = {"version": 2, "accounts": accounts}
         try:
             atomic_write(self.store, json.dumps(state, sort_keys=True).encode(), mode=0o600)
-        except OSError as exc:  # a full or read-only disk must not break sign-in: the lockout still holds
+        except OSError as exc:  # a full or read-only disk must not break sign-in: the limits still hold
             self.store_problem = f"login throttle state {self.store} not saved ({exc})"
 
+    # ------------------------------------------------------------------ the rules
     def rate(self, ip: str) -> None:
         """The per-address limit alone (counted now, before any hashing)."""
         now = self.clock()
@@ -292,7 +387,12 @@ class LoginThrottle:
             self._rate(ip, now)
 
     def _rate(self, ip: str, now: float) -> None:
-        q = self._ip.setdefault(ip, deque())
+        q = self._ip.get(ip)
+        if q is None:
+            q = self._ip[ip] = deque()
+            while len(self._ip) > self.MAX_ADDRESSES:  # the oldest first: each has its own budget anyway
+                self._ip.popitem(last=False)
+        self._ip.move_to_end(ip)
         while q and q[0] < now - 60:
             q.popleft()
         if len(q) >= self.per_ip:
@@ -300,30 +400,54 @@ class LoginThrottle:
         q.append(now)
 
     def check(self, user: str, ip: str) -> None:
-        """Raises before any password is hashed, so a locked account costs the attacker nothing to probe."""
+        """Raises before any password is hashed, so a refused attempt costs the attacker nothing to probe."""
+        known = self._known_name(user)
         now = self.clock()
         with self._lock:
             self._rate(ip, now)
-            until = self._locked_until.get(user, 0.0)
+            t = self._track(user, known, create=False)
+            if t is None:
+                return
+            self._prune(t, now)
+            until = t.locked.get(ip, 0.0)
             if until > now:
                 raise AuthError("err_locked", minutes=max(1, round((until - now) / 60)))
+            if len(t.recent) >= self.account_limit and ip not in t.trusted:
+                wait = t.recent[-self.account_limit] + self.lockout_s - now
+                raise AuthError("err_account_busy", minutes=max(1, round(wait / 60)))
 
-    def failure(self, user: str) -> bool:
-        """Records a failure; True if the account is now locked."""
+    def failure(self, user: str, ip: str) -> bool:
+        """Records a failed password from ``ip``; True if that address is now locked for the account."""
+        known = self._known_name(user)
         now = self.clock()
         with self._lock:
-            fails = [t for t in self._fails.get(user, []) if t > now - self.lockout_s] + [now]
-            self._fails[user] = fails
+            t = self._track(user, known, create=True)
+            assert t is not None
+            self._prune(t, now)
+            fails = [*t.fails.get(ip, []), now]
+            t.fails[ip] = fails
+            t.recent.append(now)
             locked = len(fails) >= self.max_failures
             if locked:
-                self._locked_until[user] = now + self.lockout_s
-                self._fails[user] = []
-            self._save()
+                t.locked[ip] = now + self.lockout_s
+                del t.fails[ip]
+            if known:
+                self._save()
             return locked
 
-    def success(self, user: str) -> None:
+    def success(self, user: str, ip: str) -> None:
+        """A correct password from ``ip``: its failures are forgotten and it counts as the account's own
+        address (not refused by the per-account limit) from now on."""
+        known = self._known_name(user)
         with self._lock:
-            if self._fails.pop(user, None):
+            t = self._track(user, known, create=True)
+            assert t is not None
+            t.fails.pop(ip, None)
+            t.trusted.pop(ip, None)
+            t.trusted[ip] = self.wall()
+            while len(t.trusted) > self.TRUSTED_PER_ACCOUNT:
+                del t.trusted[next(iter(t.trusted))]
+            if known:
                 self._save()
 
 
@@ -331,33 +455,53 @@ def _normalise_code(code: str) -> str:
     return re.sub(r"[\s-]", "", code or "").upper()
 
 
+SETUP_CODE_LEN = 16
+_SETUP_CODE = re.compile(rf"^[{SETUP_ALPHABET}]{{{SETUP_CODE_LEN}}}$")
+
+
 class SetupCode:
-    """One-time code that authorises creating the first technician account."""
+    """One-time code that authorises creating the first technician account.
+
+    Only a well-formed code (16 characters of ``SETUP_ALPHABET``, 80 bits) counts: an empty file (a
+    ``touch``, a full disk, a bad edit) or a short one would otherwise let anyone create the first
+    account with an empty (or guessable) code. Such a file is treated as missing: replaced by a new code.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
 
-    def ensure(self) -> str:
-        """Returns the current code, creating it (0600) if missing."""
+    def _read(self) -> str | None:
+        """The stored code, normalised; None when missing, unreadable or not a well-formed code."""
         try:
-            return self.path.read_text("ascii").strip()
-        except FileNotFoundError:
-            pass
-        raw = "".join(secrets.choice(SETUP_ALPHABET) for _ in range(16))
-        code = "-".join(raw[i : i + 4] for i in range(0, 16, 4))
+            real = _normalise_code(self.path.read_text("ascii"))
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+        return real if _SETUP_CODE.match(real) else None
+
+    def ensure(self, announce: Callable[[str], None] | None = None) -> str:
+        """Returns the current code, creating it (0600) if missing or not a well-formed code; a new
+        code is passed to ``announce`` (the journal: nobody could use it otherwise)."""
+        real = self._read()
+        if real is not None:
+            return "-".join(real[i : i + 4] for i in range(0, SETUP_CODE_LEN, 4))
+        raw = "".join(secrets.choice(SETUP_ALPHABET) for _ in range(SETUP_CODE_LEN))
+        code = "-".join(raw[i : i + 4] for i in range(0, SETUP_CODE_LEN, 4))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, (code + "\n").encode(), mode=0o600)
+        if announce is not None:
+            announce(code)
         return code
 
     def active(self) -> bool:
         return self.path.exists()
 
     def verify(self, code: str) -> bool:
-        try:
-            real = self.path.read_text("ascii").strip()
-        except FileNotFoundError:
+        """Never true for a missing or malformed stored code, nor for an empty answer."""
+        real = self._read()
+        given = _normalise_code(code)
+        if real is None or not given:
             return False
-        return hmac.compare_digest(_normalise_code(real).encode(), _normalise_code(code).encode())
+        return hmac.compare_digest(real.encode(), given.encode())
 
     def consume(self) -> None:
         self.path.unlink(missing_ok=True)

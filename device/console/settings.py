@@ -163,11 +163,17 @@ def _topic(v: str) -> str:
     return v
 
 
-def _path(allowed: list[Path]) -> Callable[[str], str | None]:
+def _path(allowed: list[Path], keep: str | None = None) -> Callable[[str], str | None]:
+    """``keep``: the path already in the file, accepted as it is even outside ``allowed`` (set by hand,
+    or under an older, wider default): re-submitting a form must not fail on a field nobody changed,
+    and keeping it gives the console nothing it did not have. Any new path must be under ``allowed``."""
+
     def conv(v: str) -> str | None:
         v = v.strip()
         if not v:
             return None
+        if keep is not None and v == keep:
+            return v
         if _CTRL.search(v) or "\\" in v:
             raise ValueError("control characters or backslashes are not allowed")
         p = PurePosixPath(v)
@@ -255,8 +261,18 @@ LANE_FIELDS: dict[str, Callable[[str], Any]] = {
 }
 
 
-def uplink_fields(allowed_dirs: list[Path]) -> dict[str, Callable[[str], Any]]:
-    p = _path(allowed_dirs)
+def uplink_fields(
+    allowed_dirs: list[Path], current: cfgmod.Config | None = None
+) -> dict[str, Callable[[str], Any]]:
+    """``current``: the config the form was made from (its file paths may stay as they are)."""
+    u = current.uplink if current is not None else None
+
+    def p(name: str) -> Callable[[str], str | None]:
+        obj: Any = u
+        for part in name.split("."):
+            obj = getattr(obj, part, None)
+        return _path(allowed_dirs, keep=str(obj) if obj is not None else None)
+
     return {
         "uplink.enabled": _bool,
         "uplink.host": _host,
@@ -264,13 +280,13 @@ def uplink_fields(allowed_dirs: list[Path]) -> dict[str, Callable[[str], Any]]:
         "uplink.protocol": _choice("mqttv5", "mqttv311"),
         "uplink.client_id": _mqtt_name,
         "uplink.username": _mqtt_name,
-        "uplink.password_file": p,
+        "uplink.password_file": p("password_file"),
         "uplink.topic_prefix": _topic,
         "uplink.keepalive_s": _int(5, 3600),
         "uplink.tls.enabled": _bool,
-        "uplink.tls.ca_file": p,
-        "uplink.tls.cert_file": p,
-        "uplink.tls.key_file": p,
+        "uplink.tls.ca_file": p("tls.ca_file"),
+        "uplink.tls.cert_file": p("tls.cert_file"),
+        "uplink.tls.key_file": p("tls.key_file"),
         "uplink.tls.insecure_skip_verify": _bool,
     }
 

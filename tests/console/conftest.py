@@ -199,9 +199,11 @@ class FakeDaemon:
 class Client:
     """Plain HTTP(S) client that keeps cookies, for the security tests (no browser needed there)."""
 
-    def __init__(self, port: int, https: bool):
+    def __init__(self, port: int, https: bool, source: str = "127.0.0.1"):
         self.port = port
         self.https = https
+        self.source = source
+        """Client address (any of 127.0.0.0/8 on Linux): several "machines" for per-address rules."""
         self.cookies: dict[str, str] = {}
         self.last_set_cookie: list[str] = []
         self._conn: http.client.HTTPConnection | None = None
@@ -211,8 +213,10 @@ class Client:
             ctx = ssl.create_default_context()
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
-            return http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=10)
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            return http.client.HTTPSConnection(
+                "127.0.0.1", self.port, context=ctx, timeout=10, source_address=(self.source, 0)
+            )
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10, source_address=(self.source, 0))
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
@@ -283,8 +287,8 @@ class Env:
     def base(self) -> str:
         return f"{'https' if self.https else 'http'}://127.0.0.1:{self.port}"
 
-    def client(self) -> Client:
-        return Client(self.port, self.https)
+    def client(self, source: str = "127.0.0.1") -> Client:
+        return Client(self.port, self.https, source)
 
     def config(self) -> cfgmod.Config:
         return cfgmod.load(self.config_path)
@@ -303,8 +307,8 @@ class Env:
         assert status == 303 and headers["Location"] == "/dashboard"
         return c
 
-    def login(self, name: str, password: str = PASSWORD) -> Client:
-        c = self.client()
+    def login(self, name: str, password: str = PASSWORD, source: str = "127.0.0.1") -> Client:
+        c = self.client(source)
         _, _, html = c.get("/login")
         status, headers, _ = c.post("/login", {"csrf": c.token(html), "username": name, "password": password})
         assert status == 303 and headers["Location"] == "/dashboard", status

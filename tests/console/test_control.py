@@ -7,6 +7,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,123 @@ def test_idle_client_is_dropped(tmp_path: Path) -> None:
         with s:
             assert s.recv(10) == b""  # closed by the server, not by our 5 s timeout
         assert ControlClient(srv.path).call("x") == 1
+
+
+def _held(path: Path) -> tuple[socket.socket, callable]:
+    """A connection the server is really serving (it answered one request), then left open."""
+    s, read = _raw_session(path)
+    s.sendall(b'{"cmd": "x"}\n')
+    assert read() == {"ok": True, "result": 1}
+    return s, read
+
+
+def test_connections_over_the_cap_are_refused_with_a_reason(tmp_path: Path) -> None:
+    """Each served connection holds a thread; beyond ``max_connections`` one more is answered "busy" and
+    closed at once (not left to the client's timeout), and a slot freed is usable again."""
+    srv = ControlServer(tmp_path / "c.sock", {"x": lambda a: 1}, max_connections=2)
+    with srv:
+        held = [_held(srv.path) for _ in range(2)]
+        extra, read = _raw_session(srv.path)
+        with extra:
+            r = read()
+            assert r["ok"] is False and "busy" in r["error"] and "2 control connections" in r["error"]
+            assert extra.recv(10) == b""  # and closed
+        with pytest.raises(ControlError, match="daemon busy"):
+            ControlClient(srv.path).call("x")
+        assert srv.refused == 2
+        held.pop()[0].close()
+        deadline = time.monotonic() + 5
+        while True:  # the freed slot comes back once its thread has seen the close
+            try:
+                assert ControlClient(srv.path).call("x") == 1
+                break
+            except ControlError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        for s, _ in held:
+            s.close()
+
+
+_NPROC_CHILD = """
+import os, resource, sys
+from device.control import ControlServer  # imported as root: the interpreter may live under /root
+path, uid, nproc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+os.setgroups([])
+os.setgid(uid)
+os.setuid(uid)  # the limit holds for an ordinary user, as TasksMax holds for the daemon's unit
+srv = ControlServer(path, {"x": lambda a: 1}, max_connections=64, idle_timeout_s=30)
+srv.start()
+print("ready", flush=True)
+sys.stdin.read()
+srv.stop()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the server as an unprivileged uid")
+def test_accept_loop_survives_when_no_thread_can_be_started() -> None:
+    """A real "can't start new thread": a server process limited to 4 tasks (main, accept, 2 served).
+    The third connection is refused with the reason; once the others close, the server serves again.
+    Before, Thread.start's RuntimeError ended the accept thread and the socket went silent for good."""
+    import subprocess
+    import sys
+    import tempfile
+
+    uid = 61_234  # an id no process on the machine runs as: the limit counts this child's tasks alone
+    tmp = Path(tempfile.mkdtemp(prefix="rc-nproc-"))
+    tmp.chmod(0o755)
+    sock_dir = tmp / "run"
+    sock_dir.mkdir()
+    os.chown(sock_dir, uid, uid)
+    path = sock_dir / "control.sock"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _NPROC_CHILD, str(path), str(uid), "4"],
+        cwd=root,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    held = []
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        refused = None
+        for _ in range(6):
+            s, read = _raw_session(path)
+            s.settimeout(3)
+            s.sendall(b'{"cmd": "x"}\n')
+            try:
+                r = read()
+            except TimeoutError:  # accepted but never served: the accept thread is gone
+                s.close()
+                break
+            if not r["ok"]:
+                refused = r["error"]
+                s.close()
+                break
+            held.append(s)
+        assert len(held) == 2 and refused and "can't start new thread" in refused, (len(held), refused)
+        for s in held:
+            s.close()
+        held.clear()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert ControlClient(path, timeout=2).call("x") == 1
+                break
+            except ControlError:
+                assert time.monotonic() < deadline, "the server no longer answers"
+                time.sleep(0.1)
+    finally:
+        for s in held:
+            s.close()
+        proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -58,6 +58,24 @@ def test_no_default_account_setup_code_once(env) -> None:
     assert status == 403 and env.app.accounts.get("eve") is None
 
 
+def test_an_emptied_setup_code_file_lets_nobody_in(env) -> None:
+    """Over HTTPS: with the code file emptied, an empty code is refused, the file gets a new real code
+    (0600), and only that one creates the first account."""
+    env.app.setup.path.write_text("")
+    c = env.client()
+    _, _, html = c.get("/setup")
+    form = {"csrf": c.token(html), "username": "eve", "password": PASSWORD, "password2": PASSWORD}
+    for code in ("", "   "):
+        status, _, body = c.post("/setup", form | {"code": code})
+        assert status == 422 and "Wrong setup code" in body
+    assert env.app.accounts.empty()
+    new = env.app.setup.path.read_text().strip()
+    assert len(new) == 19 and stat.S_IMODE(env.app.setup.path.stat().st_mode) == 0o600
+    env.setup_code = new
+    _setup(env)
+    assert env.app.accounts.get("tech") is not None and env.app.accounts.get("eve") is None
+
+
 def test_wrong_setup_codes_do_not_lock_out_the_technician(env) -> None:
     """Anyone on the network may send wrong codes; that must not keep a fresh unit unclaimable (the code
     is 80 bits: the per-address rate limit is enough)."""
@@ -495,8 +513,9 @@ def test_a_lockout_outlives_a_console_restart(env) -> None:
     from device.console.app import ConsoleApp
     from device.console.auth import AuthError
 
+    env.create_account("tech", "technician")  # only existing accounts' state is stored
     for _ in range(env.app.ccfg.max_failed_logins):
-        env.app.throttle.failure("tech")
+        env.app.throttle.failure("tech", "192.0.2.7")
     store = env.app.ccfg.state_dir / "login-throttle.json"
     assert stat.S_IMODE(store.stat().st_mode) == 0o600
     restarted = ConsoleApp(env.config_path)
@@ -504,3 +523,18 @@ def test_a_lockout_outlives_a_console_restart(env) -> None:
         restarted.throttle.check("tech", "192.0.2.7")
     assert exc.value.key == "err_locked"
     restarted.throttle.check("someone-else", "192.0.2.7")
+    restarted.throttle.check("tech", "198.51.100.3")  # the lockout is that address's, not the account's
+
+
+def test_console_state_is_for_the_console_user_only(env) -> None:
+    """0700 like the unit's StateDirectoryMode (the daemon never reads it: audit records reach it over
+    the control socket); a folder an older version left 0750 is narrowed at start."""
+    from device.console.app import ConsoleApp
+
+    state = env.app.ccfg.state_dir
+    _setup(env)  # writes accounts.json and the audit log's first record
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / "audit.jsonl").stat().st_mode) == 0o600
+    state.chmod(0o750)
+    ConsoleApp(env.config_path)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700

@@ -73,7 +73,7 @@ def test_audit_log_survives_torn_line(tmp_path: Path) -> None:
     assert [r["new"] for r in log.read()] == ["ب", "ب"]
     log.append([rec])
     assert len(log.read()) == 2  # the torn line glued to the next one is skipped, the rest is kept
-    assert stat.S_IMODE(log.path.stat().st_mode) == 0o640
+    assert stat.S_IMODE(log.path.stat().st_mode) == 0o600  # the console's alone, like its state dir
 
 
 def test_apply_form_lanes_add_delete_and_windows() -> None:
@@ -113,9 +113,9 @@ def test_throttle_locks_and_expires() -> None:
     th = LoginThrottle(max_failures=3, lockout_s=60, per_ip_per_minute=100, clock=lambda: now[0])
     for _ in range(2):
         th.check("a", "ip")
-        assert th.failure("a") is False
+        assert th.failure("a", "ip") is False
     th.check("a", "ip")
-    assert th.failure("a") is True
+    assert th.failure("a", "ip") is True
     with pytest.raises(AuthError) as exc:
         th.check("a", "ip")
     assert exc.value.key == "err_locked"
@@ -133,6 +133,22 @@ def test_setup_code_file(tmp_path: Path) -> None:
     assert sc.verify(code.lower().replace("-", " ")) and not sc.verify("") and not sc.verify(code[:-1])
     sc.consume()
     assert not sc.verify(code)
+
+
+@pytest.mark.parametrize("stored", ["", "\n", "   \t\n", "----", "ABCD", "abcd-efgh-jkmn-pqr"])
+def test_an_empty_or_malformed_setup_code_is_never_accepted_and_is_replaced(tmp_path: Path, stored) -> None:
+    """An empty file made verify("") true: anyone could create the first account. Such a file counts
+    as missing; ensure() replaces it with a real code (0600) and says so."""
+    sc = SetupCode(tmp_path / "setup-code")
+    sc.path.write_text(stored)
+    for guess in ("", " ", "-", stored, stored.upper()):
+        assert not sc.verify(guess), repr(guess)
+    announced: list[str] = []
+    code = sc.ensure(announced.append)
+    assert re.fullmatch(r"([A-HJ-NP-Z2-9]{4}-){3}[A-HJ-NP-Z2-9]{4}", code) and announced == [code]
+    assert stat.S_IMODE(sc.path.stat().st_mode) == 0o600 and sc.path.read_text().strip() == code
+    assert sc.verify(code) and not sc.verify("")
+    assert sc.ensure(announced.append) == code and announced == [code]  # a good code stays, unannounced
 
 
 def test_tls_certificate_once_and_cli_fingerprint(tmp_path: Path, capsys) -> None:
@@ -275,13 +291,13 @@ def test_throttle_state_survives_a_restart(tmp_path: Path) -> None:
         return LoginThrottle(3, 60, 100, clock=lambda: mono[0], store=store, wall=lambda: wall[0])
 
     th = throttle()
-    th.failure("a")
-    th.failure("a")
+    th.failure("a", "ip")
+    th.failure("a", "ip")
     assert stat.S_IMODE(store.stat().st_mode) == 0o600
     mono[0] = 5.0  # a new process after a reboot: monotonic time starts again
     wall[0] += 10
     th = throttle()
-    assert th.failure("a") is True  # the two earlier failures counted: locked at the third
+    assert th.failure("a", "ip") is True  # the two earlier failures counted: locked at the third
     th = throttle()
     with pytest.raises(AuthError) as exc:
         th.check("a", "ip")
@@ -294,7 +310,7 @@ def test_throttle_state_is_clamped_and_a_bad_file_is_replaced(tmp_path: Path) ->
     store = tmp_path / "login-throttle.json"
     mono, wall = [0.0], [1_800_000_000.0]
     th = LoginThrottle(1, 60, 100, clock=lambda: mono[0], store=store, wall=lambda: wall[0])
-    assert th.failure("a") is True
+    assert th.failure("a", "ip") is True
     wall[0] -= 86_400  # the wall clock steps back a day: the lockout must not become a day long
     th = LoginThrottle(1, 60, 100, clock=lambda: mono[0], store=store, wall=lambda: wall[0])
     with pytest.raises(AuthError) as exc:
@@ -302,10 +318,10 @@ def test_throttle_state_is_clamped_and_a_bad_file_is_replaced(tmp_path: Path) ->
     assert exc.value.params["minutes"] == 1
     mono[0] += 61
     th.check("a", "ip")
-    th.success("a")
+    th.success("a", "ip")
     store.write_text("{not json")
     th = LoginThrottle(3, 60, 100, clock=lambda: mono[0], store=store, wall=lambda: wall[0])
     assert th.store_problem and "unreadable" in th.store_problem
     th.check("a", "ip")
-    th.failure("b")
-    assert json.loads(store.read_text())["fails"]["b"]  # rewritten, valid again
+    th.failure("b", "ip")
+    assert json.loads(store.read_text())["accounts"]["b"]["fails"]["ip"]  # rewritten, valid again

@@ -110,6 +110,8 @@ def test_offline_install_into_image_is_complete_and_idempotent(tmp_path):
     assert (keys_dir.st_mode & 0o7777, keys_dir.st_uid) == (0o700, daemon_uid)
     etc = (root / "etc/radarcam").stat()
     assert (etc.st_mode & 0o7777, etc.st_gid) == (0o3770, console_gid)
+    mqtt = (root / "etc/radarcam/mqtt").stat()  # console.allowed_file_dirs: root's, the daemon reads
+    assert (mqtt.st_mode & 0o7777, mqtt.st_uid, mqtt.st_gid) == (0o750, 0, daemon_gid)
     cfg = (root / "etc/radarcam/radarcam.toml").stat()
     assert (cfg.st_mode & 0o777, cfg.st_uid) == (0o640, console_uid)
     for unit in ("radarcam.service", "radarcam-console.service"):
@@ -186,3 +188,80 @@ def test_prefix_reaches_the_installed_units(tmp_path):
         text = (root / "etc/systemd/system" / unit).read_text()
         assert f"ExecStart=/srv/rc/venv/bin/radarcam {cmd} " in text and "/opt/radarcam" not in text
         assert "file:///srv/rc/docs/operations.md" in text
+
+
+def _image(tmp_path: Path) -> Path:
+    root = tmp_path / "img"
+    (root / "etc").mkdir(parents=True)
+    for f in ("passwd", "group", "os-release"):
+        if Path("/etc", f).exists():
+            shutil.copy(Path("/etc", f), root / "etc" / f)
+    return root
+
+
+@needs_systemd_tools
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to the image's users needs root")
+@pytest.mark.parametrize("swapped", ["etc/radarcam/radarcam.toml", "etc/radarcam/mqtt"])
+def test_a_symlink_in_the_console_writable_folder_is_refused_not_followed(tmp_path, swapped):
+    """/etc/radarcam is writable by the console's group: a compromised console can replace radarcam.toml
+    (its own file) or create mqtt/ before an upgrade makes it, as a symlink to /etc/shadow. Run as root,
+    install.sh must stop with an error naming the path, and leave the link's target as it was."""
+    root = _image(tmp_path)
+    args = ("--root", str(root), "--no-apt", "--no-venv", "--radarcam-bin", str(RADARCAM))
+    sh(*args)
+    link = root / swapped
+    if link.is_dir():  # mqtt/: a link to a folder is what `[ -d ] || mkdir; chown; chmod` followed
+        link.rmdir()
+        shadow = root / "etc" / "ssh-canary"
+        shadow.mkdir(mode=0o755)
+    else:
+        link.unlink()
+        shadow = root / "etc" / "shadow-canary"
+        shadow.write_text("root:$6$secret:19000:0:99999:7:::\n")
+        shadow.chmod(0o600)
+    before = shadow.stat()
+    link.symlink_to(shadow)
+    res = sh(*args, check=False)
+    assert res.returncode != 0
+    assert f"{link} is a symbolic link" in res.stderr and "refusing" in res.stderr, res.stderr
+    after = shadow.stat()
+    assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid, before.st_mode)
+    assert link.is_symlink()  # reported, not silently "repaired" either
+    # a dry run reports it too (it is a check, not a change)
+    dry = sh("--dry-run", "--root", str(root), "--no-apt", "--no-venv", check=False)
+    assert dry.returncode != 0 and "is a symbolic link" in dry.stderr
+
+
+@needs_systemd_tools
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to the image's users needs root")
+def test_the_config_must_be_a_regular_file(tmp_path):
+    """Not only symlinks: a FIFO in place of radarcam.toml (which root's chmod would also follow) is
+    refused without blocking on it."""
+    root = _image(tmp_path)
+    cfg = root / "etc/radarcam/radarcam.toml"
+    cfg.parent.mkdir(parents=True)
+    os.mkfifo(cfg)
+    res = sh("--root", str(root), "--no-apt", "--no-venv", "--radarcam-bin", str(RADARCAM), check=False)
+    assert res.returncode != 0 and f"{cfg} is not a regular file" in res.stderr, res.stderr
+
+
+@needs_systemd_tools
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to the image's users needs root")
+def test_a_symlinked_unit_file_is_replaced_never_written_through(tmp_path):
+    """Root's own folders may hold links (``systemctl link``): the installed file replaces the link, as
+    install(1) does, and the link's target keeps its content, owner and mode."""
+    root = _image(tmp_path)
+    args = ("--root", str(root), "--no-apt", "--no-venv", "--radarcam-bin", str(RADARCAM))
+    sh(*args)
+    unit = root / "etc/systemd/system/radarcam.service"
+    target = root / "srv-canary.service"
+    target.write_text("[Unit]\nDescription=not radarcam\n")
+    target.chmod(0o600)
+    before = target.stat()
+    unit.unlink()
+    unit.symlink_to(target)
+    sh(*args)
+    assert not unit.is_symlink() and unit.read_bytes() == (REPO / "systemd/radarcam.service").read_bytes()
+    after = target.stat()
+    assert target.read_text() == "[Unit]\nDescription=not radarcam\n"
+    assert (after.st_uid, after.st_mode) == (before.st_uid, before.st_mode)
