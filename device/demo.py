@@ -250,7 +250,7 @@ def summarize(daemon, scenario, epoch, registry, key, run_dir) -> dict[str, Any]
     from device.enforcement import Enforcer
     from device.uplink.packet import verify
 
-    enforcer = Enforcer(daemon.cfg.site, daemon.cfg.enforcement)
+    enforcer = Enforcer.for_config(daemon.cfg)
     gap_s = daemon.cfg.tracker.gap_ms / 1000 + 0.1
     expected = [v for v in scenario.vehicles if expected_violation(enforcer, v, scenario, gap_s)]
     evidence_dir = run_dir / "evidence"

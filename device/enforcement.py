@@ -3,15 +3,19 @@
 The order, and every intermediate number, is recorded in the Decision (see docs/radar.md):
 
 0. ``lane``: the pass's lane, else the first lane of its direction. Traffic in a direction that no
-   lane carries is not enforced (a receding car is not fined against the approach lane's limit).
-1. ``limit``: the lane's limit, or its per-class limit when one is set for the vehicle class; if a time
-   window of the lane matches the local time (site timezone, ``start <= hh:mm < end`` on a listed
-   day), the lower of that and the window's limit. Windows are applied only on a synchronised clock:
+   lane carries is not enforced (a receding car is not fined against the approach lane's limit), nor
+   is a pass whose lane id now names a lane of the other direction (a reload renumbered the lanes).
+1. ``limit``: the lane's limit, or its per-class limit when one is set for the vehicle class; if time
+   windows of the lane match the local time (site timezone, ``start <= hh:mm < end`` on a listed
+   day), the lowest of that and their limits. Windows are applied only on a synchronised clock:
    an unsynchronised one (fake-hwclock after a power cut) could put 22:00 inside a school window, so
    without a trusted time the lane's own, higher limit applies.
 2. ``corrected = measured_peak * calibration_factor * cosine_factor`` with ``cosine_factor =
-   1 / cos(mount_angle)``: the radar sees only the speed component along its beam; the calibration
-   factor comes from the radar's verification report (1.0 when none).
+   1 / cos(correction_angle)``: the radar sees only the speed component along the line to the vehicle,
+   and that angle varies across the beam, smallest (highest reading: the peak) at the beam's inner
+   edge. So ``correction_angle = max(0, mount_angle - beam_half_angle)``, which can only under-correct;
+   ``1 / cos(mount_angle)`` overstated every vehicle seen nearer the beam's edge. Beam width unknown:
+   no correction. The calibration factor comes from the radar's verification report (1.0 when none).
 3. ``tolerance = fixed_kmh`` if ``corrected <= threshold_kmh`` else ``corrected * percent / 100``
    (the enforcement config's tolerance when set, else the jurisdiction's); ``enforced = corrected -
    tolerance``.
@@ -24,10 +28,10 @@ Invalid passes (plausibility failed) are never violations unless ``enforce_inval
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
-from device.config import EnforcementConfig, LaneConfig, RadarCalibration, SiteConfig
+from device.config import Config, EnforcementConfig, LaneConfig, RadarCalibration, SiteConfig
 from device.jurisdictions import Jurisdiction, JurisdictionError, Tolerance, load_jurisdiction
 from device.model import Decision, Pass
 
@@ -49,7 +53,10 @@ class Enforcer:
         *,
         calibration_factor: float = 1.0,
         calibration: RadarCalibration | None = None,
+        beam_half_angle_deg: float | None = None,
     ) -> None:
+        """``beam_half_angle_deg``: the radar's azimuth half beam width (``RadarConfig.beam_half_angle``);
+        None (unknown) corrects nothing, the only angle that can never overstate for any beam."""
         self.site = site
         self.calibration_factor = calibration_factor
         self.calibration = calibration
@@ -61,21 +68,54 @@ class Enforcer:
             else self.jurisdiction.tolerance
         )
         self.tz = ZoneInfo(site.timezone)
-        self.cosine_factor = 1.0 / math.cos(math.radians(site.mount_angle_deg))
+        self.beam_half_angle_deg = beam_half_angle_deg
+        self.correction_angle_deg = (
+            0.0 if beam_half_angle_deg is None else max(0.0, site.mount_angle_deg - beam_half_angle_deg)
+        )
+        self.cosine_factor = 1.0 / math.cos(math.radians(self.correction_angle_deg))
+
+    @classmethod
+    def for_config(cls, cfg: Config) -> Enforcer:
+        """The enforcer a unit runs with ``cfg``: the one place that says which radar settings (its
+        calibration, its beam width) go into a decision, so the daemon, a reload, ``radar monitor`` and
+        the demo's ground truth can never decide the same pass differently."""
+        return cls(
+            cfg.site,
+            cfg.enforcement,
+            calibration_factor=cfg.radar.calibration.scale_factor,
+            calibration=cfg.radar.calibration,
+            beam_half_angle_deg=cfg.radar.beam_half_angle(),
+        )
 
     def lane_for(self, p: Pass) -> LaneConfig | None:
         """The pass's lane by id; else the first lane of its direction; None when no lane carries its
-        direction. A pass without a direction (a module that reports none) takes the first lane."""
+        direction, or when the pass's lane id names a lane of the other direction (see ``lane_refusal``).
+        A pass without a direction (a module that reports none) takes the first lane."""
+        return self._lane(p)[0]
+
+    def lane_refusal(self, p: Pass) -> str | None:
+        """Why ``lane_for`` gives no lane (None when it gives one)."""
+        return self._lane(p)[1]
+
+    def _lane(self, p: Pass) -> tuple[LaneConfig | None, str | None]:
         lanes = self.site.lanes
+        direction = p.direction.value if p.direction else None
         for lane in lanes:
             if lane.id == p.lane:
-                return lane
-        if p.direction is None:
-            return lanes[0]
+                if direction is not None and lane.direction != direction:
+                    # A lane id from before a reload that now names the other carriageway: its limit
+                    # is not this vehicle's. Not guessed from the direction either: refused.
+                    return None, (
+                        f"not enforced: lane {lane.id} carries {lane.direction} traffic, "
+                        f"the pass is {direction}"
+                    )
+                return lane, None
+        if direction is None:
+            return lanes[0], None
         for lane in lanes:
-            if lane.direction == p.direction.value:
-                return lane
-        return None
+            if lane.direction == direction:
+                return lane, None
+        return None, f"not enforced: no lane configured for {direction} traffic"
 
     def limit_for(
         self, lane: LaneConfig, vehicle_class: str, when: datetime, *, time_trusted: bool = True
@@ -89,10 +129,9 @@ class Enforcer:
         local = when.astimezone(self.tz)
         day = _DAYS[local.weekday()]
         minute = local.hour * 60 + local.minute
-        for w in lane.windows:
+        for w in lane.windows:  # every window that applies, not the first: the lowest limit wins
             if day in w.days and _minutes(w.start) <= minute < _minutes(w.end) and w.limit_kmh < limit:
                 limit, how = w.limit_kmh, f"window {','.join(w.days)} {w.start}-{w.end}"
-                break
         return limit, how
 
     def calibration_valid(self, when: datetime, time_trusted: bool) -> bool | None:
@@ -100,8 +139,10 @@ class Enforcer:
         cal = self.calibration
         if cal is None or (cal.valid_until is None and cal.date is None) or not time_trusted:
             return None
-        day = when.astimezone(self.tz).date().isoformat()
-        return (cal.date is None or cal.date <= day) and (cal.valid_until is None or day <= cal.valid_until)
+        day = when.astimezone(self.tz).date()  # compared as dates (config checks they are real ones)
+        start = None if cal.date is None else date.fromisoformat(cal.date)
+        end = None if cal.valid_until is None else date.fromisoformat(cal.valid_until)
+        return (start is None or start <= day) and (end is None or day <= end)
 
     def decide(
         self,
@@ -116,7 +157,7 @@ class Enforcer:
         when = when or datetime.now(UTC)
         if when.tzinfo is None:
             raise ValueError("decide(when=...) needs an aware datetime")
-        lane = self.lane_for(p)
+        lane, refusal = self._lane(p)
         measured = p.peak_kmh
         corrected = measured * self.calibration_factor * self.cosine_factor
         tol = self.tolerance.deduction_kmh(corrected)
@@ -129,6 +170,8 @@ class Enforcer:
             cosine_factor=self.cosine_factor,
             calibration_factor=self.calibration_factor,
             mount_angle_deg=self.site.mount_angle_deg,
+            correction_angle_deg=self.correction_angle_deg,
+            beam_half_angle_deg=self.beam_half_angle_deg,
             corrected_kmh=corrected,
             tolerance_kmh=tol,
             enforced_kmh=enforced,
@@ -138,10 +181,9 @@ class Enforcer:
             schedule_sha256=j.table_sha256,
         )
         if lane is None:
-            direction = p.direction.value if p.direction else "unknown"
             return Decision(
                 violation=False,
-                reason=f"not enforced: no lane configured for {direction} traffic",
+                reason=refusal or "not enforced: no lane",
                 lane=None,
                 limit_kmh=None,
                 excess_kmh=None,

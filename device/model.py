@@ -81,6 +81,7 @@ class Decision:
     measured_kmh: float
     """Raw peak as measured by the radar (km/h, unrounded)."""
     cosine_factor: float
+    """``1 / cos(correction_angle_deg)``: never more than the true angle to the vehicle can need."""
     mount_angle_deg: float
     corrected_kmh: float
     """``measured_kmh * calibration_factor * cosine_factor``: calibration, then the mount angle."""
@@ -107,6 +108,12 @@ class Decision:
     calibration_valid: bool | None = None
     """Whether the measurement's (local) date lies within the radar's verification certificate (``date`` to
     ``valid_until``): False is never a violation; None when there is no such date or no trusted clock."""
+    correction_angle_deg: float = 0.0
+    """Angle the cosine correction used: ``max(0, mount_angle_deg - beam_half_angle_deg)``, the smallest
+    angle at which a vehicle inside the beam can be seen (the peak comes from there), so the correction
+    never overstates; 0 (no correction) when the beam width is unknown."""
+    beam_half_angle_deg: float | None = None
+    """The radar's azimuth half beam width used for that angle (None: unknown, no correction)."""
 
 
 FrameLayout: TypeAlias = Literal["bgr", "yuv420"]

@@ -58,12 +58,7 @@ def _monitor(args: argparse.Namespace) -> int:
     q: queue.Queue = queue.Queue(maxsize=100_000)
     reader = RadarReader(radar, make_driver(radar), q.put_nowait, max_limit_kmh=max_limit)
     tracker = PassTracker(cfg.tracker, cfg.site.lanes)
-    enforcer = Enforcer(
-        cfg.site,
-        cfg.enforcement,
-        calibration_factor=cfg.radar.calibration.scale_factor,
-        calibration=cfg.radar.calibration,
-    )
+    enforcer = Enforcer.for_config(cfg)
     reader.start()
     print(f"monitoring {radar.port} (Ctrl-C to stop)", flush=True)
     end = time.monotonic() + args.seconds if args.seconds else None

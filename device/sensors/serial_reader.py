@@ -7,6 +7,11 @@ unplug, pty closed) the reader closes it, reports ``down`` and retries with expo
 (``reconnect_min_s`` doubling to ``reconnect_max_s``); once open again it is ``degraded`` until a
 complete line has arrived *and* the module has confirmed the configured units, then ``ok``.
 
+The backoff is reset only by a healthy session (a complete line received, or ``HEALTHY_S`` open
+without an error), never by a successful open alone: a port that opens but fails its first read (a
+half-enumerated USB device) was reopened in a tight loop, 147 733 times a second with a warning each.
+Every reopen after a lost port waits the current delay, and the "lost" warning is rate-limited.
+
 The init commands are not awaited, so a module that drops them (still booting after a replug, a
 corrupted byte) would stream unit-less numbers the driver must skip: lines arrive, yet nothing is
 measured. Hence the units check, with ``reason`` in health saying why it is degraded, and the whole
@@ -34,6 +39,10 @@ log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 0.05
 QUEUE_MAX = 10_000
 INIT_RETRY_S = 2.0
+HEALTHY_S = 5.0
+"""A session that stayed open this long without an error counts as healthy even without a line."""
+WARN_EVERY_S = 60.0
+"""At most one "port lost" warning this often while sessions keep failing (the count is logged)."""
 """Re-send the init sequence this often while the units are unconfirmed (a handful of short commands:
 harmless to a module that did get them, and bounded however long it stays silent or booting)."""
 
@@ -67,6 +76,9 @@ class RadarReader(threading.Thread):
         self._last_error: str | None = None
         self._reason: str | None = None
         self._init_sent = 0
+        self._backoff_s = cfg.reconnect_min_s
+        self._lost_unlogged = 0
+        self._next_warn = 0.0
         self._ser: serial.Serial | None = None
         self._queue: collections.deque[Reading] = collections.deque()
         self._cond = threading.Condition()
@@ -98,6 +110,7 @@ class RadarReader(threading.Thread):
                 "units": getattr(self.driver, "units", None),
                 "units_confirmed": self._units_confirmed(),
                 "init_sent": self._init_sent,
+                "backoff_s": self._backoff_s,
                 "state_history": [state for _, state in self._history],
             }
 
@@ -114,7 +127,6 @@ class RadarReader(threading.Thread):
 
     def run(self) -> None:
         self._dispatcher.start()
-        delay = self.cfg.reconnect_min_s
         first = True
         while not self._stop_evt.is_set():
             self.heartbeat_ns = time.monotonic_ns()
@@ -122,26 +134,62 @@ class RadarReader(threading.Thread):
                 self._open()
             except (serial.SerialException, OSError, ValueError) as exc:
                 self._set(state="down", error=f"open {self.cfg.port}: {exc}")
-                if self._stop_evt.wait(delay):
+                if self._backoff():
                     break
-                delay = min(delay * 2, self.cfg.reconnect_max_s)
                 continue
             if not first:
                 with self._lock:
                     self._reconnects += 1
             first = False
-            delay = self.cfg.reconnect_min_s
+            opened = time.monotonic()
+            lines_at_open = self.driver.stats.get("lines", 0)
             try:
                 self._read_loop()
             except (serial.SerialException, OSError) as exc:
+                healthy = (
+                    self.driver.stats.get("lines", 0) > lines_at_open
+                    or time.monotonic() - opened >= HEALTHY_S
+                )
                 self._set(state="down", error=f"read {self.cfg.port}: {exc}")
-                log.warning("radar port %s lost: %s", self.cfg.port, exc)
+                self._warn_lost(exc, healthy)
+                self._close()
+                if healthy:  # the port worked: the next trouble starts from the shortest delay again
+                    self._backoff_s = self.cfg.reconnect_min_s
+                if self._backoff():
+                    break
             finally:
                 self._close()
         self._set(state="stopped")
 
+    def _backoff(self) -> bool:
+        """Waits the current delay, then doubles it (to ``reconnect_max_s``); True when stopped."""
+        if self._stop_evt.wait(self._backoff_s):
+            return True
+        self._backoff_s = min(self._backoff_s * 2, self.cfg.reconnect_max_s)
+        return False
+
+    def _warn_lost(self, exc: BaseException, healthy: bool) -> None:
+        """A lost healthy port is always logged; repeated failures once per ``WARN_EVERY_S``."""
+        now = time.monotonic()
+        self._lost_unlogged += 1
+        if not healthy and now < self._next_warn:
+            return
+        more = self._lost_unlogged - 1
+        log.warning(
+            "radar port %s lost: %s%s",
+            self.cfg.port,
+            exc,
+            f" ({more} more failed sessions since the last warning)" if more else "",
+        )
+        self._lost_unlogged = 0
+        self._next_warn = now + WARN_EVERY_S
+
+    def _port(self) -> serial.Serial:
+        """The serial port, opened (a separate method so a test can hand in a failing one)."""
+        return serial.Serial(self.cfg.port, self.cfg.baudrate, timeout=READ_TIMEOUT_S, write_timeout=1.0)
+
     def _open(self) -> None:
-        ser = serial.Serial(self.cfg.port, self.cfg.baudrate, timeout=READ_TIMEOUT_S, write_timeout=1.0)
+        ser = self._port()
         try:
             ser.reset_input_buffer()
             self.driver.reset()

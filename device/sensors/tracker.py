@@ -6,6 +6,10 @@ silent for ``gap_ms``. Within one report, the strongest object of a direction (l
 is the pass's measurement; weaker objects of the same direction are kept in ``readings`` but only used
 to detect a second target.
 
+Time between readings is measured on the module's own clock (``sensor_time``, from the ``OT`` output
+the init turns on) when both readings carry it, else on the host receive time: a host stall delivers
+the lines it held back all at once with one receive time, which must not look like a silence.
+
 Plausibility (the pass is kept but ``valid=False`` with reasons, never guessed):
 
 * ``too_few_readings``: fewer than ``min_readings`` measurements;
@@ -14,14 +18,24 @@ Plausibility (the pass is kept but ``valid=False`` with reasons, never guessed):
 * ``two_targets``: a weaker object of the same direction differing by more than ``two_target_kmh``;
 * ``spread``: residuals of the measurements around a straight line in time span more than
   ``max_spread_kmh`` (a steady deceleration is not a spread; jumping between two vehicles is);
+* ``step_after_silence``: a silence longer than ``SILENCE_PERIODS`` report periods (but shorter than
+  ``gap_ms``, or the pass would have ended) across which the measured speed changes by more than the
+  metrological tolerance (``STEP_KMH`` / ``STEP_PERCENT``): a following vehicle may have taken over
+  (car A at 80, 300 ms of silence, car B at 70 would otherwise be one pass with A's peak and B's end);
 * ``too_long``: the pass lasted more than ``max_pass_s`` (it is cut there, so memory stays bounded);
 * ``too_long_continuation``: the pass opened where a too-long one was cut, and its direction has not
   been silent for ``gap_ms`` since. It is the same unseparated stream (a platoon, a stuck target), so
-  its peak belongs to no particular vehicle; the mark carries over further cuts until a real gap.
+  its peak belongs to no particular vehicle; the mark carries over further cuts until a real gap;
+* ``stall_continuation``: the silence that opened this pass may have been a host stall, not a gap on
+  the road: the module's clock shows less than ``gap_ms`` since the previous pass of the direction
+  (closed by :meth:`PassTracker.flush` on host time while the lines were held back), or, without
+  module times, the first readings after the silence arrived in one batch. The vehicle's speed is
+  already in the previous pass; this piece must not be enforced a second time.
 """
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +44,28 @@ from device.config import LaneConfig, TrackerConfig
 from device.model import Direction, Pass, Reading
 
 _MIN_ACCEL_DT_NS = 50_000_000
+
+SILENCE_PERIODS = 2.5
+"""A silence inside a pass longer than this many report periods (median interval between its
+measurements) is a place where another vehicle may have taken over the measurement."""
+STEP_KMH = 3.0
+STEP_PERCENT = 3.0
+"""Across such a silence a speed change above ``max(STEP_KMH, STEP_PERCENT % of the higher speed)``
+marks the pass ``step_after_silence``. The numbers are the usual metrological tolerance (3 km/h, 3 %
+above 100 km/h): a change bigger than the tolerance could put a different vehicle's speed in the
+evidence by more than the tolerance absorbs. Deliberately not configurable."""
+
+_NO_GAP = -1
+"""Sentinel from :func:`_dt_ns` for a module clock that went backwards (module reset): a break."""
+
+
+def _dt_ns(prev: Reading, r: Reading) -> int:
+    """Time from ``prev`` to ``r``: on the module clock when both carry it, else on host receive time.
+    A module clock running backwards (power cycle) returns ``_NO_GAP``: treat as an unbounded gap."""
+    if prev.sensor_time is not None and r.sensor_time is not None:
+        d = round((r.sensor_time - prev.sensor_time) * 1e9)
+        return d if d >= 0 else _NO_GAP
+    return r.t_mono_ns - prev.t_mono_ns
 
 
 @dataclass
@@ -44,6 +80,8 @@ class _Open:
     last_report: tuple[int, float | None, int] = (-1, None, -1)
     """(t_mono_ns, sensor_time, obj_index) of the last reading: a new report starts when a time changes
     or the object index does not increase (lines batched in one read share ``t_mono_ns``)."""
+    after_host_gap: bool = False
+    """Opened after a silence seen only on host time (no module times): a batched start is suspect."""
 
 
 class PassTracker:
@@ -53,11 +91,22 @@ class PassTracker:
         self._open: dict[Direction, _Open] = {}
         self._gap_ns = cfg.gap_ms * 1_000_000
         self._max_ns = int(cfg.max_pass_s * 1e9)
+        self._ended: dict[Direction, Reading] = {}
+        """Last reading of the previous pass of each direction that ended on a silence."""
         self.ignored = 0
         """Readings without a direction (zero speed): they cannot belong to a pass."""
 
+    def set_lanes(self, lanes: list[LaneConfig]) -> None:
+        """Replace the lanes (config reload). Passes still open take their lane when they close, from
+        the new list: the enforcer checks the lane's direction anyway."""
+        self.lanes = list(lanes)
+
     def push(self, r: Reading) -> list[Pass]:
-        done = self.flush(r.t_mono_ns)
+        done = []
+        for op in list(self._open.values()):  # silences measured against this reading's time
+            dt = _dt_ns(op.all[-1], r)
+            if dt == _NO_GAP or dt > self._gap_ns:
+                done.append(self._close(op, ended_on_silence=True))
         d = r.direction
         if d is None:
             self.ignored += 1
@@ -71,6 +120,7 @@ class PassTracker:
             continuation = True  # no gap: this reading continues the stream that was just cut
         if op is None:
             op = self._open[d] = _Open(direction=d, continuation=continuation)
+            self._check_stall(op, r)
         op.all.append(r)
         # A new report for this direction: the first reading of it is the strongest object.
         last_t, last_st, last_idx = op.last_report
@@ -78,6 +128,8 @@ class PassTracker:
             not op.primary or r.t_mono_ns != last_t or r.sensor_time != last_st or r.obj_index <= last_idx
         )
         if is_new_report:
+            if op.after_host_gap and op.primary and r.t_mono_ns == op.primary[0].t_mono_ns:
+                op.reasons.add("stall_continuation")  # two reports in the first read after the silence
             self._check_accel(op, r)
             op.primary.append(r)
         elif abs(r.speed_kmh - op.primary[-1].speed_kmh) > self.cfg.two_target_kmh:
@@ -87,10 +139,13 @@ class PassTracker:
         return done
 
     def flush(self, now_mono_ns: int) -> list[Pass]:
+        """Closes passes silent for ``gap_ms`` of host time. Call it with the receive time of the last
+        reading delivered while more readings are still queued, not with the wall clock: lines held
+        back by a stall would otherwise end a pass that is still going on."""
         done = []
         for op in list(self._open.values()):
             if now_mono_ns - op.last_t > self._gap_ns:
-                done.append(self._close(op))
+                done.append(self._close(op, ended_on_silence=True))
         return done
 
     def close(self) -> list[Pass]:
@@ -99,17 +154,32 @@ class PassTracker:
 
     # ------------------------------------------------------------------ internals
 
+    def _check_stall(self, op: _Open, r: Reading) -> None:
+        """Marks a pass that opens where the previous one of its direction may only have been cut by
+        a host stall (see ``stall_continuation``)."""
+        prev = self._ended.pop(op.direction, None)
+        if prev is None or op.continuation:
+            return
+        if prev.sensor_time is not None and r.sensor_time is not None:
+            dt = _dt_ns(prev, r)
+            if 0 <= dt <= self._gap_ns:
+                op.reasons.add("stall_continuation")
+        elif r.t_mono_ns - prev.t_mono_ns <= self._max_ns:
+            op.after_host_gap = True
+
     def _check_accel(self, op: _Open, r: Reading) -> None:
         for prev in reversed(op.primary):
-            dt = r.t_mono_ns - prev.t_mono_ns
+            dt = _dt_ns(prev, r)
             if dt >= _MIN_ACCEL_DT_NS:
                 accel = abs(r.speed_kmh - prev.speed_kmh) / 3.6 / (dt / 1e9)
                 if accel > self.cfg.max_accel_mps2:
                     op.reasons.add("implausible_acceleration")
                 return
 
-    def _close(self, op: _Open) -> Pass:
+    def _close(self, op: _Open, *, ended_on_silence: bool = False) -> Pass:
         del self._open[op.direction]
+        if ended_on_silence:
+            self._ended[op.direction] = op.all[-1]
         prim = op.primary
         speeds = [x.speed_kmh for x in prim]
         peak = max(prim, key=lambda x: x.speed_kmh)
@@ -121,6 +191,8 @@ class PassTracker:
         spread = _residual_spread(prim)
         if spread > self.cfg.max_spread_kmh:
             reasons.add("spread")
+        if _step_after_silence(prim):
+            reasons.add("step_after_silence")
         lane = next((ln.id for ln in self.lanes if ln.direction == op.direction.value), None)
         return Pass(
             pass_id=str(uuid.uuid4()),
@@ -138,13 +210,34 @@ class PassTracker:
         )
 
 
+def _step_after_silence(prim: list[Reading]) -> bool:
+    """True when some silence longer than ``SILENCE_PERIODS`` report periods separates measurements
+    that differ by more than the tolerance-sized step (see the module docstring)."""
+    dts = [_dt_ns(a, b) for a, b in itertools.pairwise(prim)]
+    positive = [d for d in dts if d > 0]
+    if not positive:
+        return False
+    period = statistics.median_low(positive)  # few readings: the shorter interval, not a mean
+    for (a, b), dt in zip(itertools.pairwise(prim), dts, strict=True):
+        if dt > SILENCE_PERIODS * period:
+            step = abs(b.speed_kmh - a.speed_kmh)
+            if step > max(STEP_KMH, STEP_PERCENT / 100 * max(a.speed_kmh, b.speed_kmh)):
+                return True
+    return False
+
+
 def _residual_spread(prim: list[Reading]) -> float:
-    """Range (max - min) of the residuals around the least-squares line speed(t); 0 for < 3 points."""
+    """Range (max - min) of the residuals around the least-squares line speed(t); 0 for < 3 points.
+    Times on the module clock when every measurement carries it (host batching skews receive times)."""
     n = len(prim)
     if n < 3:
         return (max(x.speed_kmh for x in prim) - min(x.speed_kmh for x in prim)) if n == 2 else 0.0
-    t0 = prim[0].t_mono_ns
-    ts = [(x.t_mono_ns - t0) / 1e9 for x in prim]
+    if all(x.sensor_time is not None for x in prim):
+        s0 = prim[0].sensor_time
+        ts = [x.sensor_time - s0 for x in prim]  # type: ignore[operator]
+    else:
+        t0 = prim[0].t_mono_ns
+        ts = [(x.t_mono_ns - t0) / 1e9 for x in prim]
     vs = [x.speed_kmh for x in prim]
     mt = sum(ts) / n
     mv = sum(vs) / n

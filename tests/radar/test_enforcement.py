@@ -8,8 +8,17 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from device.config import EnforcementConfig, LaneConfig, SiteConfig, TimeWindow, ToleranceConfig
+from device.config import (
+    EnforcementConfig,
+    LaneConfig,
+    RadarConfig,
+    SiteConfig,
+    TimeWindow,
+    ToleranceConfig,
+)
 from device.enforcement import Enforcer, JurisdictionError, load_jurisdiction
 from device.jurisdictions import Jurisdiction
 from device.model import Direction, Pass
@@ -144,12 +153,13 @@ def test_tolerance_fixed_up_to_threshold_then_percent_of_corrected_speed() -> No
 
 
 def test_cosine_correction_before_tolerance() -> None:
-    angle = 20.0
-    e = Enforcer(site("MA", 60.0, angle=angle), EnforcementConfig())
+    angle, half = 20.0, 10.0
+    e = Enforcer(site("MA", 60.0, angle=angle), EnforcementConfig(), beam_half_angle_deg=half)
     measured = 70.0
     d = e.decide(make_pass(measured), when=NOON)
-    k = 1 / math.cos(math.radians(angle))
+    k = 1 / math.cos(math.radians(angle - half))
     assert d.cosine_factor == pytest.approx(k) and d.mount_angle_deg == angle
+    assert d.correction_angle_deg == angle - half and d.beam_half_angle_deg == half
     assert d.measured_kmh == measured and d.corrected_kmh == pytest.approx(measured * k)
     assert d.enforced_kmh == pytest.approx(measured * k - 3.0)
     assert d.excess_kmh == pytest.approx(measured * k - 3.0 - 60.0)
@@ -296,3 +306,85 @@ def test_every_decision_names_the_schedule_it_applied() -> None:
     assert d.schedule_source == load_jurisdiction("MA").source and "52-05" in d.schedule_source
     out = dataclasses.replace(make_pass(90.0, lane=None), direction=Direction.OUTBOUND)
     assert Enforcer(site("MA", 60.0), EnforcementConfig()).decide(out, when=NOON).schedule_sha256
+
+
+def test_cosine_correction_never_overstates_the_reviewers_case() -> None:
+    """Mount 20 deg, OPS243-A (half beam 10 deg), limit 60: a car truly at 62 km/h, seen at 10 deg (the
+    beam's inner edge, where the reading is highest) measures 62 cos 10 = 61.06. Corrected with the
+    mount angle it became 64.98, enforced 61.98: a violation. With the smallest angle in the beam it
+    is 62.0, enforced 59.0: inside the tolerance, as it truly is."""
+    half = RadarConfig(model="OPS243-A").beam_half_angle()
+    assert half == 10.0
+    measured = 62.0 * math.cos(math.radians(10.0))
+    e = Enforcer(site("MA", 60.0, angle=20.0), EnforcementConfig(), beam_half_angle_deg=half)
+    d = e.decide(make_pass(measured), when=NOON)
+    assert d.measured_kmh == measured  # the raw peak is untouched
+    assert d.correction_angle_deg == 10.0 and d.beam_half_angle_deg == 10.0 and d.mount_angle_deg == 20.0
+    assert d.corrected_kmh == pytest.approx(62.0) and d.enforced_kmh == pytest.approx(59.0)
+    assert not d.violation
+    old = measured / math.cos(math.radians(20.0)) - 3.0  # what the mount-angle correction gave
+    assert old == pytest.approx(61.98, abs=0.01) and old > 60.0
+    # beam width unknown: no correction at all, never more
+    d0 = Enforcer(site("MA", 60.0, angle=20.0), EnforcementConfig()).decide(make_pass(measured), when=NOON)
+    assert d0.cosine_factor == 1.0 and d0.correction_angle_deg == 0.0 and d0.beam_half_angle_deg is None
+    # a beam wider than the mount angle: no correction either (the car can be seen head-on)
+    d1 = Enforcer(site("MA", 60.0, angle=15.0), EnforcementConfig(), beam_half_angle_deg=21.0).decide(
+        make_pass(measured), when=NOON
+    )
+    assert d1.cosine_factor == 1.0 and d1.correction_angle_deg == 0.0
+
+
+@given(
+    true_kmh=st.floats(5.0, 300.0),
+    mount=st.floats(0.0, 45.0),
+    half=st.floats(1.0, 30.0),
+    where=st.floats(0.0, 1.0),
+)
+def test_enforced_speed_never_exceeds_the_true_speed_anywhere_in_the_beam(
+    true_kmh: float, mount: float, half: float, where: float
+) -> None:
+    """Property: whatever the true speed and wherever in the beam (azimuth mount - half .. mount + half)
+    the peak was read, corrected <= true and enforced < true."""
+    lo, hi = max(0.0, mount - half), min(mount + half, 89.0)
+    seen_at = lo + where * (hi - lo)
+    measured = true_kmh * math.cos(math.radians(seen_at))
+    e = Enforcer(site("MA", 60.0, angle=mount), EnforcementConfig(), beam_half_angle_deg=half)
+    d = e.decide(make_pass(measured), when=NOON)
+    assert d.corrected_kmh <= true_kmh * (1 + 1e-12)
+    assert d.enforced_kmh < true_kmh
+
+
+def test_lowest_applicable_window_limit_wins() -> None:
+    """50 all day and 30 from 07:00 to 09:00: at 08:00 a car at 48 km/h is judged against 30, whichever
+    window is listed first (the first lower window used to win)."""
+    all_day = TimeWindow(limit_kmh=50)
+    school = TimeWindow(start="07:00", end="09:00", limit_kmh=30)
+    eight = datetime(2026, 3, 4, 7, 0, tzinfo=UTC)  # 08:00 in Casablanca (UTC+1)
+    for windows in ([all_day, school], [school, all_day]):
+        e = Enforcer(site("MA", 60.0, windows=windows), EnforcementConfig())
+        d = e.decide(make_pass(48.0 + 3.0), when=eight)  # enforced 48 km/h
+        assert d.enforced_kmh == pytest.approx(48.0)
+        assert d.limit_kmh == 30.0 and d.violation and "07:00-09:00" in d.reason
+    later = Enforcer(site("MA", 60.0, windows=[all_day, school]), EnforcementConfig())
+    d = later.decide(make_pass(51.0), when=datetime(2026, 3, 4, 9, 0, tzinfo=UTC))  # 10:00 local
+    assert d.limit_kmh == 50.0 and not d.violation
+
+
+def test_pass_lane_of_the_other_direction_is_refused() -> None:
+    """After a reload that swapped lane ids, a pass tagged lane "1" (inbound at start-up) meets a lane
+    "1" that is now outbound: not enforced against that lane's limit, nor guessed from the direction."""
+    s = SiteConfig(
+        lanes=[
+            LaneConfig(id="1", direction="outbound", limit_kmh=30),
+            LaneConfig(id="2", direction="inbound", limit_kmh=90),
+        ]
+    )
+    e = Enforcer(s, EnforcementConfig())
+    p = make_pass(80.0, lane="1")  # inbound
+    assert e.lane_for(p) is None
+    d = e.decide(p, when=NOON)
+    assert not d.violation and d.lane is None and d.limit_kmh is None
+    assert d.reason == "not enforced: lane 1 carries outbound traffic, the pass is inbound"
+    assert e.lane_refusal(p) == d.reason
+    # the matching lane id and direction is used as before
+    assert e.lane_for(make_pass(80.0, lane="2")).id == "2"

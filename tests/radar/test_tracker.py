@@ -161,3 +161,125 @@ def test_batched_lines_are_separate_reports_by_sensor_time() -> None:
     inbound = next(p for p in passes if p.direction is IN)
     assert inbound.valid and inbound.count == 5 and inbound.peak_kmh == 60.8
     assert inbound.median_kmh == 60.4  # the object-1 reading counted as a measurement
+
+
+# ---------------------------------------------------------------- two vehicles, one silence
+
+
+def st_reading(host_ms: float, sensor_s: float | None, kmh: float, d: Direction = IN) -> Reading:
+    """A reading with the module's own time (OT) beside the host receive time."""
+    return Reading(int(host_ms * MS), kmh, d, 100.0, sensor_s, kmh if d is IN else -kmh, "kmh", 0)
+
+
+def test_following_vehicle_after_a_short_silence_is_not_merged_into_a_valid_pass() -> None:
+    """The reviewer's case: car A at 80 km/h (12 reports 51 ms apart), 300 ms of silence (< gap_ms),
+    car B at 70 km/h. Acceleration (10 km/h over 300 ms: 9.3 m/s^2) and spread both let it through:
+    one valid pass with A's peak and B's end. It must not be enforceable."""
+    a = vehicle(0, [80.0] * 12, period_ms=51)
+    b = vehicle(11 * 51 + 300, [70.0] * 12, period_ms=51)
+    [p] = run(a + b)
+    assert p.invalid_reasons == ("step_after_silence",) and not p.valid
+    assert p.peak_kmh == 80.0 and p.count == 24
+    # the same on the module clock (host times jittered, module times exact)
+    rs = [
+        st_reading(r.t_mono_ns / MS + (7 if i % 3 else 0), r.t_mono_ns / 1e9, r.speed_kmh)
+        for i, r in enumerate(a + b)
+    ]
+    [p] = run(rs)
+    assert p.invalid_reasons == ("step_after_silence",)
+
+
+def test_a_dropout_without_a_speed_step_keeps_the_pass_valid() -> None:
+    """One vehicle whose reports drop out for 300 ms, changing by no more than the tolerance across it,
+    and a vehicle decelerating steadily with no dropout: both stay valid."""
+    a = vehicle(0, [80.0] * 12, period_ms=51)
+    b = vehicle(11 * 51 + 300, [77.5] * 12, period_ms=51)  # 2.5 km/h across the silence: within 3
+    [p] = run(a + b)
+    assert p.valid, p.invalid_reasons
+    [p] = run(vehicle(0, [90 - 0.4 * i for i in range(30)], period_ms=51))
+    assert p.valid, p.invalid_reasons
+    # above 100 km/h the step allowed is 3 % of the speed: 150 -> 146 (2.7 %) is fine, 150 -> 145 not
+    hi = vehicle(0, [150.0] * 10, period_ms=51)
+    [p] = run(hi + vehicle(9 * 51 + 300, [146.0] * 10, period_ms=51), TrackerConfig(max_accel_mps2=50))
+    assert p.valid, p.invalid_reasons
+    [p] = run(hi + vehicle(9 * 51 + 300, [145.0] * 10, period_ms=51), TrackerConfig(max_accel_mps2=50))
+    assert p.invalid_reasons == ("step_after_silence",)
+
+
+# ---------------------------------------------------------------- host stalls
+
+
+def _stalled(stall_ms: float, *, with_sensor_time: bool) -> list[Reading]:
+    """One car at ~70 km/h, 30 reports 50 ms apart on the module clock. The host stalls for
+    ``stall_ms`` after the 8th report: the reports sent meanwhile arrive in one read, one timestamp."""
+    out = []
+    stall_from, stall_to = 7 * 50, 7 * 50 + stall_ms
+    for i in range(30):
+        sent = i * 50.0
+        host = stall_to if stall_from < sent <= stall_to else sent
+        out.append(st_reading(host + 2, 100.0 + sent / 1000 if with_sensor_time else None, 70.0 + 0.1 * i))
+    return out
+
+
+def test_host_stall_longer_than_gap_does_not_split_a_vehicle_on_the_module_clock() -> None:
+    """460 ms stall (> gap_ms 400): the module's own times show no silence, so one valid pass."""
+    rs = _stalled(460, with_sensor_time=True)
+    assert rs[8].t_mono_ns == rs[15].t_mono_ns  # the held-back reports share one receive time
+    [p] = run(rs)
+    assert p.valid and p.count == 30 and p.peak_kmh == rs[-1].speed_kmh
+    # a real silence on the module clock still ends the pass: two vehicles, two valid passes
+    second = [st_reading(3000 + i * 50, 103.0 + i * 0.05, 60.0) for i in range(10)]
+    passes = run(rs + second)
+    assert [p.count for p in passes] == [30, 10] and all(p.valid for p in passes)
+
+
+def test_wall_clock_flush_during_a_stall_never_yields_two_valid_passes() -> None:
+    """The daemon's flush on host time may end the pass during the stall (it cannot see the lines held
+    back); the rest of the same vehicle must then not become a second enforceable pass."""
+    for with_st in (True, False):
+        rs = _stalled(460, with_sensor_time=with_st)
+        tr = PassTracker(TrackerConfig(), LANES)
+        out = []
+        for r in rs[:8]:
+            out += tr.push(r)
+        out += tr.flush(rs[7].t_mono_ns + 401 * MS)  # mid-stall: 401 ms since the last line
+        assert len(out) == 1 and out[0].valid
+        for r in rs[8:]:
+            out += tr.push(r)
+        out += tr.close()
+        assert len(out) == 2 and out[1].invalid_reasons == ("stall_continuation",), (with_st, out[1])
+        assert sum(p.valid for p in out) == 1
+
+
+def test_without_module_times_a_batched_restart_is_not_a_fresh_valid_pass() -> None:
+    """No OT times: the host gap splits the pass, but the piece that starts with a batch of reports
+    (the lines held back) is marked, so only the first piece can be enforced."""
+    passes = run(_stalled(460, with_sensor_time=False))
+    assert len(passes) == 2 and passes[0].valid
+    assert passes[1].invalid_reasons == ("stall_continuation",)
+    # a real second vehicle after a real silence, its reports arriving one by one, stays valid
+    a = vehicle(0, [60.0] * 8)
+    b = vehicle(1000, [70.0] * 8)
+    assert [p.valid for p in run(a + b)] == [True, True]
+
+
+def test_module_clock_going_backwards_ends_the_pass() -> None:
+    """A module reset restarts its clock: whatever comes next is not the same stream."""
+    rs = [st_reading(i * 50, 500.0 + i * 0.05, 60.0) for i in range(6)]
+    rs += [st_reading(300 + i * 50, 0.2 + i * 0.05, 60.0) for i in range(6)]
+    assert [p.count for p in run(rs)] == [6, 6]
+
+
+def test_set_lanes_replaces_the_lanes_passes_are_assigned_to() -> None:
+    """On reload the daemon hands the tracker the new lanes; the next pass takes its lane from them."""
+    tr = PassTracker(TrackerConfig(), LANES)
+    tr.set_lanes(
+        [
+            LaneConfig(id="9", direction="outbound", limit_kmh=50),
+            LaneConfig(id="7", direction="inbound", limit_kmh=70),
+        ]
+    )
+    for r in vehicle(0, [60.0] * 5):
+        tr.push(r)
+    [p] = tr.close()
+    assert p.lane == "7"
