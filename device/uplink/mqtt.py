@@ -5,7 +5,15 @@ registry says it stored it: the ack names each packet by the sha256 of the store
 acked only if that equals its own sha256. Seq-only, unknown-seq or mismatched acks mark nothing and are
 counted in ``bad_acks`` (docs/packet.md: the broker ACL keeps other clients off the ack topic). Anything
 not acked is published again after a reconnect, after a restart (the outbox is the queue, not paho's
-memory) and after ``ack_timeout_s``; the registry de-duplicates.
+memory) and after ``ack_timeout_s`` plus its back-off; the registry de-duplicates.
+
+Back-off: a registry rejects some packets silently (signed under an old device id, a reused seq, a bad
+image hash) and a broker may refuse one (MQTT 5 PUBACK reason code >= 0x80). Resent at every timeout, a
+window's worth of such rows would block every newer one for ever. So each failed attempt (no ack within
+``ack_timeout_s``, or a refusing PUBACK) pushes that row's next attempt back exponentially
+(:func:`retry_delay`), the count is kept in the outbox, and rows that have failed get at most half the
+window while others wait. Nothing is skipped for good: a row leaves the outbox only on a verified ack.
+A restart retries every row once; an ack for a row that had failed retries the others at once.
 paho runs the network loop (with its exponential reconnect backoff); one worker thread here fills the
 bounded in-flight window and applies PUBACKs/acks to the outbox in batches (one fsync per batch).
 """
@@ -22,13 +30,27 @@ import time
 from collections import deque
 from typing import Any
 
-from device.config import UplinkConfig
+from device.config import DeviceConfig, UplinkConfig
 from device.uplink import topics
 from device.uplink.outbox import Outbox
 
 _UNSUPPORTED_PROTOCOL = (1, 132)  # 3.1.1 "unacceptable protocol version", 5 "unsupported protocol version"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _DIGEST_CACHE = 10_000  # seq -> sha256 of recently published rows; older ones are read from the outbox
+_SCAN_PAGE = 256  # seqs per index read when stepping over rows in back-off
+RETRY_MAX_S = 3600.0
+
+
+def retry_delay(attempts: int, base_s: float, max_s: float = RETRY_MAX_S) -> float:
+    """Wait after a row's ``attempts``-th failed attempt: base, 2 x base, 4 x base ... up to ``max_s``."""
+    return min(max_s, base_s * 2.0 ** min(max(attempts, 1) - 1, 60))
+
+
+def _reason(rc: Any) -> str:
+    try:
+        return f"0x{int(rc.value):02X} {rc.getName()}"
+    except Exception:  # an unknown code still names itself
+        return str(rc)
 
 
 def parse_ack(payload: bytes) -> tuple[list[tuple[int, str]], list[str]]:
@@ -62,8 +84,14 @@ def nodelay(client, userdata, sock) -> None:
 
 
 class UplinkClient:
-    def __init__(self, cfg: UplinkConfig, device_id: str, outbox: Outbox) -> None:
+    def __init__(
+        self, cfg: UplinkConfig, device_id: str, outbox: Outbox, *, device: DeviceConfig | None = None
+    ) -> None:
+        """``device``: the unit's device section, so the password file is checked against its key
+        folders and key files too (:func:`device.credentials.read_password_file`), not only the
+        install's."""
         self.cfg = cfg
+        self._device = device
         self.device_id = device_id
         self.outbox = outbox
         self.protocol = cfg.protocol
@@ -78,9 +106,15 @@ class UplinkClient:
         self._stop = threading.Event()
         self._connected = False
         self._inflight: dict[int, float] = {}  # seq -> monotonic publish time (awaiting registry ack)
-        self._mids: dict[int, int] = {}  # paho mid -> seq
-        self._early_mids: set[int] = set()  # PUBACKed before publish() returned its mid
+        self._mids: dict[int, tuple[int, float] | None] = {}  # paho mid -> (seq, publish time); None: JSON
+        self._early_mids: dict[int, str | None] = {}  # PUBACKed before publish() returned its mid -> refusal
         self._pubacked: deque[int] = deque()
+        self._refused: deque[tuple[int, float, str]] = deque()  # (seq, publish time, PUBACK reason)
+        self._backoff: dict[int, list] = {}  # seq -> [failed attempts, monotonic next attempt, last error]
+        self._idle: tuple[int, float] | None = None  # (last seq seen, earliest due): nothing else eligible
+        self.retry_base_s = cfg.ack_timeout_s
+        """First back-off step; doubles per failed attempt up to ``retry_max_s`` (30 s -> 1 h by default)."""
+        self.retry_max_s = RETRY_MAX_S
         self._acks: deque[bytes] = deque()  # raw ack payloads; parsed and checked by the worker
         self._digests: dict[int, str] = {}  # seq -> sha256 of published rows (cache; outbox is the truth)
         self._fallback = False
@@ -89,6 +123,8 @@ class UplinkClient:
         self.connect_failures = 0
         self.resends = 0
         self.published = 0
+        self.puback_failures = 0
+        """PUBACKs with a reason code >= 0x80 (MQTT 5): the broker did not take the packet."""
         self.bad_acks = 0
         """Ack entries ignored: malformed, seq-only, unknown seq or sha256 not that of the outbox row."""
         self.last_ack_ns: int | None = None
@@ -111,11 +147,16 @@ class UplinkClient:
             clean_session=None if v5 else True,
         )
         if self.cfg.username:
-            pw = self.cfg.password_file.read_text().strip() if self.cfg.password_file else None
-            if pw is not None and "PRIVATE KEY-----" in pw:  # second line of defence (see config)
-                raise ValueError(
-                    f"uplink.password_file {self.cfg.password_file} holds a private key: it is never "
-                    "sent as the MQTT password"
+            pw = None
+            if self.cfg.password_file is not None:  # second line of defence (the config checks first)
+                from device.config import SIGNING_KEY_DIRS, reserved_key_dirs, signing_key_candidates
+                from device.credentials import read_password_file
+
+                d = self._device  # CredentialError (a ValueError) says which rule refused the file
+                pw = read_password_file(
+                    self.cfg.password_file,
+                    reserved_dirs=reserved_key_dirs(d) if d is not None else SIGNING_KEY_DIRS,
+                    key_files=signing_key_candidates(d) if d is not None else (),
                 )
             c.username_pw_set(self.cfg.username, pw)
         tls = self.cfg.tls
@@ -170,15 +211,17 @@ class UplinkClient:
         with self._lock:
             self._connected = True
             self._inflight.clear()  # everything not acked is published again on this connection
+            self._idle = None
             self.reconnects += 1
             status = dict(self._last_status)
-        client.publish(
+        info = client.publish(
             self._status_topic,
             self._status_json("online", status),
             qos=1,
             retain=True,
             properties=self._props_json,
         )
+        self._claim_json_mid(info.mid)
         self._wake.set()
 
     def _on_connect_fail(self, client, userdata) -> None:
@@ -190,6 +233,7 @@ class UplinkClient:
             was_up = self._connected
             self._connected = False
             self._inflight.clear()
+            self._idle = None
         if self._stop.is_set():
             return
         if was_up:
@@ -199,15 +243,33 @@ class UplinkClient:
             self.last_error = f"connection closed before CONNACK ({reason_code}): TLS certificate refused?"
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        """paho 2.x, CallbackAPIVersion.VERSION2: ``reason_code`` is a ReasonCode, always Success on 3.1.1.
+        On MQTT 5 a code >= 0x80 (0x87 not authorised, 0x97 quota exceeded ...) means the broker did not
+        take the message: the row stays pending and backs off; 0x10 "no matching subscribers" is taken."""
+        refused = _reason(reason_code) if getattr(reason_code, "is_failure", False) else None
         with self._lock:
-            seq = self._mids.pop(mid, None)
-            if seq is None:
-                self._early_mids.add(mid)
-                if len(self._early_mids) > 10_000:  # status/stats mids are never claimed: stay bounded
+            if mid not in self._mids:
+                self._early_mids[mid] = refused
+                if len(self._early_mids) > 10_000:  # only a lost race leaves one unclaimed: stay bounded
                     self._early_mids.clear()
-        if seq is not None:
-            self._pubacked.append(seq)
-            self._wake.set()
+                return
+            entry = self._mids.pop(mid)
+        if entry is None:  # status / stats JSON
+            return
+        if refused is None:
+            self._pubacked.append(entry[0])
+        else:
+            self._refused.append((entry[0], entry[1], refused))
+        self._wake.set()
+
+    def _claim_json_mid(self, mid: int) -> None:
+        """Status/stats PUBACKs are consumed, not parked in ``_early_mids`` where a later row's reused mid
+        could pick them up."""
+        with self._lock:
+            if mid in self._early_mids:
+                del self._early_mids[mid]
+            else:
+                self._mids[mid] = None
 
     def _on_message(self, client, userdata, msg) -> None:
         self._acks.append(bytes(msg.payload))
@@ -245,6 +307,7 @@ class UplinkClient:
 
     def _drain_callbacks(self) -> None:
         sent = [self._pubacked.popleft() for _ in range(len(self._pubacked))]
+        refused = [self._refused.popleft() for _ in range(len(self._refused))]
         acked = self._verified_acks()
         done = set(acked)
         sent = [s for s in sent if s not in done]  # acked wins: no separate 'sent' write needed
@@ -254,26 +317,117 @@ class UplinkClient:
             with self._lock:
                 for s in acked:
                     self._inflight.pop(s, None)
+                recovered = [s for s in acked if self._backoff.pop(s, None) is not None]
+                if recovered and self._backoff:
+                    # A row that had failed is acked after all: the registry was down or slow rather than
+                    # rejecting, so retry the others now (their counts stay: true rejects back off further).
+                    now = time.monotonic()
+                    for b in self._backoff.values():
+                        b[1] = min(b[1], now)
+                    self._idle = None
         if sent:
             self.outbox.mark_sent_many(sent)
+        failed: dict[str, list[int]] = {}
+        for seq, t, why in refused:
+            if seq in done:
+                continue
+            self.puback_failures += 1
+            self.last_error = f"broker refused seq {seq}: PUBACK {why} (not delivered; retried with back-off)"
+            with self._lock:
+                if self._inflight.get(seq) != t:  # an older attempt: its failure was counted already
+                    continue
+                del self._inflight[seq]
+            failed.setdefault(f"PUBACK {why}", []).append(seq)
+        for why, seqs in failed.items():
+            self._failed(seqs, why, time.monotonic())
+
+    def _failed(self, seqs: list[int], why: str, now: float) -> None:
+        """One failed attempt per row: next attempt ``retry_delay`` later, persisted in one transaction."""
+        wall = time.time_ns()
+        rows = []
+        with self._lock:
+            for s in seqs:
+                b = self._backoff.setdefault(s, [0, now, None])
+                b[0] += 1
+                delay = retry_delay(b[0], self.retry_base_s, self.retry_max_s)
+                b[1], b[2] = now + delay, why
+                rows.append((s, b[0], wall + int(delay * 1e9), why))
+            self._idle = None
+        try:
+            self.outbox.record_attempts(rows)
+        except Exception as exc:  # a full disk, say: the back-off still holds in memory until a restart
+            self.last_error = f"could not record failed attempts in the outbox: {exc}"
+
+    def _load_backoff(self) -> None:
+        """Attempt counts survive a restart; due times do not: a restart retries every row once."""
+        now = time.monotonic()
+        saved = self.outbox.backoff()
+        with self._lock:
+            self._backoff = {s: [n, now, why] for s, (n, _t, why) in saved.items()}
+            self._idle = None
+
+    def _pick(self, room: int, busy: set[int], now: float) -> list[int]:
+        """Up to ``room`` seqs in seq order: rows not in flight and not waiting out a back-off. Rows that
+        have failed before get at most half the window while never-failed rows are waiting, so however
+        many are due at once (after a restart, say) newer rows still get through."""
+        with self._lock:
+            backoff = {s: b[1] for s, b in self._backoff.items()}
+            idle = self._idle
+        if idle is not None and now < idle[1] and not self.outbox.unacked_seqs(1, after_seq=idle[0]):
+            return []  # nothing new since the last full scan, and no back-off has run out
+        retry_room = max(0, max(1, self.cfg.max_inflight // 2) - sum(1 for s in busy if s in backoff))
+        fresh: list[int] = []
+        retries: list[int] = []
+        cursor, exhausted = 0, False
+        while True:
+            page = self.outbox.unacked_seqs(_SCAN_PAGE, after_seq=cursor)
+            for s in page:
+                if s in busy:
+                    continue
+                due = backoff.get(s)
+                if due is None:
+                    if len(fresh) < room:
+                        fresh.append(s)
+                elif due <= now and len(retries) < room:
+                    retries.append(s)
+            if page:
+                cursor = page[-1]
+            if len(page) < _SCAN_PAGE:
+                exhausted = True
+                break
+            if len(fresh) + min(len(retries), retry_room) >= room:
+                break
+        take = retries[:retry_room]
+        take += fresh[: room - len(take)]
+        if len(take) < room:  # too few never-failed rows: due retries may use the rest of the window
+            take = fresh + retries[: room - len(fresh)]
+        if exhausted and len(take) < room:  # everything eligible is taken: rescan only when that changes
+            waiting = [d for s, d in backoff.items() if d > now and s not in busy]
+            with self._lock:
+                self._idle = (cursor, min(waiting, default=float("inf")))
+        return sorted(take)
 
     def _fill_window(self) -> None:
         now = time.monotonic()
         with self._lock:
             if not self._connected:
                 return
-            for seq, t in list(self._inflight.items()):
-                if now - t > self.cfg.ack_timeout_s:
-                    del self._inflight[seq]
-                    self.resends += 1
+            expired = [seq for seq, t in self._inflight.items() if now - t > self.cfg.ack_timeout_s]
+            for seq in expired:
+                del self._inflight[seq]
+                self.resends += 1
             room = self.cfg.max_inflight - len(self._inflight)
             busy = set(self._inflight)
+        if expired:
+            self._failed(expired, f"no ack within {self.cfg.ack_timeout_s:g} s", now)
         if room <= 0:
             return
-        rows = [r for r in self.outbox.next_unacked(room + len(busy)) if r.seq not in busy][:room]
-        for r in rows:
+        for seq in self._pick(room, busy, now):
             if not self._connected:
                 return
+            r = self.outbox.get(seq)
+            if r is None:
+                continue
             t = topics.packet_topic(self._prefix, self.device_id, r.kind)
             with self._lock:
                 self._inflight[r.seq] = now
@@ -286,10 +440,13 @@ class UplinkClient:
             info = self._client.publish(t, r.data, qos=1, properties=self._props_cose)
             with self._lock:
                 if info.mid in self._early_mids:
-                    self._early_mids.discard(info.mid)
-                    self._pubacked.append(r.seq)
+                    refused = self._early_mids.pop(info.mid)
+                    if refused is None:
+                        self._pubacked.append(r.seq)
+                    else:
+                        self._refused.append((r.seq, now, refused))
                 else:
-                    self._mids[info.mid] = r.seq
+                    self._mids[info.mid] = (r.seq, now)
             self.published += 1
 
     def _run(self) -> None:
@@ -324,6 +481,8 @@ class UplinkClient:
     def start(self) -> None:
         self._stop.clear()
         self._client = self._build()
+        if self.outbox is not None:
+            self._load_backoff()
         self._client.loop_start()
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self._thread.start()
@@ -354,8 +513,12 @@ class UplinkClient:
         return self._connected
 
     def health(self) -> dict[str, Any]:
+        now = time.monotonic()
         with self._lock:
             inflight = len(self._inflight)
+            oldest = min(self._backoff, default=None)
+            stuck = list(self._backoff[oldest]) if oldest is not None else None
+            backoff = len(self._backoff)
         return {
             "connected": self._connected,
             "protocol": self.protocol,
@@ -365,6 +528,12 @@ class UplinkClient:
             "published": self.published,
             "resends": self.resends,
             "bad_acks": self.bad_acks,
+            "puback_failures": self.puback_failures,
+            "backoff": backoff,
+            "oldest_stuck_seq": oldest,
+            "oldest_stuck_attempts": stuck[0] if stuck else None,
+            "oldest_stuck_retry_in_s": round(max(0.0, stuck[1] - now), 1) if stuck else None,
+            "oldest_stuck_error": stuck[2] if stuck else None,
             "last_ack": self.last_ack_ns,
             "reconnects": max(0, self.reconnects - 1),
             "connect_failures": self.connect_failures,
@@ -376,7 +545,10 @@ class UplinkClient:
         if c is None or not self._connected:
             return False
         payload = json.dumps(d, sort_keys=True, default=str).encode()
-        c.publish(topics.topic(self._prefix, self.device_id, leaf), payload, 1, retain, self._props_json)
+        info = c.publish(
+            topics.topic(self._prefix, self.device_id, leaf), payload, 1, retain, self._props_json
+        )
+        self._claim_json_mid(info.mid)
         return True
 
     def publish_status(self, d: dict[str, Any]) -> bool:

@@ -62,6 +62,18 @@ CREATE TABLE IF NOT EXISTS packets (
 CREATE INDEX IF NOT EXISTS packets_state ON packets(state, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_BACKOFF_SCHEMA = """
+CREATE TABLE IF NOT EXISTS backoff (
+    seq INTEGER PRIMARY KEY,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ns INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+)
+"""
+"""Failed delivery attempts of unacked rows (no ack in time, or a refusing PUBACK), one row per packet that
+failed at least once, deleted with its ack. A table of its own, created by the first failure rather than on
+open (opening an older outbox on a full disk must not need a write); older firmware ignores it. No ALTER of
+``packets``, and the uplink reads it without touching the packet blobs. Salvage does not copy it."""
 
 
 class OutboxError(Exception):
@@ -358,7 +370,7 @@ class Outbox:
             if self._over_quota():
                 self.quota_exceeded = True
                 self.last_error = "outbox quota reached with unacknowledged packets: images shrunk"
-                fitted = fit_to_size(fitted, self.degraded_max_bytes)
+                fitted = fit_to_size(fitted, self.degraded_max_bytes, images_only=True)
         try:
             sealed = self._seal_tx(fitted, kind)
         except sqlite3.Error as exc:
@@ -368,7 +380,7 @@ class Outbox:
             self.last_error = f"disk full while sealing: {exc}"
             self._make_room()
             try:
-                sealed = self._seal_tx(fit_to_size(fitted, self.degraded_max_bytes), kind)
+                sealed = self._seal_tx(fit_to_size(fitted, self.degraded_max_bytes, images_only=True), kind)
             except sqlite3.Error as exc2:
                 if not _is_disk_full(exc2):
                     raise
@@ -417,6 +429,50 @@ class Outbox:
             ).fetchall()
         return [Sealed(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
+    def unacked_seqs(self, limit: int = 100, *, after_seq: int = 0) -> list[int]:
+        """Like :meth:`next_unacked` but seqs only, from the ``(state, seq)`` index: no blob is read, so the
+        uplink can step over rows in back-off cheaply."""
+        with self._lock:
+            out = [
+                r[0]
+                for st in (PENDING, SENT)
+                for r in self._db.execute(
+                    "SELECT seq FROM packets WHERE state=? AND seq > ? ORDER BY seq LIMIT ?",
+                    (st, after_seq, limit),
+                )
+            ]
+        return sorted(out)[:limit]
+
+    def _has_backoff(self) -> bool:
+        return (
+            self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='backoff'").fetchone()
+            is not None
+        )
+
+    def backoff(self) -> dict[int, tuple[int, int, str | None]]:
+        """Unacked rows that failed delivery: seq -> (attempts, next_attempt_ns wall clock, last_error)."""
+        with self._lock:
+            if not self._has_backoff():
+                return {}
+            rows = self._db.execute(
+                "SELECT b.seq, b.attempts, b.next_attempt_ns, b.last_error FROM backoff b"
+                " JOIN packets p ON p.seq = b.seq WHERE p.state != 'acked' ORDER BY b.seq"
+            ).fetchall()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def record_attempts(self, rows: Iterable[tuple[int, int, int, str | None]]) -> None:
+        """``(seq, attempts, next_attempt_ns, last_error)`` for a batch, one transaction; acked or unknown
+        rows are left out (the ack deleted their bookkeeping)."""
+        with self._lock, self._tx(self._db):
+            self._db.execute(_BACKOFF_SCHEMA)
+            self._db.executemany(
+                "INSERT INTO backoff(seq, attempts, next_attempt_ns, last_error) SELECT ?, ?, ?, ?"
+                " WHERE EXISTS (SELECT 1 FROM packets WHERE seq=? AND state != 'acked')"
+                " ON CONFLICT(seq) DO UPDATE SET attempts=excluded.attempts,"
+                " next_attempt_ns=excluded.next_attempt_ns, last_error=excluded.last_error",
+                [(int(s), int(n), int(t), e, int(s)) for s, n, t, e in rows],
+            )
+
     def mark_sent(self, seq: int) -> None:
         with self._lock:
             self._db.execute(
@@ -438,11 +494,14 @@ class Outbox:
         now = time.time_ns()
         with self._lock, self._tx(self._db):
             n = 0
+            backoff = self._has_backoff()
             for s in seqs:
                 n += self._db.execute(
                     "UPDATE packets SET state='acked', acked_ns=? WHERE seq=? AND state != 'acked'",
                     (now, int(s)),
                 ).rowcount
+                if backoff:
+                    self._db.execute("DELETE FROM backoff WHERE seq=?", (int(s),))
             if n:
                 self._db.execute(
                     "INSERT INTO meta(key, value) VALUES('last_ack_ns', ?)"
@@ -485,6 +544,11 @@ class Outbox:
                 deleted += self._db.execute(
                     "DELETE FROM packets WHERE state='acked' AND acked_ns < ?", (cutoff,)
                 ).rowcount
+                if self._has_backoff():  # rows left by firmware that predates the table and acked without it
+                    self._db.execute(
+                        "DELETE FROM backoff WHERE seq NOT IN"
+                        " (SELECT seq FROM packets WHERE state IN ('pending', 'sent'))"
+                    )
             while self._over_quota():
                 with self._tx(self._db):
                     n = self._db.execute(

@@ -146,6 +146,8 @@ def violation_payload(v: Violation, ctx: PacketContext) -> dict[str, Any]:
         "tolerance_kmh": d.tolerance_kmh,
         "cosine_factor": d.cosine_factor,
         "mount_angle_deg": d.mount_angle_deg,
+        "correction_angle_deg": d.correction_angle_deg,
+        "beam_half_angle_deg": d.beam_half_angle_deg,
         "radar": {
             "driver": ctx.radar.driver,
             "model": ctx.radar.model,
@@ -358,26 +360,35 @@ def _reencode(jpeg: bytes, quality: int, scale: float) -> tuple[bytes, int, int]
     return out, img.shape[1], img.shape[0]
 
 
-def fit_to_size(payload: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+def fit_to_size(payload: dict[str, Any], max_bytes: int, *, images_only: bool = False) -> dict[str, Any]:
     """Lowers JPEG quality (then resolution) until the packet fits; the measurement is never touched.
 
     Re-encoded images keep the sha256 of the original in ``original_sha256`` and say at which quality
     and scale they were re-encoded, so the registry knows the file in the packet is not the camera's.
     Only when even 10 %-quality quarter-size images do not fit are images left out (hash kept).
+
+    ``images_only``: the cap only limits what images may add (the outbox's smaller cap when it is over
+    its quota). A packet whose own fields are over it is then returned with its images left out, or as
+    it is when it has none, instead of refused: a large audit event must still be sealed, and the
+    normal cap (checked before) already bounds it.
     """
     if encoded_size(payload) <= max_bytes:
         return payload
-    images = payload.get("images") or []
-    if not images:
+    images = list(payload.get("images") or [])
+    if not any(im.get("jpeg") is not None for im in images):  # none, or all already left out
+        if images_only:
+            return payload
         raise PacketError(f"packet without images is {encoded_size(payload)} B, over the {max_bytes} B cap")
-    originals = [im["jpeg"] for im in images]
     steps = [(q, 1.0) for q in (80, 65, 50, 35, 25)] + [
         (q, s) for s in (0.75, 0.5, 0.25) for q in (35, 20, 10)
     ]
     for quality, scale in steps:
         new_images = []
-        for im, orig in zip(images, originals, strict=True):
-            jpeg, w, h = _reencode(orig, quality, scale)
+        for im in images:
+            if im.get("jpeg") is None:  # left out by an earlier fit: stays so, in its place
+                new_images.append(im)
+                continue
+            jpeg, w, h = _reencode(im["jpeg"], quality, scale)
             new_images.append(
                 {
                     **im,
@@ -393,10 +404,12 @@ def fit_to_size(payload: dict[str, Any], max_bytes: int) -> dict[str, Any]:
         if encoded_size(candidate) <= max_bytes:
             return candidate
     omitted = [
-        {k: v for k, v in im.items() if k != "jpeg"} | {"jpeg": None, "omitted": "packet size cap"}
+        im
+        if im.get("jpeg") is None
+        else {k: v for k, v in im.items() if k != "jpeg"} | {"jpeg": None, "omitted": "packet size cap"}
         for im in images
     ]
     candidate = {**payload, "images": omitted}
-    if encoded_size(candidate) <= max_bytes:
+    if encoded_size(candidate) <= max_bytes or images_only:
         return candidate
     raise PacketError(f"measurement alone is {encoded_size(candidate)} B, over the {max_bytes} B cap")

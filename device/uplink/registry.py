@@ -4,7 +4,9 @@ For each packet: verify the COSE signature against the registered device key, ch
 ``device_id`` matches the topic, then store it durably and only THEN publish the ack, which names each
 packet by the sha256 of the stored bytes (see :meth:`Registry.acks_for`). Identical
 re-deliveries (QoS 1 is at-least-once, devices resend after timeouts) are stored once and acked again;
-a known ``seq`` or ``packet_id`` arriving with different bytes is rejected as a replay. A ``seq`` below the
+a known ``seq`` or ``packet_id`` arriving with different bytes is rejected as a replay, and so is a packet
+whose image bytes do not match their signed sha256. A rejection is stored once per (device, seq, sha256),
+with a delivery count: devices keep resending what is never acked. A ``seq`` below the
 highest seen but not yet stored is a late delivery and fills the gap. Every row records whether its
 ``prev_hash`` matches the stored predecessor, so gaps and broken links are visible in :meth:`chain`.
 Several instances may run in one MQTT 5 shared-subscription group against one database.
@@ -32,7 +34,7 @@ from device.uplink import topics
 from device.uplink.keys import key_id_of, load_public_key, parse_public_pem, public_pem
 from device.uplink.mqtt import nodelay
 from device.uplink.outbox import GENESIS_HASH
-from device.uplink.packet import PacketError, parse, verify
+from device.uplink.packet import PacketError, image_problems, parse, verify
 
 _SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS packets (
@@ -48,9 +50,19 @@ CREATE TABLE IF NOT EXISTS device_keys (
 );
 CREATE TABLE IF NOT EXISTS rejections (
     id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT, topic TEXT NOT NULL, seq INTEGER,
-    reason TEXT NOT NULL, sha256 TEXT NOT NULL, received_ns INTEGER NOT NULL, data BLOB
+    reason TEXT NOT NULL, sha256 TEXT NOT NULL, received_ns INTEGER NOT NULL, data BLOB,
+    deliveries INTEGER NOT NULL DEFAULT 1, last_received_ns INTEGER, size INTEGER
 );
+CREATE INDEX IF NOT EXISTS rejections_sha256 ON rejections(sha256);
 """
+_REJECTION_COLUMNS = {  # added to databases written before rejections were de-duplicated
+    "deliveries": "INTEGER NOT NULL DEFAULT 1",
+    "last_received_ns": "INTEGER",
+    "size": "INTEGER",
+}
+REJECTED_BLOB_BYTES = 64 * 1024
+"""A rejected packet's bytes are kept up to this (headers, identity, measurement: enough to see what was
+sent); ``size`` keeps the full length and ``sha256`` names the whole packet."""
 _PG_SCHEMA = (
     _SQLITE_SCHEMA.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
     .replace("BLOB", "BYTEA")
@@ -71,6 +83,9 @@ class _Db:
             with self.conn.transaction():
                 for stmt in filter(str.strip, _PG_SCHEMA.split(";")):
                     self.conn.execute(stmt)
+                for col, decl in _REJECTION_COLUMNS.items():
+                    decl = decl.replace("INTEGER", "BIGINT")
+                    self.conn.execute(f"ALTER TABLE rejections ADD COLUMN IF NOT EXISTS {col} {decl}")
         else:
             path = url.removeprefix("sqlite:///") if url.startswith("sqlite:") else url
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +94,14 @@ class _Db:
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA busy_timeout=30000")
             self.conn.executescript(_SQLITE_SCHEMA)
+            have = {r[1] for r in self.conn.execute("PRAGMA table_info(rejections)")}
+            for col, decl in _REJECTION_COLUMNS.items():
+                if col not in have:
+                    try:
+                        self.conn.execute(f"ALTER TABLE rejections ADD COLUMN {col} {decl}")
+                    except sqlite3.OperationalError as exc:  # another instance migrated it just now
+                        if "duplicate column" not in str(exc):
+                            raise
 
     def q(self, sql: str, params: tuple = ()) -> list[tuple]:
         if self.pg:
@@ -184,11 +207,23 @@ class Registry:
     # ------------------------------------------------------------------ packet handling (no MQTT)
 
     def _reject_row(self, device: str | None, topic: str, reason: str, data: bytes, seq: int | None) -> None:
-        self.db.q(
-            "INSERT INTO rejections(device_id, topic, seq, reason, sha256, received_ns, data)"
-            " VALUES(?, ?, ?, ?, ?, ?, ?)",
-            (device, topic, seq, reason, hashlib.sha256(data).hexdigest(), time.time_ns(), data),
-        )
+        """Once per (device, seq, sha256): a device resends what is never acked (with back-off, but for
+        ever), so a repeat only counts and updates the reason and time; the blob is capped."""
+        digest, now = hashlib.sha256(data).hexdigest(), time.time_ns()
+        same = [r[0] for r in self.db.q("SELECT id, device_id, seq FROM rejections WHERE sha256=?", (digest,))
+                if r[1] == device and r[2] == seq]  # fmt: skip
+        if same:
+            self.db.q(
+                "UPDATE rejections SET deliveries = deliveries + 1, last_received_ns=?, reason=?, topic=?"
+                " WHERE id=?",
+                (now, reason, topic, same[0]),
+            )
+        else:
+            self.db.q(
+                "INSERT INTO rejections(device_id, topic, seq, reason, sha256, received_ns, data, deliveries,"
+                " last_received_ns, size) VALUES(?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+                (device, topic, seq, reason, digest, now, data[:REJECTED_BLOB_BYTES], now, len(data)),
+            )
         self.rejected += 1
 
     def _check(self, topic: str, data: bytes) -> dict[str, Any]:
@@ -218,6 +253,8 @@ class Registry:
             bad, seq = "missing or invalid seq / prev_hash", None
         elif (payload.get("kind") == "violation") != (leaf == topics.VIOLATION):
             bad = f"kind {payload.get('kind')!r} published on {leaf!r}"
+        elif problems := image_problems(payload):  # signed claims that the bytes do not bear out
+            bad = f"image hash mismatch: {'; '.join(problems)}"
         if bad:
             return {"result": "rejected", "device_id": device, "reason": bad, "seq": seq}
         return {"result": "ok", "device_id": device, "seq": seq, "payload": payload}
@@ -431,11 +468,11 @@ class Registry:
         return [dict(zip(names, r, strict=True)) | {"data": bytes(r[3])} for r in rows]
 
     def rejections(self) -> list[dict[str, Any]]:
+        """One entry per rejected (device, seq, sha256); ``deliveries`` counts its arrivals."""
+        names = ("device_id", "topic", "seq", "reason", "sha256", "received_ns", "deliveries",
+                 "last_received_ns", "size", "stored_bytes")  # fmt: skip
         with self._lock:
-            rows = self.db.q(
-                "SELECT device_id, topic, seq, reason, sha256, received_ns FROM rejections ORDER BY id"
-            )
-        names = ("device_id", "topic", "seq", "reason", "sha256", "received_ns")
+            rows = self.db.q(f"SELECT {', '.join(names[:-1])}, LENGTH(data) FROM rejections ORDER BY id")
         return [dict(zip(names, r, strict=True)) for r in rows]
 
     def chain(self, device_id: str) -> dict[str, Any]:

@@ -192,3 +192,28 @@ def test_registry_command_logs_in_under_the_documented_acl(acl_broker, rig, tmp_
         proc.terminate()
         err = proc.communicate(timeout=10)[1]
     assert "subscribed on" in err, err
+
+
+def test_refusing_puback_leaves_the_row_pending_and_backs_off(acl_broker, rig, tmp_path):
+    """MQTT 5 PUBACK 0x87: a unit logged in under another device's name may not write this device's
+    topics. Nothing reached the broker, so the rows stay pending (not 'sent'), the reason is reported and
+    they wait out a back-off; given its own credentials, the unit delivers the same rows."""
+    rig.broker = acl_broker
+    (tmp_path / "other.pw").write_text(USERS["cam-other"] + "\n")
+    c = rig.client(username="cam-other", password_file=tmp_path / "other.pw", ack_timeout_s=30)
+    rig.seal(2)
+    wait_for(lambda: c.health()["puback_failures"] >= 2, 10, "the broker's refusing PUBACKs")
+    assert [rig.outbox.state(s) for s in (1, 2)] == ["pending", "pending"]
+    h = c.health()
+    assert "PUBACK 0x87 Not authorized" in h["last_error"], h["last_error"]
+    assert h["backoff"] == 2 and h["oldest_stuck_seq"] == 1 and "0x87" in h["oldest_stuck_error"]
+    assert h["oldest_stuck_retry_in_s"] > 20  # 30 s (the ack timeout) after a first failure
+    assert {s: n for s, (n, _t, _e) in rig.outbox.backoff().items()} == {1: 1, 2: 1}
+    published = c.published
+    c.stop()
+    assert published == 2  # refused once each, not resent at once
+    (tmp_path / "dev.pw").write_text(USERS[rig.device] + "\n")
+    reg = rig.registry(username="registry", password=USERS["registry"])
+    rig.client(username=rig.device, password_file=tmp_path / "dev.pw")
+    rig.assert_delivered(2, reg)  # the restart retried them once: kept, never skipped
+    assert rig.outbox.backoff() == {}

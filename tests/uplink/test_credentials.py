@@ -22,3 +22,25 @@ def test_a_private_key_is_never_the_mqtt_password(tmp_path) -> None:
     ok = UplinkClient(cfg.model_copy(update={"password_file": tmp_path / "plain"}), "cam-1", outbox=None)
     ok.start()  # a plain password builds a client (the broker on port 1 is never reached)
     ok.stop()
+
+
+def test_the_uplink_refuses_a_symlink_or_a_link_to_the_signing_key(tmp_path) -> None:
+    """The file is opened without following a link and checked by inode against the unit's key, so a
+    console that swaps the password file for a link after the config check gains nothing."""
+    from device.config import DeviceConfig
+
+    device = DeviceConfig(id="cam-1", state_dir=tmp_path / "state")
+    key = device.state_dir / "keys" / "signing-key.pem"
+    generate_key(key)
+    (tmp_path / "plain").write_text("s3cret\n")
+    link = tmp_path / "mqtt-password"
+    link.symlink_to(tmp_path / "plain")
+    cfg = UplinkConfig(host="127.0.0.1", port=1, username="cam-1", password_file=link)
+    with pytest.raises(ValueError, match="symbolic link"):
+        UplinkClient(cfg, "cam-1", outbox=None, device=device).start()
+    hard = tmp_path / "hard-password"
+    hard.hardlink_to(key)
+    with pytest.raises(ValueError, match=r"signing key|private key"):
+        UplinkClient(
+            cfg.model_copy(update={"password_file": hard}), "cam-1", outbox=None, device=device
+        ).start()

@@ -93,6 +93,23 @@ def test_quota_reached_keeps_every_pending_packet(key, tmp_path):
     assert ob.stats()["quota_exceeded"] is False
 
 
+def test_over_quota_a_large_event_is_still_sealed_whole(key, tmp_path):
+    """The over-quota cap shrinks images; an event whose own body is larger (a console audit of many
+    records) is sealed as it is, not refused on every retry and left unsealed."""
+    ob = Outbox(tmp_path / "o.db", key, quota_bytes=150_000, degraded_max_bytes=40_000)
+    for i in range(4):
+        ob.seal(_payload(key, i, image_bytes=40_000))
+    records = [{"who": "tech1", "what": "x" * 3_000, "n": i} for i in range(30)]
+    ev = event_payload(
+        "console_audit", {"records": records}, sample_context("dev", key.key_id), sample_violation().clock
+    )
+    sealed = ob.seal(ev, kind="event")
+    assert ob.stats()["quota_exceeded"]
+    assert len(sealed.data) > 40_000
+    assert verify(sealed.data, key)["body"]["records"] == records
+    _chain_ok(ob, key, range(1, 6))
+
+
 def test_disk_full_degrades_then_raises_without_losing_pending(key, tmp_path):
     ob = Outbox(tmp_path / "o.db", key, degraded_max_bytes=20_000)
     first = [ob.seal(_payload(key, i, image_bytes=30_000)) for i in range(3)]

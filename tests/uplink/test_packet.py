@@ -144,6 +144,37 @@ def test_fit_to_size_without_images_refuses_rather_than_cut(key):
         fit_to_size(p, 100)
 
 
+def test_fit_to_size_images_only_never_refuses_a_large_body(key):
+    """The over-quota cap bounds images, not an event's own fields: a large audit record is sealed as it
+    is, and a packet whose images cannot make it fit has them left out (hashes kept), in their places."""
+    p = violation_payload(sample_violation(1, images=0), sample_context("d", key.key_id))
+    assert fit_to_size(p, 100, images_only=True) is p
+    v = violation_payload(sample_violation(2, image_bytes=50_000), sample_context("d", key.key_id))
+    body = encoded_size({**v, "images": []})
+    f = fit_to_size(v, body // 2, images_only=True)
+    assert [im["jpeg"] for im in f["images"]] == [None] * len(v["images"])
+    assert [im["sha256"] for im in f["images"]] == [im["sha256"] for im in v["images"]]
+    assert f["measurement"] == v["measurement"]
+    with pytest.raises(PacketError, match="over the"):
+        fit_to_size(v, body // 2)
+
+
+def test_fit_to_size_again_keeps_left_out_images_and_shrinks_the_rest(key):
+    """A packet fitted once (an image left out) and fitted again under a smaller cap: the left-out image
+    stays left out in its place and the others are re-encoded (this used to fail on the missing JPEG)."""
+    v = violation_payload(sample_violation(3, image_bytes=120_000), sample_context("d", key.key_id))
+    assert len(v["images"]) >= 2
+    v["images"][0] = {k: x for k, x in v["images"][0].items() if k != "jpeg"} | {
+        "jpeg": None,
+        "omitted": "packet size cap",
+    }
+    cap = encoded_size(v) * 2 // 3
+    f = fit_to_size(v, cap)
+    assert encoded_size(f) <= cap
+    assert f["images"][0] == v["images"][0]
+    assert all(im["reencoded"] for im in f["images"][1:])
+
+
 def test_events(key):
     ctx = sample_context("dev-1", key.key_id)
     v = sample_violation(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 
 from device.uplink.outbox import Outbox
 from device.uplink.packet import violation_payload
@@ -105,3 +106,93 @@ def test_keys_dir_of_an_export_loads_devices_not_their_key_history(tmp_path):
     (tmp_path / "cam-1.pub.pem").write_text(public_pem(k))
     (tmp_path / f"cam-1-{k.key_id}.pub.pem").write_text(public_pem(k))
     assert set(load_keys(tmp_path)) == {"cam-1"}
+
+
+def _packet(
+    key, *, device: str = "cam-1", image_bytes: int = 2_000, n: int = 0, bad_image: bool = False
+) -> bytes:
+    """Seq 1, validly signed by ``key``; ``device`` is the signed id, ``bad_image`` alters one image byte."""
+    from device.uplink.packet import seal_bytes
+
+    p = violation_payload(sample_violation(n, image_bytes=image_bytes), sample_context(device, key.key_id))
+    if bad_image:
+        jpeg = bytearray(p["images"][0]["jpeg"])
+        jpeg[len(jpeg) // 2] ^= 0xFF
+        p["images"][0] = {**p["images"][0], "jpeg": bytes(jpeg)}
+    return seal_bytes(p | {"seq": 1, "prev_hash": "0" * 64}, key)
+
+
+def _rejection_blobs(reg) -> tuple[int, int]:
+    return reg.db.q("SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM rejections")[0]
+
+
+def test_a_resent_rejection_is_stored_once_with_a_count_and_a_capped_blob(tmp_path, key):
+    """Devices resend what is never acked: 30 deliveries of one refused 200 KB packet are one record of at
+    most 64 KiB, not 30 blobs; another refused packet is a record of its own."""
+    from device.uplink.registry import REJECTED_BLOB_BYTES
+
+    reg = Registry(tmp_path / "r.db", keys={"cam-1": key.public_key})
+    data = _packet(key, device="cam-old", image_bytes=100_000)
+    assert len(data) > 3 * REJECTED_BLOB_BYTES
+    results = [reg.handle(TOPIC, data) for _ in range(30)]
+    assert {r["result"] for r in results} == {"rejected"} and not reg.acks_for(results)
+    (rej,) = reg.rejections()
+    assert rej["deliveries"] == 30 and rej["last_received_ns"] > rej["received_ns"]
+    assert rej["sha256"] == hashlib.sha256(data).hexdigest() and rej["size"] == len(data)
+    assert rej["stored_bytes"] == REJECTED_BLOB_BYTES and "signed device_id 'cam-old'" in rej["reason"]
+    assert _rejection_blobs(reg) == (1, REJECTED_BLOB_BYTES)
+    assert reg.stats()["rejected"] == 30
+    other = _packet(key, device="cam-old", n=1)
+    reg.handle(TOPIC, other)
+    reg.handle("radarcam/v1/cam-9/violation", data)  # same bytes, another device: another record
+    assert [(r["deliveries"], r["stored_bytes"]) for r in reg.rejections()][1:] == [
+        (1, len(other)), (1, REJECTED_BLOB_BYTES)
+    ]  # fmt: skip
+    reg.close()
+
+
+def test_rejections_of_an_older_registry_database_are_migrated(tmp_path, key):
+    """A database written before rejections were de-duplicated gains the new columns on open; its rows
+    read as one delivery each, and a repeat of an old rejection counts on the old row."""
+    data = _packet(key, device="cam-old")
+    db = sqlite3.connect(tmp_path / "r.db")
+    db.execute(
+        "CREATE TABLE rejections (id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT, topic TEXT NOT NULL,"
+        " seq INTEGER, reason TEXT NOT NULL, sha256 TEXT NOT NULL, received_ns INTEGER NOT NULL, data BLOB)"
+    )
+    row = (
+        "cam-1",
+        TOPIC,
+        1,
+        "signed device_id 'cam-old' != topic",
+        hashlib.sha256(data).hexdigest(),
+        5,
+        data,
+    )
+    db.executemany(
+        "INSERT INTO rejections(device_id, topic, seq, reason, sha256, received_ns, data) VALUES(?,?,?,?,?,?,?)",
+        [row, row],  # the old code stored every resend
+    )
+    db.commit()
+    db.close()
+    reg = Registry(tmp_path / "r.db", keys={"cam-1": key.public_key})
+    assert [r["deliveries"] for r in reg.rejections()] == [1, 1]
+    assert reg.handle(TOPIC, data)["result"] == "rejected"
+    assert [r["deliveries"] for r in reg.rejections()] == [2, 1] and _rejection_blobs(reg)[0] == 2
+    reg.close()
+
+
+def test_a_packet_whose_image_bytes_do_not_match_their_hash_is_rejected_not_acked(tmp_path, key):
+    """The signature covers the image's claimed sha256, not its bytes (docs/packet.md): the registry must
+    check the match before it stores and acks, like ``radarcam packet verify`` does."""
+    reg = Registry(tmp_path / "r.db", keys={"cam-1": key.public_key})
+    bad = _packet(key, bad_image=True)
+    res = reg.handle(TOPIC, bad)
+    assert (
+        res["result"] == "rejected" and "image hash mismatch" in res["reason"] and "image 0" in res["reason"]
+    )
+    assert reg.count() == 0 and not reg.acks_for([res])
+    good = _packet(key, n=1)
+    assert reg.handle(TOPIC, good)["result"] == "stored"  # the same seq with matching images
+    assert [r["sha256"] for r in reg.packets("cam-1")] == [hashlib.sha256(good).hexdigest()]
+    reg.close()
