@@ -11,7 +11,9 @@ Read :meth:`Daemon.start` top to bottom for the data flow. Threads and what they
 * main thread  the supervisor: heartbeats, sd_notify WATCHDOG only while every stage is alive,
   status/stats publishing, SIGTERM (drain, exit within 10 s) and SIGHUP (reload, audited).
 
-A violation is *recorded* only once the outbox transaction that seals it has committed.
+A violation is *recorded* only once the outbox transaction that seals it has committed. Until then it
+waits in memory (bounded); whatever is dropped from there, or still unsealed when the outbox closes at
+shutdown, is counted (``violations_dropped`` / ``events_dropped``) and named in an ERROR log line.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from device import __version__
 from device import config as cfgmod
@@ -59,6 +63,15 @@ PIN_BACKLOG = 32
 """Violations waiting for evidence beyond which a new one pins no frames: each pins about 12 MB at 1080p
 (4 YUV frames), and an unbounded backlog would end in the OOM killer, losing every queued violation."""
 STATUS_EVERY_S = 5.0
+UNSEALED_MAX = 10_000
+"""Records (violations, events) kept in memory while the outbox refuses them. Memory is finite: beyond
+this the oldest is dropped, counted and named at ERROR (the unit has been reporting fault all along)."""
+RETRY_TURN_S = 2.0
+"""At most this long per supervisor turn sealing the in-memory backlog (WatchdogSec is 30 s)."""
+TIMINGS_KEEP = 4096
+"""Violations whose latencies :class:`Timings` keeps, the most recent (about 1.5 MB in all): the demo and
+the benchmarks read them (their longest run, bench e2e at 5 vehicles/s for 120 s, seals about 600), and a
+unit running for months must not grow a map per violation."""
 
 
 class StartupError(RuntimeError):
@@ -73,14 +86,67 @@ class SimInputs:
     epoch_mono_ns: int
 
 
+class _Recent(dict):
+    """A dict that forgets its oldest entries beyond ``maxlen``: still a plain dict to its readers
+    (``dict(m)`` copies it in one step, which the demo relies on while the uplink thread writes)."""
+
+    def __init__(self, maxlen: int) -> None:
+        super().__init__()
+        self.maxlen = maxlen
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        while len(self) > self.maxlen:
+            with contextlib.suppress(KeyError, StopIteration, RuntimeError):  # another thread evicted it
+                del self[next(iter(self))]
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self.get(key, default)
+
+
 @dataclass
 class Timings:
-    """Per-violation latency bookkeeping (demo, benchmarks, status)."""
+    """Per-violation latency bookkeeping for the demo and the benchmarks: figures, never evidence (the
+    outbox is that), so only the ``keep`` most recent entries of each map are kept."""
 
-    decided_ns: dict[str, int] = field(default_factory=dict)
-    sealed_ns: dict[str, int] = field(default_factory=dict)
-    seq_of: dict[str, int] = field(default_factory=dict)
-    acked_ns: dict[int, int] = field(default_factory=dict)
+    keep: int = TIMINGS_KEEP
+    decided_ns: dict[str, int] = field(init=False)
+    sealed_ns: dict[str, int] = field(init=False)
+    seq_of: dict[str, int] = field(init=False)
+    acked_ns: dict[int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.decided_ns = _Recent(self.keep)
+        self.sealed_ns = _Recent(self.keep)
+        self.seq_of = _Recent(self.keep)
+        self.acked_ns = _Recent(self.keep)
+
+
+@dataclass
+class _Record:
+    """A violation or event waiting in memory to be sealed, and how to name it if it is lost."""
+
+    seal: Callable[[], Any]
+    kind: str
+    """``violation``, or the event's kind (counted in ``violations_dropped`` or ``events_dropped``)."""
+    ident: str
+    """The violation id, or the event's packet id."""
+    note: str = ""
+
+    @property
+    def what(self) -> str:
+        label = "violation" if self.kind == "violation" else f"event {self.kind}"
+        return " ".join(x for x in (label, self.ident, self.note) if x)
+
+
+class _NotSealedYet(Exception):
+    """A plate amendment whose violation still waits in memory: it waits too, behind it."""
+
+
+class _ViolationLost(Exception):
+    """A plate amendment whose violation was dropped: it has no seq to name."""
 
 
 def default_key_path(cfg: Config) -> Path:
@@ -141,12 +207,19 @@ class Daemon:
             "violations": 0,
             "sealed": 0,
             "frames_not_pinned": 0,
+            "violations_dropped": 0,  # decided but never sealed: queue full, backlog full, shutdown
+            "events_dropped": 0,
         }
         self.last_speed: dict[str, Any] | None = None
         self.restart_required: list[str] = []
         self._clock_synced: bool | None = None
-        self._unsealed: deque[Callable[[], object]] = deque(maxlen=10_000)  # seals waiting for disk space
+        self._unsealed: deque[_Record] = deque()  # seals waiting for the outbox, in order (UNSEALED_MAX)
         self._unsealed_reason: str | None = None  # the last reason they failed, logged once per change
+        self._seal_lock = threading.RLock()  # one sealer at a time, so the chain keeps the order of events
+        self._sealing_closed = False  # set as the outbox closes: what comes later is counted as lost
+        self._plate_seq: dict[str, int | None] = {}  # plate pending: violation id -> its seq (None: unsealed)
+        self._stop_lock = threading.Lock()
+        self._stopped = False
         self._tamper_lock = threading.Lock()
         self._tamper_pending = 0  # cabinet switch changes not sealed yet (rate limit)
         self._tamper_latest = False
@@ -187,7 +260,7 @@ class Daemon:
         if cfg.uplink.enabled:
             from device.uplink.mqtt import UplinkClient
 
-            self.uplink = UplinkClient(cfg.uplink, cfg.device.id, self.outbox)
+            self.uplink = UplinkClient(cfg.uplink, cfg.device.id, self.outbox, device=cfg.device)
             self.uplink.start()
             self.heartbeats.register("uplink", 30.0, lambda: self.uplink.heartbeat_ns)
 
@@ -213,12 +286,7 @@ class Daemon:
 
         # Measurement: tracker + enforcement, fed by the radar reader.
         self.tracker = PassTracker(cfg.tracker, cfg.site.lanes)
-        self.enforcer = Enforcer(
-            cfg.site,
-            cfg.enforcement,
-            calibration_factor=cfg.radar.calibration.scale_factor,
-            calibration=cfg.radar.calibration,
-        )
+        self.enforcer = Enforcer.for_config(cfg)
         self._spawn("measure", self._measure_loop, silence_s=5.0)
         self.radar = RadarReader(
             cfg.radar, make_driver(cfg.radar), self._on_reading, max_limit_kmh=max_limit_kmh(cfg)
@@ -284,7 +352,9 @@ class Daemon:
                 self.last_speed = {"kmh": r.speed_kmh, "direction": r.direction, "t_mono_ns": r.t_mono_ns}
             now = time.monotonic_ns()
             self.snapshots.poll(now)
-            passes += self.tracker.flush(now)
+            # While readings are still queued, a pass is not ended on wall time: a host stall must
+            # not cut one vehicle in two (the tracker times silences on the readings themselves).
+            passes += self.tracker.flush(batch[-1].t_mono_ns if batch and not self._readings.empty() else now)
             for p in passes:
                 self._on_pass(p)
         for p in self.tracker.close():
@@ -331,8 +401,15 @@ class Daemon:
         )
         try:
             self._candidates.put(cand, timeout=1.0)
-        except queue.Full:  # never silently: the pass stays in stats and the log names it
-            log.error("evidence queue full, violation for pass %s not recorded", p.pass_id)
+        except queue.Full:  # never silently: counted (status goes to fault), the log names the pass
+            self.counters["violations_dropped"] += 1
+            log.error(
+                "LOST: evidence queue full (%d waiting): violation for pass %s (%.2f km/h, limit %.0f) not recorded",
+                CANDIDATE_QUEUE,
+                p.pass_id,
+                d.measured_kmh,
+                d.limit_kmh,
+            )
 
     def _pin(self, p: Pass) -> tuple[TriggerWindow | None, int | None]:
         """The violation's frames kept at decision (outbound ones have their snapshot), unless
@@ -374,30 +451,79 @@ class Daemon:
     # ------------------------------------------------------------------ sealing
     def _seal_violation(self, v: Violation) -> None:
         """Whatever stops the seal (disk full, a locked or failing database) keeps the violation in memory,
-        said loudly and retried from the supervisor: a violation leaves memory only by being sealed."""
-        try:
-            self._seal_violation_now(v)
-        except Exception as exc:
-            self._keep_unsealed(lambda: self._seal_violation_now(v), f"violation {v.violation_id}", exc)
+        said loudly and retried from the supervisor. It leaves memory by being sealed, or, counted and
+        named at ERROR, when the in-memory backlog is full or the outbox closes at shutdown."""
+        if v.plate_pending:  # its late read's amendment must name its seq: known once it is sealed
+            self._plate_seq.setdefault(v.violation_id, None)
+        self._seal_in_order(_Record(lambda: self._seal_violation_now(v), "violation", v.violation_id))
 
-    def _keep_unsealed(self, seal: Callable[[], object], what: str, exc: Exception) -> None:
-        if len(self._unsealed) == self._unsealed.maxlen:
-            log.critical(
-                "in-memory backlog full (%d): the oldest unsealed record is lost", len(self._unsealed)
-            )
-        self._unsealed.append(seal)
+    def _seal_in_order(self, rec: _Record) -> Any:
+        """Seals ``rec`` now, unless older records still wait in memory: then it waits behind them, so the
+        chain keeps the order things happened in (a plate amendment never gets a seq before its
+        violation's). Returns what the seal returned, or None when it waits or is lost."""
+        with self._seal_lock:
+            if self._sealing_closed:
+                self._lost([rec], "the outbox is closed (shutdown)")
+                return None
+            if self._unsealed:
+                self._keep_unsealed(rec, None)
+                return None
+            try:
+                return rec.seal()
+            except _ViolationLost:
+                self._lost([rec], "the violation it amends was lost")
+            except Exception as exc:
+                self._keep_unsealed(rec, exc)
+            return None
+
+    def _keep_unsealed(self, rec: _Record, exc: Exception | None) -> None:
+        """``exc``: why its seal failed; None when it was not tried, waiting behind older records."""
+        if len(self._unsealed) >= UNSEALED_MAX:
+            self._lost([self._unsealed.popleft()], f"the in-memory backlog is full ({UNSEALED_MAX} waiting)")
+        self._unsealed.append(rec)
+        if exc is None:
+            log.warning("%s waits in memory behind %d older records", rec.what, len(self._unsealed) - 1)
+            return
         log.error(
             "%s: %s kept in memory (%d waiting): %s: %s",
             "DISK FULL" if isinstance(exc, OutboxFull) else "NOT SEALED",
-            what,
+            rec.what,
             len(self._unsealed),
             type(exc).__name__,
             exc,
         )
 
+    def _lost(self, recs: list[_Record], why: str) -> None:
+        """Records that will never be sealed: counted in the status counters and each named at ERROR."""
+        for r in recs:
+            if r.kind == "violation":
+                self.counters["violations_dropped"] += 1
+                self._plate_seq.pop(r.ident, None)  # so its amendment is known to be lost too
+            else:
+                self.counters["events_dropped"] += 1
+            log.error("LOST: %s not sealed: %s", r.what, why)
+        if len(recs) > 1:
+            log.error("LOST: %d records not sealed: %s", len(recs), why)
+
+    def _violation_payload(self, v: Violation) -> dict:
+        """The packet payload; a plate that was never read says so (``not_read`` and why), so the registry
+        tells it from a read still to come (``pending``) or one that found no plate (``none``)."""
+        payload = violation_payload(v, self.ctx)
+        extra = payload.get("extra") or {}
+        reason = extra.get("plate_not_read")
+        if reason is not None:
+            if v.plate is None and not v.plate_pending:
+                payload["plate"] = {"status": "not_read", "reason": reason}
+            extra = {k: x for k, x in extra.items() if k != "plate_not_read"}  # said once, in plate
+            if extra:
+                payload["extra"] = extra
+            else:
+                del payload["extra"]
+        return payload
+
     def _seal_violation_now(self, v: Violation) -> None:
         """Raises only when nothing was sealed; bookkeeping after the commit can never cause a re-seal."""
-        sealed = self.outbox.seal(violation_payload(v, self.ctx), kind="violation")
+        sealed = self.outbox.seal(self._violation_payload(v), kind="violation")
         try:
             self._violation_sealed(v, sealed.seq)
         except Exception:
@@ -407,6 +533,12 @@ class Daemon:
 
     def _violation_sealed(self, v: Violation, seq: int) -> None:
         now = time.monotonic_ns()
+        if v.violation_id in self._plate_seq:
+            self._plate_seq[v.violation_id] = seq
+        if v.plate:
+            plate = v.plate.text
+        else:
+            plate = "pending" if v.plate_pending else ("not_read" if v.extra.get("plate_not_read") else None)
         self.timings.sealed_ns[v.violation_id] = now
         self.timings.seq_of[v.violation_id] = seq
         self.counters["sealed"] += 1
@@ -417,57 +549,109 @@ class Daemon:
             v.violation_id,
             v.decision.measured_kmh,
             v.decision.limit_kmh,
-            v.plate.text if v.plate else ("pending" if v.plate_pending else None),
+            plate,
             extra={"stage": "seal", "packet_id": v.violation_id},
         )
         if self.uplink is not None:
             self.uplink.wake()
 
-    def _retry_unsealed(self) -> None:
+    def _retry_unsealed(self, deadline: float | None = None) -> bool:
         """Violations and events that could not be sealed: sealed, oldest first, as soon as the outbox
         takes them. Never raises (it runs in the supervisor loop); each new reason is logged once. A
         full or unusable outbox stops the turn (everything would fail alike); any other failure is that
-        record's own, so it goes to the back and the records behind it are not held up by it."""
+        record's own, so it goes to the back and the records behind it are not held up by it. Stops at
+        ``deadline`` (time.monotonic()). Returns True when the outbox itself refused (the turn stopped).
+
+        The seal lock is taken per record, not per turn: a long backlog must not stall the evidence
+        thread for its whole length (what it seals meanwhile queues behind, in order)."""
         for _ in range(len(self._unsealed)):
-            try:
-                self._unsealed[0]()
-            except Exception as exc:  # still failing: kept, tried again next turn
-                reason = f"{type(exc).__name__}: {exc}"
-                if reason != self._unsealed_reason:
-                    self._unsealed_reason = reason
-                    log.error("%d records still not sealed: %s", len(self._unsealed), reason)
-                if isinstance(exc, OutboxError | sqlite3.Error):
-                    return
-                self._unsealed.rotate(-1)
-                continue
-            self._unsealed.popleft()
-            self._unsealed_reason = None
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            with self._seal_lock:
+                if self._sealing_closed or not self._unsealed:
+                    return False
+                rec = self._unsealed[0]
+                try:
+                    rec.seal()
+                except _NotSealedYet:  # an amendment behind its violation, which itself went to the back
+                    self._unsealed.rotate(-1)
+                    continue
+                except _ViolationLost:
+                    self._unsealed.popleft()
+                    self._lost([rec], "the violation it amends was lost")
+                    continue
+                except Exception as exc:  # still failing: kept, tried again next turn
+                    reason = f"{type(exc).__name__}: {exc}"
+                    if reason != self._unsealed_reason:
+                        self._unsealed_reason = reason
+                        log.error("%d records still not sealed: %s", len(self._unsealed), reason)
+                    if isinstance(exc, OutboxError | sqlite3.Error):
+                        return True
+                    self._unsealed.rotate(-1)
+                    continue
+                self._unsealed.popleft()
+                self._unsealed_reason = None
+        return False
 
     def _late_plate(self, v: Violation, plate: PlateRead | None, frame: Frame | None = None) -> None:
         """ANPR thread: hand the late read to the evidence thread, which sealed the violation itself."""
         self._amendments.put((v, plate, frame))
+        if self._sealing_closed:  # nothing takes it any more: counted, not left in the queue
+            self._drop_amendments("the plate read finished after the outbox closed (shutdown)")
+
+    def _drop_amendments(self, why: str) -> None:
+        while True:
+            try:
+                v, _, _ = self._amendments.get_nowait()
+            except queue.Empty:
+                return
+            self._lost(
+                [_Record(lambda: None, "plate_amendment", "", f"(of violation {v.violation_id})")], why
+            )
 
     def _seal_amendments(self) -> None:
+        """Late plate reads, sealed as amendments that name their violation's seq: an amendment waits
+        (behind it, in memory) while its violation does, so its seq always follows the violation's."""
         while True:
             try:
                 v, plate, frame = self._amendments.get_nowait()
             except queue.Empty:
                 return
-            body = {"amends": v.violation_id, "amends_seq": self.timings.seq_of.get(v.violation_id)}
-            body["plate"] = _plate_full(plate)
-            self._seal_event("plate_amendment", body, images=self.evidence.amendment_images(v, plate, frame))
+            vid = v.violation_id
+            body = {"amends": vid, "amends_seq": None, "plate": _plate_full(plate)}
+            images = self.evidence.amendment_images(v, plate, frame)
+            payload = event_payload("plate_amendment", body, self.ctx, self.clock.stamp(), images=images)
+
+            def seal(payload: dict = payload, vid: str = vid) -> Any:
+                if vid not in self._plate_seq:
+                    raise _ViolationLost(vid)
+                seq = self._plate_seq[vid]
+                if seq is None:
+                    raise _NotSealedYet(f"violation {vid} is not sealed yet")
+                payload["body"]["amends_seq"] = seq
+                sealed = self._seal_event_now("plate_amendment", payload)
+                self._plate_seq.pop(vid, None)
+                return sealed
+
+            self._seal_in_order(
+                _Record(seal, "plate_amendment", payload["packet_id"], f"(of violation {vid})")
+            )
 
     def _seal_event(self, kind: str, body: dict, *, images: list | None = None) -> int | None:
+        """The seq it was sealed as; None when it waits in memory (behind older records, or because the
+        outbox refused it: retried like violations) or was lost (counted, logged)."""
         payload = event_payload(kind, body, self.ctx, self.clock.stamp(), images=images)  # stamped now
-        try:
-            sealed = self.outbox.seal(payload, kind="event")
-        except Exception as exc:  # as for violations: kept in memory, retried, never lost
-            self._keep_unsealed(lambda: self.outbox.seal(payload, kind="event"), f"event {kind}", exc)
-            return None
+        sealed = self._seal_in_order(
+            _Record(lambda: self._seal_event_now(kind, payload), kind, payload["packet_id"])
+        )
+        return None if sealed is None else sealed.seq
+
+    def _seal_event_now(self, kind: str, payload: dict) -> Any:
+        sealed = self.outbox.seal(payload, kind="event")
         if getattr(self, "uplink", None) is not None:
             self.uplink.wake()
         log.info("event %s sealed seq=%d", kind, sealed.seq, extra={"stage": "seal"})
-        return sealed.seq
+        return sealed
 
     def _clock_jumped(self, old_offset_ns: int, new_offset_ns: int) -> None:
         if getattr(self, "outbox", None) is None:
@@ -566,7 +750,7 @@ class Daemon:
             watchdog_tick(self.heartbeats, self.notifier)  # WATCHDOG=1 only while every stage is alive
             self._watch_clock_sync()
             self._flush_tamper()
-            self._retry_unsealed()
+            self._retry_unsealed(time.monotonic() + RETRY_TURN_S)  # the watchdog must not wait for a backlog
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + STATUS_EVERY_S
@@ -582,7 +766,13 @@ class Daemon:
                     self.uplink.publish_stats(snap)
 
     def stop(self, timeout_s: float = 8.0) -> None:
-        """Drain: measurement first (close open passes), then evidence, then give the uplink a moment."""
+        """Drain: measurement first (close open passes), then evidence, then one last attempt to seal what
+        waits in memory, then give the uplink a moment. Nothing in memory outlives the process: what still
+        cannot be sealed when the outbox closes is counted and named at ERROR. Runs once."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
         self.notifier.stopping()
         self._stop.set()
         deadline = time.monotonic() + timeout_s
@@ -596,9 +786,11 @@ class Daemon:
         for t in self._threads:
             if t.name == "evidence":
                 t.join(max(0.1, deadline - time.monotonic() - 2.0))
-        if getattr(self, "outbox", None) is not None and getattr(self, "started_mono_ns", None):
-            with contextlib.suppress(Exception):
-                self._seal_event("shutdown", {"uptime_s": (time.monotonic_ns() - self.started_mono_ns) / 1e9})
+        if getattr(self, "outbox", None) is not None:
+            try:
+                self._final_seals(deadline)
+            except Exception:  # the rest of the shutdown (and the count of what is lost) must still run
+                log.exception("final seals at shutdown failed")
         if getattr(self, "camera_thread", None) is not None:
             self.camera_thread.stop()
         if getattr(self, "control", None) is not None:
@@ -609,10 +801,57 @@ class Daemon:
             self._flush_uplink(min(2.0, max(0.0, deadline - time.monotonic())))
             self.uplink.stop()
         if getattr(self, "outbox", None) is not None:
-            self.outbox.close()
+            self._close_outbox()
         if getattr(self, "clock", None) is not None:
             self.clock.stop()
         log.info("stopped", extra={"stage": "daemon"})
+
+    def _final_seals(self, deadline: float) -> None:
+        """What would otherwise die with the process, sealed while there is time: violations the evidence
+        thread did not reach (it missed its budget, or died) with their measurement alone, as when their
+        evidence fails; late plate reads that finished; everything waiting in memory, oldest first; then
+        the shutdown event (behind them, in order)."""
+        evidence = getattr(self, "evidence", None)
+        while evidence is not None:
+            try:
+                cand = self._candidates.get_nowait()
+            except queue.Empty:
+                break
+            if cand is None:
+                continue
+            v = evidence.bare(cand, "shutdown: the evidence thread did not reach it within the stop budget")
+            log.error(
+                "shutdown: the evidence thread did not reach violation %s (pass %s): its measurement alone",
+                v.violation_id,
+                cand.pass_.pass_id,
+            )
+            self.timings.decided_ns[v.violation_id] = cand.decided_mono_ns
+            if time.monotonic() < deadline:
+                self._seal_violation(v)
+            else:
+                self._lost(
+                    [_Record(lambda: None, "violation", v.violation_id)], "shutdown: no time left to seal it"
+                )
+        if evidence is not None:
+            with contextlib.suppress(Exception):
+                self._seal_amendments()
+        refused = self._retry_unsealed(deadline)
+        if getattr(self, "started_mono_ns", None):
+            with contextlib.suppress(Exception):
+                self._seal_event("shutdown", {"uptime_s": (time.monotonic_ns() - self.started_mono_ns) / 1e9})
+            if self._unsealed and not refused:  # e.g. it waited behind a record that fails on its own
+                self._retry_unsealed(deadline)
+
+    def _close_outbox(self) -> None:
+        """Closes the outbox; from here on nothing can be sealed, so what is left in memory is lost: each
+        one is counted (violations_dropped, events_dropped) and named at ERROR, never dropped silently."""
+        with self._seal_lock:
+            self._sealing_closed = True
+            left = list(self._unsealed)
+            self._unsealed.clear()
+            self.outbox.close()
+        self._lost(left, "shutdown: the outbox did not take it before closing")
+        self._drop_amendments("shutdown: the late plate read was not sealed before the outbox closed")
 
     def _flush_uplink(self, budget_s: float) -> None:
         """Lets the last packets (the shutdown event) reach the registry if it is reachable right now;
@@ -631,37 +870,52 @@ class Daemon:
     loaded models, ports) and are flagged ``restart_required`` instead."""
 
     def reload(self, audit: list[dict] | None = None) -> dict:
-        """Re-reads the config file; live-applies site/enforcement, flags the rest restart_required."""
+        """Re-reads the config file; live-applies site/enforcement, flags the rest restart_required.
+
+        What runs afterwards, and what packets and their images say (``config_hash``, device id, radar,
+        camera), is the file's live sections with every other section as the daemon started with it:
+        a packet must describe the settings in force, not ones waiting for a restart. The event says
+        both: ``new_config_*`` is what now runs, ``file_config_hash`` what the file asks for."""
         if self.config_path is None:
             raise StartupError("no config file to reload")
         new = cfgmod.load(self.config_path)  # ConfigError propagates: the old config stays in force
-        try:  # built before anything is swapped, so a refusal leaves the running state untouched
-            enforcer = Enforcer(
-                new.site,
-                new.enforcement,
-                calibration_factor=new.radar.calibration.scale_factor,
-                calibration=new.radar.calibration,
-            )
-        except Exception as exc:  # e.g. a jurisdiction table that does not load
-            raise cfgmod.ConfigError(f"{self.config_path}: enforcement cannot start: {exc}") from exc
-        old_hash = self.config_hash
         changed = [
             s
             for s in type(new).model_fields
             if getattr(new, s).model_dump() != getattr(self.cfg, s).model_dump()
         ]
+        restart = sorted(set(changed) - set(self.LIVE_SECTIONS))
+        try:  # the combination must still be a valid config (validators that span sections)
+            running = type(new).model_validate(
+                new.model_dump() | {s: getattr(self.cfg, s).model_dump() for s in restart}
+            )
+        except ValidationError as exc:
+            raise cfgmod.ConfigError(
+                f"{self.config_path}: the live sections do not fit the running ones ({exc.error_count()} "
+                f"errors, first: {exc.errors()[0]['msg']}); restart to apply the file as a whole"
+            ) from None
+        try:  # built before anything is swapped, so a refusal leaves the running state untouched
+            enforcer = Enforcer.for_config(running)
+        except Exception as exc:  # e.g. a jurisdiction table that does not load
+            raise cfgmod.ConfigError(f"{self.config_path}: enforcement cannot start: {exc}") from exc
+        old_hash = self.config_hash
         with self._cfg_lock:
             self.enforcer = enforcer
-            self.cfg = new
-        self.restart_required = sorted(set(changed) - set(self.LIVE_SECTIONS))
-        self.config_hash = cfgmod.config_hash(new)
+            self.cfg = running
+            if (tracker := getattr(self, "tracker", None)) is not None:
+                tracker.set_lanes(running.site.lanes)  # a pass must meet the lanes it is decided with
+            if (evidence := getattr(self, "evidence", None)) is not None:
+                evidence.set_config(running)  # the images' data bar shows the site now in force
+        self.restart_required = restart
+        self.config_hash = cfgmod.config_hash(running)
         self.ctx = self._packet_context()
         seq = self._seal_event(
             "config_changed",
             {
                 "old_config_hash": old_hash,
                 "new_config_hash": self.config_hash,
-                "new_config_json": cfgmod.canonical_json(new).decode(),
+                "new_config_json": cfgmod.canonical_json(running).decode(),
+                "file_config_hash": cfgmod.config_hash(new),
                 "sections": changed,
                 "restart_required": self.restart_required,
                 "audit": audit or [],
@@ -703,6 +957,8 @@ class Daemon:
         bad = [n for n, c in components.items() if c.get("state") in ("down", "fault")]
         if self._unsealed or components["outbox"].get("disk_full"):
             bad.append("outbox")
+        if self.counters["violations_dropped"] or self.counters["events_dropped"]:
+            bad.append("records_lost")  # until the next restart, as for a corrupt outbox
         degraded = [n for n, c in components.items() if c.get("state") == "degraded"]
         stamp = self.clock.stamp()
         state = "fault" if (stale or bad) else ("degraded" if degraded or not stamp.synchronized else "ok")

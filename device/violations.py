@@ -3,6 +3,8 @@
 Runs on the evidence thread, never on the radar thread. The plate read gets a deadline: a slow ANPR
 backlog delays the packet, never the measurement. When the deadline passes the violation is sealed with
 ``plate_pending`` and the read, when it arrives, is sealed as a signed amendment that names the packet.
+A read that is never made (ANPR backlog full, reader failed) is not "pending": ``extra["plate_not_read"]``
+says why, and the packet's plate says ``not_read`` (see docs/packet.md).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from device.config import Config
 from device.model import ClockStamp, Decision, Direction, Frame, Pass, PlateRead, Reading, Violation
 
 log = logging.getLogger("radarcam.evidence")
+
+ANPR_BACKLOG = 32
+"""Plate reads queued or running at once; a violation beyond them gets no read (plate ``not_read``)."""
 
 
 @dataclass(frozen=True)
@@ -186,8 +191,12 @@ class EvidenceBuilder:
         self._on_late_plate = on_late_plate
         # One ANPR worker: the model uses its own threads; a queue of futures keeps order.
         self._anpr = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="anpr")
-        self._anpr_busy = threading.BoundedSemaphore(32)
+        self._anpr_busy = threading.BoundedSemaphore(ANPR_BACKLOG)
         self._anpr_busy_since: int | None = None
+
+    def set_config(self, cfg: Config) -> None:
+        """The running config after a reload (its live sections: the site on the data bar)."""
+        self._cfg = cfg
 
     def anpr_progress_ns(self) -> int:
         """Heartbeat probe: an idle ANPR worker is alive; a busy one since the read it is stuck in."""
@@ -286,6 +295,7 @@ class EvidenceBuilder:
         plate: PlateRead | None = None
         plate_frame: Frame | None = None
         plate_note: str | None = None
+        not_read: str | None = None  # why no read was made, when none was: never "pending"
         pending = False
         future: cf.Future | None = None
         if cfg.anpr.enabled and self._reader is not None and picked:
@@ -300,9 +310,13 @@ class EvidenceBuilder:
                 except Exception as exc:  # a failing reader costs the plate, never the violation
                     log.exception("plate read failed for violation %s", vid)
                     future, plate_note = None, f"plate read failed: {type(exc).__name__}: {exc}"
-            else:
-                log.warning("ANPR backlog full: violation %s sealed with plate pending, no read queued", vid)
-                pending = True
+                    not_read = "read_failed"
+            else:  # no read is queued, so none will follow: the packet must not promise one
+                log.error(
+                    "ANPR backlog full (%d reads): violation %s sealed with no plate read", ANPR_BACKLOG, vid
+                )
+                not_read = "anpr_backlog_full"
+                plate_note = f"ANPR backlog full ({ANPR_BACKLOG} reads queued or running): no read was made"
 
         # The trigger frame stays first (it is the instant the measurement refers to; portals show
         # images[0]); the frame the plate was read in joins the set, replacing the last, if not in it.
@@ -342,7 +356,8 @@ class EvidenceBuilder:
                 "frames_in_window": in_window,
                 "evidence_problem": evidence_problem,
             }
-            | ({"plate_problem": plate_note} if plate_note else {}),
+            | ({"plate_problem": plate_note} if plate_note else {})
+            | ({"plate_not_read": not_read} if not_read else {}),
         )
         if future is not None:
             future.add_done_callback(lambda f, v=violation: self._late(v, f))

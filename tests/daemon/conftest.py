@@ -38,3 +38,53 @@ def harness(tmp_path: Path) -> Iterator[Callable[..., EmulatedUnit]]:
     yield make
     for h in made:
         h.stop()
+
+
+@pytest.fixture
+def unsupervised() -> Callable[..., object]:
+    """Starts a harness unit's daemon without its supervisor loop, so nothing retries held records or
+    stops the daemon behind the test's back: the test takes the supervisor's turns itself. The harness
+    still stops it at teardown (``stop()`` runs once)."""
+    from device.daemon import Daemon, SimInputs
+
+    def start(h: EmulatedUnit, **kw) -> Daemon:
+        d = Daemon(
+            h.cfg, config_path=h.config_path, sim=SimInputs(h.scenario, h.epoch), notifier=h.notifier, **kw
+        )
+        h.daemon = d
+        d.start()
+        return d
+
+    return start
+
+
+class LockedOutbox:
+    """Another process's write lock on the outbox (a technician's sqlite3 shell left in a transaction): a
+    real SQLITE_BUSY for every seal, after 100 ms instead of the 5 s busy timeout."""
+
+    def __init__(self, d, path: Path) -> None:
+        import sqlite3
+
+        with d.outbox._lock:
+            d.outbox._db.execute("PRAGMA busy_timeout=100")
+        self.other = sqlite3.connect(path, isolation_level=None)
+        self.other.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        if self.other is not None:
+            self.other.execute("ROLLBACK")
+            self.other.close()
+            self.other = None
+
+
+@pytest.fixture
+def lock_outbox() -> Iterator[Callable[..., LockedOutbox]]:
+    made: list[LockedOutbox] = []
+
+    def lock(d, path: Path) -> LockedOutbox:
+        made.append(LockedOutbox(d, path))
+        return made[-1]
+
+    yield lock
+    for m in made:
+        m.release()

@@ -67,3 +67,39 @@ def test_reader_decodes_the_jurisdiction_and_the_configured_countries():
     assert Daemon(cfg)._plate_reader().countries == ["SA", "MA"]
     cfg.anpr.countries = ["MA"]
     assert Daemon(cfg)._plate_reader().countries == ["SA", "MA"]
+
+
+def test_amendment_of_a_violation_held_in_memory_is_sealed_after_it(harness, unsupervised, lock_outbox, wait):
+    """The violation's seal failed ('database is locked') and the lock went away before the supervisor's
+    retry; the late read's amendment used to be sealed at once, as seq N with ``amends_seq: null``, and
+    its violation after it as N+1. It must wait behind the violation and name its seq."""
+    h = harness(generate(6, vehicles=2, speeder_share=1.0), {"anpr": {"enabled": True, "deadline_s": 0.3}})
+    d = unsupervised(h, plate_reader=SlowReader(3.0))  # the test takes the supervisor's turns
+    lock = lock_outbox(d, h.tmp / "state" / "outbox.sqlite")
+    wait(lambda: any(r.kind == "violation" for r in d._unsealed), 60, "a violation held in memory")
+    held = next(r.ident for r in d._unsealed if r.kind == "violation")
+    lock.release()  # the outbox works again; no retry has run yet
+
+    def amended() -> bool:
+        if any(r.kind == "plate_amendment" for r in d._unsealed):
+            return True
+        ob = d.outbox
+        return any(
+            verify(ob.get(s).data, h.key.public_key).get("event") == "plate_amendment"
+            for s in range(1, ob.stats()["last_seq"] + 1)
+        )
+
+    wait(amended, 30, "the late read handed over as an amendment")
+
+    def settled() -> bool:
+        d._retry_unsealed()  # the supervisor's turn
+        return not d._unsealed and d._amendments.empty()
+
+    wait(settled, 30, "everything sealed")
+    ob = d.outbox
+    packets = [verify(ob.get(s).data, h.key.public_key) for s in range(1, ob.stats()["last_seq"] + 1)]
+    seq_of = {p["packet_id"]: p["seq"] for p in packets if p["kind"] == "violation"}
+    amendments = [p for p in packets if p.get("event") == "plate_amendment"]
+    assert held in seq_of and any(a["body"]["amends"] == held for a in amendments)
+    for a in amendments:
+        assert a["body"]["amends_seq"] == seq_of[a["body"]["amends"]] < a["seq"]

@@ -123,7 +123,7 @@ def test_evidence_path_failing_outright_still_seals_the_measurement(harness, wai
 def test_one_record_that_keeps_failing_does_not_hold_up_the_others():
     """A record whose own sealing fails (not the outbox) goes to the back; a full outbox stops the turn."""
     from device import config as cfgmod
-    from device.daemon import Daemon
+    from device.daemon import Daemon, _Record
     from device.uplink.outbox import OutboxFull
 
     d = Daemon(cfgmod.Config())
@@ -132,17 +132,23 @@ def test_one_record_that_keeps_failing_does_not_hold_up_the_others():
     def poisoned() -> None:
         raise ValueError("this record cannot be built")
 
-    d._unsealed.extend([poisoned, lambda: sealed.append("a"), lambda: sealed.append("b")])
+    def rec(seal, ident: str) -> _Record:
+        return _Record(seal, "violation", ident)
+
+    d._unsealed.extend(
+        [rec(poisoned, "p"), rec(lambda: sealed.append("a"), "a"), rec(lambda: sealed.append("b"), "b")]
+    )
     d._retry_unsealed()
-    assert sealed == ["a", "b"] and list(d._unsealed) == [poisoned]  # kept, never dropped
+    assert sealed == ["a", "b"] and [r.ident for r in d._unsealed] == ["p"]  # kept, never dropped
 
     def full() -> None:
         raise OutboxFull("disk full")
 
     d._unsealed.clear()
-    d._unsealed.extend([full, lambda: sealed.append("c")])
+    d._unsealed.extend([rec(full, "f"), rec(lambda: sealed.append("c"), "c")])
     d._retry_unsealed()
     assert sealed == ["a", "b"] and len(d._unsealed) == 2  # nothing else tried while the disk is full
+    assert d.counters["violations_dropped"] == 0
 
 
 def test_a_bouncing_door_switch_does_not_flood_the_chain():

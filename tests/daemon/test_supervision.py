@@ -96,6 +96,40 @@ def test_reload_through_control_socket_is_audited_and_sealed(harness, wait):
     assert "private" not in str(client.call("keys")).lower()
 
 
+def test_reload_runs_only_the_live_sections_and_packets_say_what_runs(harness):
+    """A reload that also changes a restart-only section (the device id) applies the site at once and
+    keeps the device id as started: packets keep describing the settings in force (a packet signed with
+    the new id on the old topic would be refused), and the event names the file's config apart."""
+    from device import config as cfgmod
+    from device.sensors.tracker import PassTracker
+
+    h = harness()
+    d = h.start()
+    started = cfgmod.load(h.config_path)
+    lanes = [lane.model_copy(update={"limit_kmh": 40.0}) for lane in started.site.lanes]
+    file_cfg = started.model_copy(
+        update={
+            "site": started.site.model_copy(update={"lanes": lanes, "name": "Renamed site"}),
+            "device": started.device.model_copy(update={"id": "another-device"}),
+        }
+    )
+    cfgmod.save(file_cfg, h.config_path)
+    res = d.reload(audit=[])
+    assert res["restart_required"] == ["device"]
+    assert d.cfg.device.id == started.device.id and d.ctx.device_id == started.device.id
+    assert d.cfg.site.name == "Renamed site" and d.enforcer.site.lanes[0].limit_kmh == 40.0
+    assert isinstance(d.tracker, PassTracker) and [ln.limit_kmh for ln in d.tracker.lanes] == [40.0] * len(
+        lanes
+    )
+    assert d.evidence._cfg.site.name == "Renamed site"
+    ev = verify(d.outbox.get(res["event_seq"]).data, h.key.public_key)
+    assert ev["device_id"] == started.device.id and ev["config_hash"] == d.config_hash
+    body = ev["body"]
+    assert body["file_config_hash"] == cfgmod.config_hash(file_cfg) != body["new_config_hash"]
+    assert body["new_config_hash"] == d.config_hash == cfgmod.config_hash(d.cfg)
+    assert '"another-device"' not in body["new_config_json"]
+
+
 def _assert_stopped_with_shutdown_event(h) -> None:
     """systemd saw STOPPING=1 and the outbox, reopened, ends with the sealed shutdown event."""
     from device.uplink.outbox import Outbox
