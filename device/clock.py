@@ -316,7 +316,9 @@ class ClockMonitor:
         self._last_refresh_mono: int | None = None
         self._base_offset: int | None = None
         self._jumps = 0
-        self._stepped_at: tuple[int, int] | None = None  # (utc, mono) of the last step not yet vouched for
+        # (mono, source's ref time) at the refresh that saw the last step not yet vouched for
+        self._stepped_at: tuple[int, int | None] | None = None
+        self._last_ref_time: int | None = None  # the source's latest ref time, kept across failed reads
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -382,9 +384,12 @@ class ClockMonitor:
             if self._base_offset is not None and abs(offset - self._base_offset) > threshold_ns:
                 jump = (self._base_offset, offset)
                 self._jumps += 1
-                self._stepped_at = (utc, mono)
+                ref = state.ref_time_ns if state.ref_time_ns is not None else self._last_ref_time
+                self._stepped_at = (mono, ref)
+            if state.ref_time_ns is not None:
+                self._last_ref_time = state.ref_time_ns
             self._base_offset = offset
-            state = self._after_step(state, utc, mono)
+            state = self._after_step(state, mono)
             self._state = state
             self._last_refresh_mono = mono
         if jump is not None:
@@ -396,15 +401,19 @@ class ClockMonitor:
                     log.exception("clock jump callback failed")
         return state
 
-    def _after_step(self, state: SyncState, utc: int, mono: int) -> SyncState:
+    def _after_step(self, state: SyncState, mono: int) -> SyncState:
         """Since the last step (``date -s``, an RTC read), the source's "synchronised" may be the one it
         had before (chrony reports its last poll's state until the next one): untrusted until it has
-        measured since the step, or for ``JUMP_HOLD_S`` when it cannot say when it measured."""
+        measured since the step, or for ``JUMP_HOLD_S`` when it cannot say when it measured.
+
+        "Measured since" is a reference time different from the one read when the step was seen, not
+        one later than the post-step wall time: chrony's reference time is wall time, which the step
+        moved, so after a step backwards the stale one already lies "after" it."""
         if self._stepped_at is None or not state.synchronized:
             return state
-        step_utc, step_mono = self._stepped_at
+        step_mono, ref_at_step = self._stepped_at
         if state.ref_time_ns is not None:
-            if state.ref_time_ns > step_utc:
+            if state.ref_time_ns != ref_at_step:
                 self._stepped_at = None
                 return state
         elif mono - step_mono > JUMP_HOLD_S * 1e9:

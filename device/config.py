@@ -385,6 +385,10 @@ class UplinkConfig(_Section):
 # --------------------------------------------------------------------------- gpio / console / daemon
 
 
+BCM_PIN_MAX = 27
+"""The Raspberry Pi header's GPIO lines are BCM 0-27."""
+
+
 class GpioConfig(_Section):
     enabled: bool = False
     pin_factory: Literal["auto", "lgpio", "mock"] = "auto"
@@ -397,6 +401,22 @@ class GpioConfig(_Section):
     tamper_active_high: bool = False
     tamper_bounce_ms: Annotated[float, Field(ge=0, le=1000)] = 50.0
     """Switch debounce; 0 = none."""
+
+    @model_validator(mode="after")
+    def _pins_valid_and_distinct(self) -> GpioConfig:
+        """Refused at load, not at start-up: a bad or shared pin makes GPIO start fail, which leaves
+        tamper detection off while enforcement carries on."""
+        seen: dict[int, str] = {}
+        for name in ("flash_pin", "led_ok_pin", "led_fault_pin", "relay_pin", "tamper_pin"):
+            pin = getattr(self, name)
+            if pin is None:
+                continue
+            if not 0 <= pin <= BCM_PIN_MAX:
+                raise ValueError(f"gpio.{name} = {pin}: BCM pin numbers are 0-{BCM_PIN_MAX}")
+            if pin in seen:
+                raise ValueError(f"gpio.{name} and gpio.{seen[pin]} both use BCM pin {pin}")
+            seen[pin] = name
+        return self
 
 
 class ConsoleConfig(_Section):
@@ -443,17 +463,18 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _sample_rate_reaches(self) -> Config:
-        """An explicit sampling rate must measure what ``auto`` would: limit + 60 km/h with 10 % margin,
-        or fast vehicles alias to wrong low speeds (an OPS24x sees at most fs/2)."""
+        """An explicit sampling rate must reach what ``auto`` requires (``required_max_speed_kmh``):
+        a vehicle above the rate's maximum folds into the other direction at a wrong speed, and one
+        folded far enough is below the ``near_alias_limit`` flag, so only the margin protects."""
         if self.radar.driver != "ops24x" or self.radar.sample_rate == "auto":
             return self
-        from device.sensors.ops24x import max_speed_kmh
+        from device.sensors.ops24x import max_speed_kmh, required_max_speed_kmh
 
         top = max(
             [lane.limit_kmh for lane in self.site.lanes]
             + [v for lane in self.site.lanes for v in lane.class_limits_kmh.values()]
         )
-        need, reach = (top + 60.0) * 1.1, max_speed_kmh(self.radar.sample_rate)
+        need, reach = required_max_speed_kmh(top), max_speed_kmh(self.radar.sample_rate)
         if reach < need:
             raise ValueError(
                 f"radar.sample_rate {self.radar.sample_rate} measures up to {reach:.0f} km/h; the highest "

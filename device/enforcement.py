@@ -45,6 +45,13 @@ def _minutes(hhmm: str) -> int:
     return int(h) * 60 + int(m)
 
 
+NEVER_ENFORCED = frozenset({"near_alias_limit", "step_after_silence", "stall_continuation", "two_targets"})
+"""Invalid-pass reasons that ``enforce_invalid_passes`` does not override: each says the speed may not
+be this vehicle's (an aliased faster car of the other direction, two cars merged across a silence, the
+rest of a pass cut by a stalled host, two targets in the beam). A plausibility doubt may be overridden
+by a deployer; a speed that may belong to another vehicle never is."""
+
+
 class Enforcer:
     def __init__(
         self,
@@ -205,7 +212,8 @@ class Enforcer:
                 reason=f"radar verification {cal.reference} not valid on this date ({cal.date} to {cal.valid_until})",
                 **base,
             )
-        if not p.valid and not self.cfg.enforce_invalid_passes:
+        never = sorted(set(p.invalid_reasons) & NEVER_ENFORCED)
+        if never or (not p.valid and not self.cfg.enforce_invalid_passes):
             return Decision(violation=False, reason=f"invalid pass: {', '.join(p.invalid_reasons)}", **base)
         if excess <= 0:
             return Decision(

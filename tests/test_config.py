@@ -135,7 +135,12 @@ def test_explicit_sample_rate_must_reach_the_limit(tmp_path):
     lane = '[[site.lanes]]\nid = "1"\nlimit_kmh = 100\n'
     with pytest.raises(cfgmod.ConfigError, match="SX measures up to 112 km/h"):
         cfgmod.load(write(tmp_path, f'[radar]\nsample_rate = "SX"\n{lane}'))
-    assert cfgmod.load(write(tmp_path, f'[radar]\nsample_rate = "S2"\n{lane}')).radar.sample_rate == "S2"
+    with pytest.raises(cfgmod.ConfigError, match="S2 measures up to 224 km/h"):  # needs 2 x 100 + 40
+        cfgmod.load(write(tmp_path, f'[radar]\nsample_rate = "S2"\n{lane}'))
+    assert cfgmod.load(write(tmp_path, f'[radar]\nsample_rate = "SL"\n{lane}')).radar.sample_rate == "SL"
+    slow = '[[site.lanes]]\nid = "1"\nlimit_kmh = 40\n'  # SX's 112 km/h: a 120 km/h car would fold
+    with pytest.raises(cfgmod.ConfigError, match="needs 120 km/h"):
+        cfgmod.load(write(tmp_path, f'[radar]\nsample_rate = "SX"\n{slow}'))
     truck = '[[site.lanes]]\nid = "1"\nlimit_kmh = 40\nclass_limits_kmh = {car = 100}\n'
     with pytest.raises(cfgmod.ConfigError, match="highest limit \\(100 km/h\\)"):
         cfgmod.load(write(tmp_path, f'[radar]\nsample_rate = "SX"\n{truck}'))
@@ -237,3 +242,25 @@ def test_beam_half_angle_default_per_model_and_override():
     for bad in (0, 61):
         with pytest.raises(cfgmod.ConfigError, match="beam_half_angle_deg"):
             cfgmod.parse({"radar": {"beam_half_angle_deg": bad}})
+
+
+@pytest.mark.parametrize(
+    "gpio, message",
+    [
+        ("tamper_pin = 17\nflash_pin = 17", r"gpio\.tamper_pin and gpio\.flash_pin both use BCM pin 17"),
+        ("led_ok_pin = 5\nled_fault_pin = 5", r"gpio\.led_fault_pin and gpio\.led_ok_pin both use BCM pin 5"),
+        ("relay_pin = 24\ntamper_pin = 24", r"gpio\.tamper_pin and gpio\.relay_pin both use BCM pin 24"),
+        ("tamper_pin = 28", r"gpio\.tamper_pin = 28: BCM pin numbers are 0-27"),
+        ("flash_pin = -1", r"gpio\.flash_pin = -1: BCM pin numbers are 0-27"),
+    ],
+)
+def test_gpio_pins_out_of_range_or_shared_are_refused_at_load(tmp_path, gpio, message):
+    """Caught by `radarcam check`, not at start-up where GPIO would fail and tamper detection be off."""
+    with pytest.raises(cfgmod.ConfigError, match=message):
+        cfgmod.load(write(tmp_path, f"[gpio]\nenabled = true\n{gpio}\n"))
+
+
+def test_gpio_distinct_pins_at_both_ends_of_the_range_load(tmp_path):
+    text = "[gpio]\nflash_pin = 0\nled_ok_pin = 22\nled_fault_pin = 23\nrelay_pin = 24\ntamper_pin = 27\n"
+    cfg = cfgmod.load(write(tmp_path, text))
+    assert (cfg.gpio.flash_pin, cfg.gpio.tamper_pin) == (0, 27)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import json.scanner
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from device.model import Direction, Reading
@@ -74,17 +75,52 @@ def max_speed_kmh(sample_rate_cmd: str) -> float:
     return SAMPLE_RATES[sample_rate_cmd] * WAVELENGTH_M / 4 * 3.6
 
 
-def pick_sample_rate(max_limit_kmh: float) -> str:
-    """Slowest rate (finest speed resolution) that still measures the limit + 60 km/h with 10% margin.
+POWER_ON_RATE = "SX"
+"""The module's sampling rate after power-on: what it runs at when the rate command was lost."""
 
-    Enforcement must see offences of 50 km/h over the limit and more (Morocco's court band), so the
-    module has to measure well above the limit, not merely up to it.
+NEAR_ALIAS_FRACTION = 0.9
+"""A reading at or above this fraction of the rate's unambiguous maximum may be an aliased faster
+vehicle of the other direction (a sampler folds ``v`` above the maximum to ``v - 2 x max``): it is
+flagged ``near_alias_limit`` and its pass is not enforceable. The true speed is never guessed."""
+
+
+def required_max_speed_kmh(max_limit_kmh: float) -> float:
+    """The unambiguous maximum a site with this highest limit needs (``auto`` and an explicit rate)."""
+    return max(2.0 * max_limit_kmh + 40.0, (max_limit_kmh + 60.0) * 1.1)
+
+
+def pick_sample_rate(max_limit_kmh: float) -> str:
+    """Slowest rate (finest speed resolution) whose unambiguous maximum is at least
+    ``max(2 x limit + 40, (limit + 60) x 1.1)`` km/h.
+
+    Enforcement must see offences of 50 km/h over the limit and more (Morocco's court band), and a
+    vehicle faster than the maximum aliases into the opposite direction: the margin keeps ordinary
+    offenders far below the ``near_alias_limit`` zone (40 km/h site: S2, ~224 km/h, not SX's ~112).
     """
-    need = (max_limit_kmh + 60.0) * 1.1
+    need = required_max_speed_kmh(max_limit_kmh)
     for cmd in ("SX", "S2", "SL", "SC"):
         if max_speed_kmh(cmd) >= need:
             return cmd
     return "SC"
+
+
+@dataclass(frozen=True, slots=True)
+class NearAliasReading(Reading):
+    """A reading in the top ``1 - NEAR_ALIAS_FRACTION`` of the sampling rate's unambiguous range: the
+    tracker marks its pass ``near_alias_limit`` (it may be a faster vehicle folded into this sign)."""
+
+    near_alias_limit: bool = True
+    alias_max_kmh: float = 0.0
+    """Unambiguous maximum (km/h) of the sampling rate the flag was decided with."""
+
+
+def _rate_value(x: Any) -> int | None:
+    """Samples/s from a ``SamplingRate`` reply value (number or quoted number), None if not one."""
+    if type(x) is str and _NUM_STR.fullmatch(x):
+        x = float(x)
+    if type(x) in (int, float) and x == x and 0 < x < 1e7:
+        return round(x)
+    return None
 
 
 def _fmt(v: float) -> bytes:
@@ -126,6 +162,12 @@ class Ops24xDriver:
         self.product: str | None = None
         self.confirmed_units: str | None = None
         """Units named by the module's last ``{"Units":...}`` reply since :meth:`reset` (None: none yet)."""
+        self.sample_rate: str | None = None
+        """Sampling-rate command of the last :meth:`init_commands` (None: not configured yet)."""
+        self.confirmed_rate: int | None = None
+        """Samples/s named by the module's last ``{"SamplingRate":...}`` reply (command reply or the
+        ``??`` banner) since :meth:`reset` (None: none yet)."""
+        self._alias_kmh = self._alias_max()
 
     # ------------------------------------------------------------------ configuration
 
@@ -135,6 +177,8 @@ class Ops24xDriver:
         identifies the module in the log."""
         unit = cfg.units
         rate = cfg.sample_rate if cfg.sample_rate != "auto" else pick_sample_rate(max_limit_kmh)
+        self.sample_rate = rate
+        self._alias_kmh = self._alias_max()
         direction = {"both": b"R|", "inbound": b"R+", "outbound": b"R-"}[cfg.direction_filter]
         cmds = [
             UNIT_COMMANDS[unit],
@@ -155,6 +199,21 @@ class Ops24xDriver:
         self._discarding = False
         self.units = self._initial_units
         self.confirmed_units = None
+        self.confirmed_rate = None
+        self._alias_kmh = self._alias_max()
+
+    @property
+    def rate_confirmed(self) -> bool:
+        """The module reported the configured sampling rate (always False before :meth:`init_commands`)."""
+        return self.sample_rate is not None and self.confirmed_rate == SAMPLE_RATES[self.sample_rate]
+
+    def _alias_max(self) -> float:
+        """Unambiguous maximum (km/h) the readings are judged against: the rate the module reported,
+        else the slower of the configured and the power-on rate (the command may not have taken)."""
+        if self.confirmed_rate is not None:
+            return self.confirmed_rate * WAVELENGTH_M / 4 * 3.6
+        slowest = min(SAMPLE_RATES[self.sample_rate or POWER_ON_RATE], SAMPLE_RATES[POWER_ON_RATE])
+        return slowest * WAVELENGTH_M / 4 * 3.6
 
     @property
     def stats(self) -> dict[str, int]:
@@ -187,7 +246,10 @@ class Ops24xDriver:
             elif nl - start > maxlen:
                 self._skip("too_long")
             else:
+                n = len(out)
                 self._line(buf[start:nl], t_mono_ns, out)
+                if len(out) > n:
+                    self._flag_near_alias(out, n)
             start = nl + 1
         rest = buf[start:] if start else buf
         if self._discarding:
@@ -198,6 +260,19 @@ class Ops24xDriver:
         self._buf = rest
         counts["readings"] += len(out)
         return out
+
+    def _flag_near_alias(self, out: list[Reading], start: int) -> None:
+        """Replaces readings of one line at or above ``NEAR_ALIAS_FRACTION`` of the maximum (judged
+        with the rate known when the line arrived, so chunking does not matter)."""
+        vmax = self._alias_kmh
+        limit = NEAR_ALIAS_FRACTION * vmax
+        for i in range(start, len(out)):
+            r = out[i]
+            if r.speed_kmh >= limit:
+                out[i] = NearAliasReading(
+                    r.t_mono_ns, r.speed_kmh, r.direction, r.magnitude, r.sensor_time, r.speed_raw,
+                    r.unit, r.obj_index, True, vmax,
+                )  # fmt: skip
 
     # ------------------------------------------------------------------ one line
 
@@ -378,6 +453,11 @@ class Ops24xDriver:
             u = d["Units"]
             if isinstance(u, str) and u.strip().lower() in UNIT_ALIASES:
                 self.units = self.confirmed_units = UNIT_ALIASES[u.strip().lower()]
+        if "SamplingRate" in d:
+            rate = _rate_value(d["SamplingRate"])
+            if rate is not None:
+                self.confirmed_rate = rate
+                self._alias_kmh = self._alias_max()
         if isinstance(d.get("Product"), str):
             self.product = d["Product"]
 

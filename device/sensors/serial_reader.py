@@ -15,7 +15,9 @@ Every reopen after a lost port waits the current delay, and the "lost" warning i
 The init commands are not awaited, so a module that drops them (still booting after a replug, a
 corrupted byte) would stream unit-less numbers the driver must skip: lines arrive, yet nothing is
 measured. Hence the units check, with ``reason`` in health saying why it is degraded, and the whole
-init sequence re-sent every ``INIT_RETRY_S`` until the units are confirmed.
+init sequence re-sent every ``INIT_RETRY_S`` until the units are confirmed. The sampling rate is checked
+the same way (its ``{"SamplingRate":...}`` reply, or the ``??`` banner): a lost rate command leaves the
+module at its power-on 10 ksps, where anything above ~112 km/h aliases into the other direction.
 """
 
 from __future__ import annotations
@@ -109,6 +111,9 @@ class RadarReader(threading.Thread):
                 "product": getattr(self.driver, "product", None),
                 "units": getattr(self.driver, "units", None),
                 "units_confirmed": self._units_confirmed(),
+                "sample_rate": getattr(self.driver, "sample_rate", None),
+                "sample_rate_reported": getattr(self.driver, "confirmed_rate", None),
+                "sample_rate_confirmed": self._rate_confirmed(),
                 "init_sent": self._init_sent,
                 "backoff_s": self._backoff_s,
                 "state_history": [state for _, state in self._history],
@@ -215,8 +220,15 @@ class RadarReader(threading.Thread):
     def _units_confirmed(self) -> bool:
         return getattr(self.driver, "confirmed_units", None) == self.cfg.units
 
+    def _rate_confirmed(self) -> bool:
+        """The module reported the configured sampling rate (drivers without one: nothing to confirm)."""
+        return bool(getattr(self.driver, "rate_confirmed", True))
+
+    def _init_confirmed(self) -> bool:
+        return self._units_confirmed() and self._rate_confirmed()
+
     def _update_state(self, lines_seen: bool) -> None:
-        """``ok`` only with data flowing and units confirmed (caller holds the lock)."""
+        """``ok`` only with data flowing, units and sampling rate confirmed (caller holds the lock)."""
         if not lines_seen:
             reason: str | None = "no data since the port opened"
         elif not self._units_confirmed():
@@ -225,6 +237,14 @@ class RadarReader(threading.Thread):
                 f"units not confirmed: module reports {got}, configured {self.cfg.units}"
                 if got
                 else f"units not confirmed: no units reply from the module (configured {self.cfg.units})"
+            )
+        elif not self._rate_confirmed():
+            got_rate = getattr(self.driver, "confirmed_rate", None)
+            want = getattr(self.driver, "sample_rate", None)
+            reason = (
+                f"sampling rate not confirmed: module reports {got_rate} samples/s, configured {want}"
+                if got_rate
+                else f"sampling rate not confirmed: no sampling-rate reply from the module (configured {want})"
             )
         else:
             reason = None
@@ -245,9 +265,12 @@ class RadarReader(threading.Thread):
         retries = 0
         while not self._stop_evt.is_set():
             now = self.heartbeat_ns = time.monotonic_ns()
-            if now >= next_init_ns and not self._units_confirmed():
+            if now >= next_init_ns and not self._init_confirmed():
                 if retries % 30 == 0:  # about once a minute, not every retry
-                    log.warning("radar %s: units not confirmed, re-sending init commands", self.cfg.port)
+                    log.warning(
+                        "radar %s: units or sampling rate not confirmed, re-sending init commands",
+                        self.cfg.port,
+                    )
                 retries += 1
                 self._send_init(ser)
                 next_init_ns = now + int(INIT_RETRY_S * 1e9)

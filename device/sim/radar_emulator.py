@@ -3,7 +3,8 @@
 The reader under test opens :attr:`RadarEmulator.port` with pyserial exactly as it would open
 ``/dev/ttyACM0``. The emulator answers the module's commands with the module's JSON replies, then
 streams what the module would report for the vehicles in the beam at each sample (radial speed, i.e.
-with the cosine effect, plus small seeded noise), in the units and output format the commands selected.
+with the cosine effect, plus small seeded noise, aliased like the real sampler above the sampling rate's
+maximum), in the units and output format the commands selected.
 ``unplug()`` closes the pty (the reader's next read fails, the link disappears) and ``replug()`` opens a
 fresh one behind the same link path, which is what a USB re-enumeration looks like to the host.
 """
@@ -37,6 +38,13 @@ _FLAG_NAMES = {
 }
 BOOT_OFFSET_S = 5.0
 """The module's clock (OT time) reads this many seconds at scenario t=0 (it booted a bit earlier)."""
+
+
+def alias_kmh(signed_kmh: float, vmax_kmh: float) -> float:
+    """What a complex (I/Q) Doppler sampler reports for a signed radial speed: its FFT spans
+    ``-vmax..+vmax``, so a faster target folds into the opposite sign (SX, vmax ~111.8 km/h: 120 km/h
+    inbound reads as ~-103.6 km/h, i.e. outbound)."""
+    return (signed_kmh + vmax_kmh) % (2.0 * vmax_kmh) - vmax_kmh
 
 
 class RadarEmulator:
@@ -118,7 +126,7 @@ class RadarEmulator:
             if not power_loss:
                 return
             # a real module loses its settings when unpowered
-            self.units, self.objects, self.blank = "mps", 1, None
+            self.units, self.objects, self.blank, self.sample_rate = "mps", 1, None, "SX"
             self.flags = {"json": False, "time": False, "magnitude": False, "unit": False, "speed": True}
 
     def replug(self) -> None:
@@ -291,12 +299,15 @@ class RadarEmulator:
         vmax = max_speed_kmh(self.sample_rate)
         for v in self.scenario.vehicles_in_beam(t_s):
             kmh = v.radar_speed_kmh(t_s, geom) + self._rng.gauss(0.0, self.noise_kmh)
-            if kmh <= 0 or kmh >= vmax:
+            if kmh <= 0:
                 continue
-            val = kmh / TO_KMH[self.units]
+            signed = alias_kmh(kmh if v.direction is Direction.INBOUND else -kmh, vmax)
+            if signed == 0.0:
+                continue
+            val = abs(signed) / TO_KMH[self.units]
             if val < self.min_speed:
                 continue
-            inbound = v.direction is Direction.INBOUND
+            inbound = signed > 0  # the module filters on what it measures, aliased or not
             if self.direction_filter != "both" and (self.direction_filter == "inbound") != inbound:
                 continue
             dist = max(v.distance_m(t_s, geom), 1.0)

@@ -144,8 +144,13 @@ def test_unwired_pins_are_no_ops(factory):
 
 
 def test_pin_conflict_is_an_error_and_releases_pins(factory):
+    """Config validation refuses a shared pin; UnitGpio still fails cleanly on one (model_construct skips
+    validation, as a config built in code could)."""
+    with pytest.raises(ValueError, match=r"gpio\.led_ok_pin and gpio\.flash_pin both use BCM pin 5"):
+        GpioConfig(enabled=True, flash_pin=5, led_ok_pin=5)
+    clash = GpioConfig.model_construct(enabled=True, flash_pin=5, led_ok_pin=5)
     with pytest.raises(Exception):  # noqa: B017 - gpiozero raises its own GPIOPinInUse
-        UnitGpio(GpioConfig(enabled=True, flash_pin=5, led_ok_pin=5), pin_factory=factory)
+        UnitGpio(clash, pin_factory=factory)
     gpio = UnitGpio(GpioConfig(enabled=True, flash_pin=5), pin_factory=factory)  # pin 5 was released
     gpio.close()
 

@@ -229,7 +229,17 @@ def test_invalid_pass_is_never_a_violation() -> None:
     d = e.decide(make_pass(130.0, valid=False, reasons=("two_targets",)), when=NOON)
     assert not d.violation and "two_targets" in d.reason and d.excess_kmh > 50
     e2 = Enforcer(site("MA", 60.0), EnforcementConfig(enforce_invalid_passes=True))
-    assert e2.decide(make_pass(130.0, valid=False, reasons=("x",)), when=NOON).violation
+    assert e2.decide(make_pass(130.0, valid=False, reasons=("spread",)), when=NOON).violation
+
+
+@pytest.mark.parametrize(
+    "reason", ["near_alias_limit", "step_after_silence", "stall_continuation", "two_targets"]
+)
+def test_a_speed_that_may_be_another_vehicles_is_never_enforced(reason: str) -> None:
+    """``enforce_invalid_passes`` overrides a plausibility doubt, never a doubt about whose speed it is."""
+    e = Enforcer(site("MA", 60.0), EnforcementConfig(enforce_invalid_passes=True))
+    d = e.decide(make_pass(130.0, valid=False, reasons=(reason,)), when=NOON)
+    assert not d.violation and reason in d.reason
 
 
 def test_lane_lookup_falls_back_to_direction() -> None:

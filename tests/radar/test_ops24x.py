@@ -183,11 +183,15 @@ def test_init_commands_follow_config() -> None:
     assert b"SX" in [c.rstrip() for c in drv.init_commands(cfg2, 120.0)]
 
 
-def test_sample_rate_choice_covers_limit_plus_sixty() -> None:
+def test_sample_rate_choice_keeps_twice_the_limit_plus_forty() -> None:
+    """A car past the rate's maximum aliases into the other direction, so auto keeps a wide margin."""
     assert 110 < max_speed_kmh("SX") < 113 and 220 < max_speed_kmh("S2") < 226
-    assert pick_sample_rate(40.0) == "SX"
+    assert pick_sample_rate(20.0) == "SX"  # 80 km/h needed: SX's ~112 still has the margin
+    assert pick_sample_rate(40.0) == "S2"  # SX tops out ~112: a 120 km/h car would read outbound
     assert pick_sample_rate(60.0) == "S2"
-    assert pick_sample_rate(130.0) == "S2"
+    assert pick_sample_rate(90.0) == "S2"
+    assert pick_sample_rate(100.0) == "SL"
     assert pick_sample_rate(200.0) == "SL"
-    for limit in (30.0, 50.0, 80.0, 120.0, 180.0):
-        assert max_speed_kmh(pick_sample_rate(limit)) >= limit + 60
+    for limit in (20.0, 30.0, 40.0, 50.0, 80.0, 120.0, 180.0):
+        reach = max_speed_kmh(pick_sample_rate(limit))
+        assert reach >= 2 * limit + 40 and reach >= limit + 60

@@ -314,3 +314,54 @@ def test_chrony_local_stratum_is_not_synchronisation():
     st = parse_chronyc_tracking(line)
     assert not st.synchronized and st.source == "none" and "local clock" in st.detail
     assert parse_chronyc_tracking(CHRONY_NTP).ref_time_ns == 1763772000123456789
+
+
+def _chrony_monitor(clk: SteppableClock, ref: dict[str, int | None], fail: dict[str, bool]) -> ClockMonitor:
+    def chrony() -> SyncState:
+        if fail["now"]:
+            raise ClockSourceError("chronyc: 506 Cannot talk to daemon")
+        return SyncState(True, "ntp", "chrony", offset_ns=1000, max_error_ns=2_000_000, ref_time_ns=ref["t"])
+
+    return ClockMonitor(
+        ClockConfig(jump_threshold_ms=500), reader=chrony, wall_ns=clk.wall_ns, mono_ns=clk.mono_ns
+    )
+
+
+def test_after_a_step_backwards_chrony_is_not_trusted_on_its_stale_measurement():
+    """`date -s -1h` under chrony: the last poll's reference time (old wall time) is now an hour *ahead*
+    of the clock, so "ref time later than the step" would vouch for a clock an hour wrong."""
+    clk = SteppableClock()
+    ref: dict[str, int | None] = {"t": clk.utc - 10_000_000_000}  # last poll 10 s ago
+    mon = _chrony_monitor(clk, ref, {"now": False})
+    mon.refresh()
+    assert mon.stamp().synchronized
+    clk.advance(5_000_000_000)
+    clk.utc -= 3600 * 10**9  # an hour back
+    for _ in range(3):
+        mon.refresh()
+        assert mon.jumps == 1 and not mon.stamp().synchronized and "stepped" in mon.state.detail
+        clk.advance(5_000_000_000)
+    ref["t"] = clk.utc - 1_000_000  # chrony polled after the step
+    mon.refresh()
+    assert mon.stamp().synchronized
+
+
+def test_a_failed_read_at_the_step_does_not_make_the_stale_measurement_new():
+    """The refresh that sees the step cannot read chrony: its next read (the pre-step poll) is still stale."""
+    clk = SteppableClock()
+    ref: dict[str, int | None] = {"t": clk.utc}
+    fail = {"now": False}
+    mon = _chrony_monitor(clk, ref, fail)
+    mon.refresh()
+    clk.advance(5_000_000_000)
+    clk.utc -= 3600 * 10**9
+    fail["now"] = True
+    mon.refresh()
+    assert mon.jumps == 1 and not mon.stamp().synchronized
+    fail["now"] = False
+    clk.advance(5_000_000_000)
+    mon.refresh()
+    assert not mon.stamp().synchronized
+    ref["t"] = clk.utc
+    mon.refresh()
+    assert mon.stamp().synchronized
