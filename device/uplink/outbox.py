@@ -242,6 +242,16 @@ class Outbox:
             for p in self.path.parent.glob(f"{self.path.name}.corrupt-*")
             if not p.name.endswith(("-wal", "-shm"))
         )
+        # The cut may have come between moving the damaged file and its -wal/-shm (moved in that
+        # order): those are the damaged file's. Left here, SQLite would read the damaged file's log
+        # into the salvaged one; they go beside the damaged file, untouched, as it would have been.
+        for suffix in ("-wal", "-shm"):
+            left = Path(str(self.path) + suffix)
+            if left.exists():
+                dest = Path(str(moved[-1]) + suffix) if moved else left.with_name(left.name + ".orphan")
+                if dest.exists():
+                    dest = dest.with_name(dest.name + f".{time.time_ns()}")
+                os.replace(left, dest)
         os.replace(tmp, self.path)
         _fsync_dir(self.path.parent)
         self.corruption = {

@@ -170,6 +170,43 @@ def test_power_cut_during_the_salvage_swap_keeps_the_salvaged_rows(key, tmp_path
     ob.close()
 
 
+def test_power_cut_between_moving_the_damaged_file_and_its_wal_keeps_both_apart(key, tmp_path, monkeypatch):
+    """Cut after the damaged file moved aside but before its -wal did: the next start must not let
+    SQLite read the damaged file's log into the salvaged outbox; the log goes beside the damaged file,
+    byte for byte, and the salvaged rows are intact."""
+    import device.uplink.outbox as outbox_mod
+
+    path = tmp_path / "o.db"
+    ob = Outbox(path, key)
+    rows = [ob.seal(_payload(key, i, image_bytes=20_000)) for i in range(4)]
+    ob._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    ob.close()
+    _damage_newest_packet(path, rows[-1].data)
+    wal = Path(str(path) + "-wal")
+    log = os.urandom(4096)  # what the damaged file's log held (not a valid log: SQLite ignores it)
+    wal.write_bytes(log)
+
+    real_replace = os.replace
+
+    def cut(src, dst):
+        if Path(src).name.endswith("-wal"):
+            raise SystemExit("power cut")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(outbox_mod.os, "replace", cut)
+    with pytest.raises(SystemExit):
+        Outbox(path, key)
+    monkeypatch.setattr(outbox_mod.os, "replace", real_replace)
+    assert not path.exists() and wal.read_bytes() == log
+
+    ob = Outbox(path, key)
+    moved = Path(ob.stats()["corruption"]["moved_to"])
+    assert Path(str(moved) + "-wal").read_bytes() == log  # beside the damaged file, untouched
+    assert [r.seq for r in ob.next_unacked(100)] == [1, 2, 3]
+    assert all(r == rows[r.seq - 1] for r in ob.next_unacked(100))
+    ob.close()
+
+
 def test_outbox_path_that_cannot_be_opened_is_refused_and_left_alone(key, tmp_path):
     """Not corruption (SQLITE_CANTOPEN): nothing may be renamed or recreated. Works as root too."""
     path = tmp_path / "o.db"
