@@ -505,25 +505,9 @@ class Daemon:
         if len(recs) > 1:
             log.error("LOST: %d records not sealed: %s", len(recs), why)
 
-    def _violation_payload(self, v: Violation) -> dict:
-        """The packet payload; a plate that was never read says so (``not_read`` and why), so the registry
-        tells it from a read still to come (``pending``) or one that found no plate (``none``)."""
-        payload = violation_payload(v, self.ctx)
-        extra = payload.get("extra") or {}
-        reason = extra.get("plate_not_read")
-        if reason is not None:
-            if v.plate is None and not v.plate_pending:
-                payload["plate"] = {"status": "not_read", "reason": reason}
-            extra = {k: x for k, x in extra.items() if k != "plate_not_read"}  # said once, in plate
-            if extra:
-                payload["extra"] = extra
-            else:
-                del payload["extra"]
-        return payload
-
     def _seal_violation_now(self, v: Violation) -> None:
         """Raises only when nothing was sealed; bookkeeping after the commit can never cause a re-seal."""
-        sealed = self.outbox.seal(self._violation_payload(v), kind="violation")
+        sealed = self.outbox.seal(violation_payload(v, self.ctx), kind="violation")
         try:
             self._violation_sealed(v, sealed.seq)
         except Exception:
@@ -538,7 +522,7 @@ class Daemon:
         if v.plate:
             plate = v.plate.text
         else:
-            plate = "pending" if v.plate_pending else ("not_read" if v.extra.get("plate_not_read") else None)
+            plate = "pending" if v.plate_pending else ("not_read" if v.plate_not_read else None)
         self.timings.sealed_ns[v.violation_id] = now
         self.timings.seq_of[v.violation_id] = seq
         self.counters["sealed"] += 1

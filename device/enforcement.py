@@ -96,13 +96,9 @@ class Enforcer:
 
     def lane_for(self, p: Pass) -> LaneConfig | None:
         """The pass's lane by id; else the first lane of its direction; None when no lane carries its
-        direction, or when the pass's lane id names a lane of the other direction (see ``lane_refusal``).
-        A pass without a direction (a module that reports none) takes the first lane."""
+        direction, or when the pass's lane id names a lane of the other direction (the decision's
+        reason says which). A pass without a direction (a module that reports none) takes the first lane."""
         return self._lane(p)[0]
-
-    def lane_refusal(self, p: Pass) -> str | None:
-        """Why ``lane_for`` gives no lane (None when it gives one)."""
-        return self._lane(p)[1]
 
     def _lane(self, p: Pass) -> tuple[LaneConfig | None, str | None]:
         lanes = self.site.lanes

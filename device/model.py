@@ -43,6 +43,10 @@ class Reading:
     """Unit of ``speed_raw``: ``mps``, ``kmh``, ``mph``, ``fps``, ``cmps``."""
     obj_index: int = 0
     """Position of this object in a multi-object report (0 = strongest / first)."""
+    alias_max_kmh: float | None = None
+    """Set by a driver when the reading lies near the top of its sampling rate's unambiguous range:
+    that maximum (km/h). A faster vehicle of the other direction folds into exactly that zone, so the
+    tracker marks the pass ``near_alias_limit``. None: not near it (or the driver cannot alias)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,4 +245,7 @@ class Violation:
     images: tuple[EvidenceImage, ...] = ()
     plate: PlateRead | None = None
     plate_pending: bool = False
+    plate_not_read: str | None = None
+    """Why no plate read was made when none was (``anpr_backlog_full``, ``read_failed``): not "pending",
+    no amendment will follow."""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -7,8 +7,6 @@ devices the daemon holds).
 
 from __future__ import annotations
 
-import os
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -38,16 +36,16 @@ def _run(name: str, fn: Callable[[], tuple[bool, str, str]]) -> Check:
 
 def check_key(cfg: Config) -> tuple[bool, str, str]:
     from device.daemon import default_key_path
-    from device.uplink.keys import load_signing_key
+    from device.uplink.keys import KeyFileError, load_signing_key
 
     path = default_key_path(cfg)
     fix = f"radarcam keys init --path {path}  (then chown radarcam: and chmod 600)"
     if not path.exists():
         return False, f"{path} missing", fix
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    if mode & 0o077:
-        return False, f"{path} mode {mode:o} readable by others", f"chmod 600 {path}"
-    key = load_signing_key(path)
+    try:  # the daemon's own check: a key others may read is refused there too
+        key = load_signing_key(path)
+    except KeyFileError as exc:
+        return False, str(exc), f"chmod 600 {path}" if "chmod" in str(exc) else fix
     return True, f"key id {key.key_id}", fix
 
 

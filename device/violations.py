@@ -3,8 +3,8 @@
 Runs on the evidence thread, never on the radar thread. The plate read gets a deadline: a slow ANPR
 backlog delays the packet, never the measurement. When the deadline passes the violation is sealed with
 ``plate_pending`` and the read, when it arrives, is sealed as a signed amendment that names the packet.
-A read that is never made (ANPR backlog full, reader failed) is not "pending": ``extra["plate_not_read"]``
-says why, and the packet's plate says ``not_read`` (see docs/packet.md).
+A read that is never made (ANPR backlog full, reader failed) is not "pending": ``plate_not_read`` says
+why, and the packet's plate says ``not_read`` (see docs/packet.md).
 """
 
 from __future__ import annotations
@@ -350,14 +350,14 @@ class EvidenceBuilder:
             images=tuple(images),
             plate=plate,
             plate_pending=pending,
+            plate_not_read=not_read,
             extra={
                 "trigger_mono_ns": t,
                 "decided_mono_ns": cand.decided_mono_ns,
                 "frames_in_window": in_window,
                 "evidence_problem": evidence_problem,
             }
-            | ({"plate_problem": plate_note} if plate_note else {})
-            | ({"plate_not_read": not_read} if not_read else {}),
+            | ({"plate_problem": plate_note} if plate_note else {}),
         )
         if future is not None:
             future.add_done_callback(lambda f, v=violation: self._late(v, f))

@@ -109,3 +109,18 @@ def test_selftest_fails_the_data_bar_without_fontconfig(tmp_path):
     by = {c["check"]: c for c in json.loads(p.stdout)}
     assert not by["data bar"]["ok"] and "install fontconfig" in by["data bar"]["detail"]
     assert "fontconfig" in by["data bar"]["fix"]
+
+
+def test_a_key_others_may_read_fails_the_key_check_with_the_chmod(tmp_path):
+    """The check is the daemon's own (``load_signing_key``): a key the daemon would refuse fails here."""
+    import os
+
+    from device.selftest import check_key
+
+    cfg = cfgmod.parse({"device": {"id": "SELFTEST", "state_dir": str(tmp_path / "state")}})
+    key = tmp_path / "state" / "keys" / "signing-key.pem"
+    generate_key(key)
+    assert check_key(cfg)[0]
+    os.chmod(key, 0o644)
+    ok, detail, fix = check_key(cfg)
+    assert not ok and "mode 0644" in detail and fix == f"chmod 600 {key}"

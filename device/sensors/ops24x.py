@@ -18,10 +18,10 @@ Speeds are converted to km/h without rounding; the signed value as sent and its 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import json.scanner
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from device.model import Direction, Reading
@@ -72,7 +72,12 @@ WAVELENGTH_M = 299_792_458.0 / 24.125e9
 
 
 def max_speed_kmh(sample_rate_cmd: str) -> float:
-    return SAMPLE_RATES[sample_rate_cmd] * WAVELENGTH_M / 4 * 3.6
+    return _max_kmh(SAMPLE_RATES[sample_rate_cmd])
+
+
+def _max_kmh(samples_per_s: int) -> float:
+    """Unambiguous maximum speed (km/h) at a sampling rate: the Doppler shift of fs/2."""
+    return samples_per_s * WAVELENGTH_M / 4 * 3.6
 
 
 POWER_ON_RATE = "SX"
@@ -102,16 +107,6 @@ def pick_sample_rate(max_limit_kmh: float) -> str:
         if max_speed_kmh(cmd) >= need:
             return cmd
     return "SC"
-
-
-@dataclass(frozen=True, slots=True)
-class NearAliasReading(Reading):
-    """A reading in the top ``1 - NEAR_ALIAS_FRACTION`` of the sampling rate's unambiguous range: the
-    tracker marks its pass ``near_alias_limit`` (it may be a faster vehicle folded into this sign)."""
-
-    near_alias_limit: bool = True
-    alias_max_kmh: float = 0.0
-    """Unambiguous maximum (km/h) of the sampling rate the flag was decided with."""
 
 
 def _rate_value(x: Any) -> int | None:
@@ -211,9 +206,8 @@ class Ops24xDriver:
         """Unambiguous maximum (km/h) the readings are judged against: the rate the module reported,
         else the slower of the configured and the power-on rate (the command may not have taken)."""
         if self.confirmed_rate is not None:
-            return self.confirmed_rate * WAVELENGTH_M / 4 * 3.6
-        slowest = min(SAMPLE_RATES[self.sample_rate or POWER_ON_RATE], SAMPLE_RATES[POWER_ON_RATE])
-        return slowest * WAVELENGTH_M / 4 * 3.6
+            return _max_kmh(self.confirmed_rate)
+        return _max_kmh(min(SAMPLE_RATES[self.sample_rate or POWER_ON_RATE], SAMPLE_RATES[POWER_ON_RATE]))
 
     @property
     def stats(self) -> dict[str, int]:
@@ -269,10 +263,7 @@ class Ops24xDriver:
         for i in range(start, len(out)):
             r = out[i]
             if r.speed_kmh >= limit:
-                out[i] = NearAliasReading(
-                    r.t_mono_ns, r.speed_kmh, r.direction, r.magnitude, r.sensor_time, r.speed_raw,
-                    r.unit, r.obj_index, True, vmax,
-                )  # fmt: skip
+                out[i] = dataclasses.replace(r, alias_max_kmh=vmax)
 
     # ------------------------------------------------------------------ one line
 

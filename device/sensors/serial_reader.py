@@ -41,12 +41,12 @@ log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 0.05
 QUEUE_MAX = 10_000
 INIT_RETRY_S = 2.0
+"""Re-send the init sequence this often while the units or the rate are unconfirmed (a handful of short
+commands: harmless to a module that did get them, and bounded however long it stays silent or booting)."""
 HEALTHY_S = 5.0
 """A session that stayed open this long without an error counts as healthy even without a line."""
 WARN_EVERY_S = 60.0
 """At most one "port lost" warning this often while sessions keep failing (the count is logged)."""
-"""Re-send the init sequence this often while the units are unconfirmed (a handful of short commands:
-harmless to a module that did get them, and bounded however long it stays silent or booting)."""
 
 
 class RadarReader(threading.Thread):

@@ -23,7 +23,7 @@ Plausibility (the pass is kept but ``valid=False`` with reasons, never guessed):
   metrological tolerance (``STEP_KMH`` / ``STEP_PERCENT``): a following vehicle may have taken over
   (car A at 80, 300 ms of silence, car B at 70 would otherwise be one pass with A's peak and B's end);
 * ``near_alias_limit``: some reading of the pass (any object) lay in the top 10 % of the sampling
-  rate's unambiguous range (flagged by the driver, ``ops24x.NearAliasReading``): a faster vehicle of the
+  rate's unambiguous range (flagged by the driver in ``Reading.alias_max_kmh``): a faster vehicle of the
   other direction folds into exactly that zone, so neither the speed nor the direction can be trusted;
 * ``too_long``: the pass lasted more than ``max_pass_s`` (it is cut there, so memory stays bounded);
 * ``too_long_continuation``: the pass opened where a too-long one was cut, and its direction has not
@@ -125,7 +125,7 @@ class PassTracker:
             op = self._open[d] = _Open(direction=d, continuation=continuation)
             self._check_stall(op, r)
         op.all.append(r)
-        if getattr(r, "near_alias_limit", False):  # ops24x.NearAliasReading: may be a folded faster car
+        if r.alias_max_kmh is not None:  # near the rate's maximum: may be a folded faster car
             op.reasons.add("near_alias_limit")
         # A new report for this direction: the first reading of it is the strongest object.
         last_t, last_st, last_idx = op.last_report

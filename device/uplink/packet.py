@@ -168,8 +168,12 @@ def violation_payload(v: Violation, ctx: PacketContext) -> dict[str, Any]:
         plate["char_confidences"] = list(v.plate.char_confidences)
         plate["box"] = None if v.plate.box is None else list(v.plate.box)
         plate["status"] = "read"
+    elif v.plate_pending:
+        plate = {"status": "pending"}
+    elif v.plate_not_read:  # no read was made, none will follow: the registry must not wait for one
+        plate = {"status": "not_read", "reason": v.plate_not_read}
     else:
-        plate = {"status": "pending" if v.plate_pending else "none"}
+        plate = {"status": "none"}
     payload["plate"] = plate
     payload["anpr_models"] = ctx.anpr_models
     payload["images"] = [image_entry(im) for im in v.images]

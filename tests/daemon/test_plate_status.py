@@ -81,5 +81,4 @@ def test_a_plate_never_read_is_signed_not_read_with_the_reason(
     payload = _sealed(tmp_path, v)
     assert payload["plate"] == {"status": "not_read", "reason": reason}
     assert problem in payload["extra"]["plate_problem"]
-    assert "plate_not_read" not in payload["extra"]  # said once, in the plate
     assert payload["decision"]["violation"] and payload["images"]

@@ -133,30 +133,41 @@ def test_corrupt_outbox_keeps_readable_pending_packets_byte_for_byte(key, tmp_pa
     ob.close()
 
 
-def test_power_cut_during_the_salvage_swap_keeps_the_salvaged_rows(key, tmp_path, monkeypatch):
-    """Cut between moving the damaged file aside and renaming the rebuilt one in: no outbox file, a
-    complete salvage file. The next start adopts it (seq continues), instead of an empty outbox
-    restarting seq at 1."""
-    import device.uplink.outbox as outbox_mod
-
-    path = tmp_path / "o.db"
+def _damaged_outbox(key, path: Path) -> list:
+    """Four sealed packets, the newest then damaged on disk: what a start must salvage."""
     ob = Outbox(path, key)
     rows = [ob.seal(_payload(key, i, image_bytes=20_000)) for i in range(4)]
     ob._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     ob.close()
     _damage_newest_packet(path, rows[-1].data)
+    return rows
+
+
+def _open_with_power_cut(key, path: Path, monkeypatch, at_suffix: str) -> None:
+    """Opens (and so salvages) ``path``, the power cut at the first rename of a file ending ``at_suffix``:
+    nothing after it runs."""
+    import device.uplink.outbox as outbox_mod
 
     real_replace = os.replace
 
     def cut(src, dst):
-        if Path(src).name.endswith(".salvage"):
-            raise SystemExit("power cut")  # nothing after this point runs
+        if Path(src).name.endswith(at_suffix):
+            raise SystemExit("power cut")
         real_replace(src, dst)
 
     monkeypatch.setattr(outbox_mod.os, "replace", cut)
     with pytest.raises(SystemExit):
         Outbox(path, key)
     monkeypatch.setattr(outbox_mod.os, "replace", real_replace)
+
+
+def test_power_cut_during_the_salvage_swap_keeps_the_salvaged_rows(key, tmp_path, monkeypatch):
+    """Cut between moving the damaged file aside and renaming the rebuilt one in: no outbox file, a
+    complete salvage file. The next start adopts it (seq continues), instead of an empty outbox
+    restarting seq at 1."""
+    path = tmp_path / "o.db"
+    rows = _damaged_outbox(key, path)
+    _open_with_power_cut(key, path, monkeypatch, ".salvage")
     assert not path.exists() and list(tmp_path.glob(".o.db.salvage"))
 
     ob = Outbox(path, key)
@@ -174,29 +185,12 @@ def test_power_cut_between_moving_the_damaged_file_and_its_wal_keeps_both_apart(
     """Cut after the damaged file moved aside but before its -wal did: the next start must not let
     SQLite read the damaged file's log into the salvaged outbox; the log goes beside the damaged file,
     byte for byte, and the salvaged rows are intact."""
-    import device.uplink.outbox as outbox_mod
-
     path = tmp_path / "o.db"
-    ob = Outbox(path, key)
-    rows = [ob.seal(_payload(key, i, image_bytes=20_000)) for i in range(4)]
-    ob._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    ob.close()
-    _damage_newest_packet(path, rows[-1].data)
+    rows = _damaged_outbox(key, path)
     wal = Path(str(path) + "-wal")
     log = os.urandom(4096)  # what the damaged file's log held (not a valid log: SQLite ignores it)
     wal.write_bytes(log)
-
-    real_replace = os.replace
-
-    def cut(src, dst):
-        if Path(src).name.endswith("-wal"):
-            raise SystemExit("power cut")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(outbox_mod.os, "replace", cut)
-    with pytest.raises(SystemExit):
-        Outbox(path, key)
-    monkeypatch.setattr(outbox_mod.os, "replace", real_replace)
+    _open_with_power_cut(key, path, monkeypatch, "-wal")
     assert not path.exists() and wal.read_bytes() == log
 
     ob = Outbox(path, key)
