@@ -162,7 +162,7 @@ class Ops24xDriver:
         self.confirmed_rate: int | None = None
         """Samples/s named by the module's last ``{"SamplingRate":...}`` reply (command reply or the
         ``??`` banner) since :meth:`reset` (None: none yet)."""
-        self._alias_kmh = self._alias_max()
+        self._set_alias()
 
     # ------------------------------------------------------------------ configuration
 
@@ -173,7 +173,7 @@ class Ops24xDriver:
         unit = cfg.units
         rate = cfg.sample_rate if cfg.sample_rate != "auto" else pick_sample_rate(max_limit_kmh)
         self.sample_rate = rate
-        self._alias_kmh = self._alias_max()
+        self._set_alias()
         direction = {"both": b"R|", "inbound": b"R+", "outbound": b"R-"}[cfg.direction_filter]
         cmds = [
             UNIT_COMMANDS[unit],
@@ -195,12 +195,17 @@ class Ops24xDriver:
         self.units = self._initial_units
         self.confirmed_units = None
         self.confirmed_rate = None
-        self._alias_kmh = self._alias_max()
+        self._set_alias()
 
     @property
     def rate_confirmed(self) -> bool:
         """The module reported the configured sampling rate (always False before :meth:`init_commands`)."""
         return self.sample_rate is not None and self.confirmed_rate == SAMPLE_RATES[self.sample_rate]
+
+    def _set_alias(self) -> None:
+        """The maximum and the flag threshold readings are judged against (kept, not recomputed per line)."""
+        self._alias_kmh = self._alias_max()
+        self._alias_flag_kmh = NEAR_ALIAS_FRACTION * self._alias_kmh
 
     def _alias_max(self) -> float:
         """Unambiguous maximum (km/h) the readings are judged against: the rate the module reported,
@@ -242,8 +247,10 @@ class Ops24xDriver:
             else:
                 n = len(out)
                 self._line(buf[start:nl], t_mono_ns, out)
-                if len(out) > n:
-                    self._flag_near_alias(out, n)
+                flag = self._alias_flag_kmh  # judged with the rate known when this line arrived
+                for i in range(n, len(out)):
+                    if out[i].speed_kmh >= flag:  # near the top: maybe a faster car folded into this sign
+                        out[i] = dataclasses.replace(out[i], alias_max_kmh=self._alias_kmh)
             start = nl + 1
         rest = buf[start:] if start else buf
         if self._discarding:
@@ -254,16 +261,6 @@ class Ops24xDriver:
         self._buf = rest
         counts["readings"] += len(out)
         return out
-
-    def _flag_near_alias(self, out: list[Reading], start: int) -> None:
-        """Replaces readings of one line at or above ``NEAR_ALIAS_FRACTION`` of the maximum (judged
-        with the rate known when the line arrived, so chunking does not matter)."""
-        vmax = self._alias_kmh
-        limit = NEAR_ALIAS_FRACTION * vmax
-        for i in range(start, len(out)):
-            r = out[i]
-            if r.speed_kmh >= limit:
-                out[i] = dataclasses.replace(r, alias_max_kmh=vmax)
 
     # ------------------------------------------------------------------ one line
 
@@ -448,7 +445,7 @@ class Ops24xDriver:
             rate = _rate_value(d["SamplingRate"])
             if rate is not None:
                 self.confirmed_rate = rate
-                self._alias_kmh = self._alias_max()
+                self._set_alias()
         if isinstance(d.get("Product"), str):
             self.product = d["Product"]
 
