@@ -253,7 +253,7 @@ class Daemon:
         except OutboxError as exc:  # unopenable (not corrupt): say why and exit; the file is left alone
             raise StartupError(str(exc)) from exc
         self.outbox.timings = self.timings
-        self.ctx = self._packet_context()
+        self.ctx = self._packet_context(cfg, self.config_hash)
         if self.outbox.corruption:  # the rebuilt outbox's chain says so itself: the registry learns of it
             self._seal_event("outbox_corrupt", self.outbox.corruption)
         self.uplink = None
@@ -363,8 +363,9 @@ class Daemon:
     def _on_pass(self, p: Pass) -> None:
         when = datetime.fromtimestamp(self.clock.utc_for_mono(p.end_mono_ns) / 1e9, UTC)  # time windows
         trusted = self.clock.stamp().synchronized  # an untrusted clock must not select a lower window limit
-        with self._cfg_lock:
+        with self._cfg_lock:  # the decision and the settings its packet states, from one config
             d = self.enforcer.decide(p, when=when, time_trusted=trusted)
+            context = self.ctx
         self.counters["passes"] += 1
         self.stats.add(p, d)
         self.recent_passes.appendleft(
@@ -398,6 +399,7 @@ class Daemon:
             clock=self.clock.stamp(),
             pinned=pinned,
             unpinned_backlog=backlog,
+            context=context,
         )
         try:
             self._candidates.put(cand, timeout=1.0)
@@ -507,7 +509,7 @@ class Daemon:
 
     def _seal_violation_now(self, v: Violation) -> None:
         """Raises only when nothing was sealed; bookkeeping after the commit can never cause a re-seal."""
-        sealed = self.outbox.seal(violation_payload(v, self.ctx), kind="violation")
+        sealed = self.outbox.seal(violation_payload(v, v.context or self.ctx), kind="violation")
         try:
             self._violation_sealed(v, sealed.seq)
         except Exception:
@@ -882,17 +884,16 @@ class Daemon:
             enforcer = Enforcer.for_config(running)
         except Exception as exc:  # e.g. a jurisdiction table that does not load
             raise cfgmod.ConfigError(f"{self.config_path}: enforcement cannot start: {exc}") from exc
-        old_hash = self.config_hash
+        old_hash, new_hash = self.config_hash, cfgmod.config_hash(running)
+        ctx = self._packet_context(running, new_hash)
         with self._cfg_lock:
             self.enforcer = enforcer
-            self.cfg = running
+            self.cfg, self.config_hash, self.ctx = running, new_hash, ctx
             if (tracker := getattr(self, "tracker", None)) is not None:
                 tracker.set_lanes(running.site.lanes)  # a pass must meet the lanes it is decided with
             if (evidence := getattr(self, "evidence", None)) is not None:
                 evidence.set_config(running)  # the images' data bar shows the site now in force
         self.restart_required = restart
-        self.config_hash = cfgmod.config_hash(running)
-        self.ctx = self._packet_context()
         seq = self._seal_event(
             "config_changed",
             {
@@ -989,15 +990,15 @@ class Daemon:
         except KeyFileError as exc:
             raise StartupError(f"{exc}; to create one: radarcam keys init --path {path}") from None
 
-    def _packet_context(self) -> PacketContext:
+    def _packet_context(self, cfg: Config, config_hash: str) -> PacketContext:
         models = self.plate_reader.models() if getattr(self, "plate_reader", None) is not None else None
         return PacketContext(
-            device_id=self.cfg.device.id,
+            device_id=cfg.device.id,
             firmware_version=__version__,
-            config_hash=self.config_hash,
+            config_hash=config_hash,
             key_id=self.key.key_id,
-            site=self.cfg.site,
-            radar=self.cfg.radar,
+            site=cfg.site,
+            radar=cfg.radar,
             anpr_models=models,
         )
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 if TYPE_CHECKING:  # numpy only for type hints: the radar path never needs it
     import numpy as np
 
+    from device.uplink.packet import PacketContext
+
 
 class Direction(StrEnum):
     """Direction of travel relative to the radar (OPS24x convention: positive speed = inbound)."""
@@ -249,3 +251,6 @@ class Violation:
     """Why no plate read was made when none was (``anpr_backlog_full``, ``read_failed``): not "pending",
     no amendment will follow."""
     extra: dict[str, Any] = field(default_factory=dict)
+    context: PacketContext | None = None
+    """The settings it was decided under (site, radar, config hash): what its packet states, even when a
+    reload came between the decision and the seal. None: the sealer's own (tests, tools)."""

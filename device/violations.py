@@ -19,8 +19,9 @@ from dataclasses import dataclass, replace
 
 from device.capture.evidence import DataBar, EvidenceError, build_evidence, period_of_times, select_frames
 from device.capture.ring import FrameRing
-from device.config import Config
+from device.config import Config, SiteConfig
 from device.model import ClockStamp, Decision, Direction, Frame, Pass, PlateRead, Reading, Violation
+from device.uplink.packet import PacketContext
 
 log = logging.getLogger("radarcam.evidence")
 
@@ -40,6 +41,9 @@ class Candidate:
     """The trigger window's frames the ring held at decision time: see :meth:`EvidenceBuilder.pin`."""
     unpinned_backlog: int | None = None
     """Set when no frames were pinned because this many violations were already waiting for evidence."""
+    context: PacketContext | None = None
+    """The settings in force at the decision, taken with the enforcer that made it: a reload while the
+    violation waits for its evidence must not put the new site on its images or in its packet."""
 
 
 @dataclass(frozen=True)
@@ -272,8 +276,13 @@ class EvidenceBuilder:
             self._anpr_busy_since = None
             self._anpr_busy.release()
 
+    def _site(self, context: PacketContext | None) -> SiteConfig:
+        """The site a violation was decided at: its own context's, else the one running now."""
+        return context.site if context is not None else self._cfg.site
+
     def build(self, cand: Candidate) -> Violation:
         cfg = self._cfg
+        site = self._site(cand.context)
         p = cand.pass_
         vid = str(uuid.uuid4())
         t, window, in_window, period = self.frames_for(p, cand.pinned)
@@ -300,7 +309,7 @@ class EvidenceBuilder:
         future: cf.Future | None = None
         if cfg.anpr.enabled and self._reader is not None and picked:
             if self._anpr_busy.acquire(blocking=False):
-                lane = next((ln for ln in cfg.site.lanes if ln.id == cand.decision.lane), None)
+                lane = next((ln for ln in site.lanes if ln.id == cand.decision.lane), None)
                 future = self._anpr.submit(self._read_plate, picked, lane.roi if lane else None)
                 try:
                     plate, plate_frame = future.result(timeout=cfg.anpr.deadline_s)
@@ -323,7 +332,7 @@ class EvidenceBuilder:
         frames = picked[: cfg.camera.evidence_frames]
         if plate_frame is not None and all(f.frame_no != plate_frame.frame_no for f in frames):
             frames = [*frames[: max(1, len(frames) - 1)], plate_frame]
-        bar = self._bar(vid, p, cand.decision, cand.clock, t)
+        bar = self._bar(vid, p, cand.decision, cand.clock, t, site)
         images: list = []
         if frames:
             try:
@@ -358,12 +367,13 @@ class EvidenceBuilder:
                 "evidence_problem": evidence_problem,
             }
             | ({"plate_problem": plate_note} if plate_note else {}),
+            context=cand.context,
         )
         if future is not None:
             future.add_done_callback(lambda f, v=violation: self._late(v, f))
         return violation
 
-    def _bar(self, vid: str, p: Pass, d: Decision, clock: ClockStamp, t: int) -> DataBar:
+    def _bar(self, vid: str, p: Pass, d: Decision, clock: ClockStamp, t: int, site: SiteConfig) -> DataBar:
         cfg = self._cfg
         return DataBar(
             utc_ns=utc_of(clock, t),
@@ -373,9 +383,9 @@ class EvidenceBuilder:
             enforced_kmh=d.enforced_kmh,
             limit_kmh=d.limit_kmh,
             direction=p.direction.value if p.direction else "unknown",
-            site_id=cfg.site.id,
-            site_name=cfg.site.name,
-            site_name_local=cfg.site.name_local,
+            site_id=site.id,
+            site_name=site.name,
+            site_name_local=site.name_local,
             device_id=cfg.device.id,
             packet_id=vid,
             lane=p.lane,
@@ -388,7 +398,12 @@ class EvidenceBuilder:
         if plate is None or frame is None:
             return []
         bar = self._bar(
-            v.violation_id, v.pass_, v.decision, v.clock, int(v.extra.get("trigger_mono_ns", frame.t_mono_ns))
+            v.violation_id,
+            v.pass_,
+            v.decision,
+            v.clock,
+            int(v.extra.get("trigger_mono_ns", frame.t_mono_ns)),
+            self._site(v.context),
         )
         try:
             return build_evidence(
@@ -414,6 +429,7 @@ class EvidenceBuilder:
             plate=None,
             plate_pending=False,
             extra={"decided_mono_ns": cand.decided_mono_ns, "evidence_problem": problem},
+            context=cand.context,
         )
 
     def _late(self, v: Violation, f: cf.Future) -> None:

@@ -53,7 +53,7 @@ def _sealed(tmp_path: Path, v) -> dict:
 
     d = Daemon(Config())
     d.key = generate_key(tmp_path / "signing-key.pem")
-    d.ctx, d.uplink = d._packet_context(), None
+    d.ctx, d.uplink = d._packet_context(d.cfg, d.config_hash), None
     d.outbox = Outbox(tmp_path / "outbox.sqlite", d.key)
     try:
         d._seal_violation(v)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import cbor2
 import pytest
 
+from device.capture.evidence import COMMENT_MAGIC, jpeg_comment
 from device.uplink.packet import verify
 
 
@@ -128,6 +130,60 @@ def test_reload_runs_only_the_live_sections_and_packets_say_what_runs(harness):
     assert body["file_config_hash"] == cfgmod.config_hash(file_cfg) != body["new_config_hash"]
     assert body["new_config_hash"] == d.config_hash == cfgmod.config_hash(d.cfg)
     assert '"another-device"' not in body["new_config_json"]
+
+
+class GatedReader:
+    """The real plate reader, held at its first read until the test lets it go: a violation decided
+    and waiting for its evidence, for as long as the test needs."""
+
+    def __init__(self) -> None:
+        from device.anpr.reader import PlateReader
+        from device.config import AnprConfig
+
+        self.real = PlateReader(AnprConfig(countries=["MA"]))
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def read_frames(self, images, *, country=None, roi=None):
+        self.entered.set()
+        self.release.wait(30)
+        return self.real.read_frames(images, country=country, roi=roi)
+
+    def models(self) -> dict:
+        return self.real.models()
+
+
+def test_a_violation_decided_before_a_reload_is_sealed_with_the_settings_it_was_decided_under(harness, wait):
+    """Before, the packet took the site and config hash in force when it was sealed: a violation
+    decided at 60 km/h, sealed after a reload to 40 km/h at a renamed site, stated the new site, the
+    new config hash and the new name on its images, beside the 60 km/h limit it was decided under."""
+    from device import config as cfgmod
+    from device.sim.scenario import generate
+
+    h = harness(generate(6, vehicles=2, speeder_share=1.0), {"anpr": {"enabled": True, "deadline_s": 20.0}})
+    reader = GatedReader()
+    d = h.start(plate_reader=reader)
+    started = cfgmod.load(h.config_path)
+    hash_before = d.config_hash
+    assert reader.entered.wait(60), "no violation reached its plate read"
+    assert d.counters["sealed"] == 0  # decided, its evidence waiting for the read
+
+    lanes = [lane.model_copy(update={"limit_kmh": 40.0}) for lane in started.site.lanes]
+    site = started.site.model_copy(update={"lanes": lanes, "name": "Renamed site"})
+    cfgmod.save(started.model_copy(update={"site": site}), h.config_path)
+    res = d.reload(audit=[])
+    assert res["config_hash"] != hash_before and d.ctx.site.name == "Renamed site"
+    reader.release.set()
+
+    wait(lambda: d.counters["sealed"] >= 1, 30, "the held violation sealed")
+    seq = min(d.timings.seq_of.values())
+    assert seq > res["event_seq"]  # sealed after the config_changed event, decided before it
+    v = verify(d.outbox.get(seq).data, h.key.public_key)
+    assert v["config_hash"] == hash_before
+    assert v["site"]["name"] == started.site.name != "Renamed site"
+    assert v["site"]["limit_kmh"] == started.site.lanes[0].limit_kmh != 40.0
+    bars = [json.loads(jpeg_comment(im["jpeg"])[len(COMMENT_MAGIC) :])["bar"] for im in v["images"]]
+    assert bars and {b["site_name"] for b in bars} == {started.site.name}
+    assert {b["limit_kmh"] for b in bars} == {v["site"]["limit_kmh"]}
 
 
 def _assert_stopped_with_shutdown_event(h) -> None:
