@@ -401,6 +401,11 @@ class Ops24xDriver:
         if not speeds:
             self._counts["blank"] += 1
             return
+        if dirs_raw is not None:
+            signed = any(v < 0 for v in speeds)
+            for v, dr in zip(speeds, dirs, strict=True):
+                if _conflicts(v, dr, signed):
+                    raise _Bad("direction_conflict")
         self._emit(t, speeds, mags, dirs, sensor_time, unit, out)
 
     def _json_single(self, d: dict[str, Any], raw: Any, t: int, out: list[Reading]) -> None:
@@ -415,6 +420,8 @@ class Ops24xDriver:
             direction = Direction.INBOUND if v > 0 else Direction.OUTBOUND
         elif type(dr) is str and dr.strip().lower() in _DIRS:
             direction = _DIRS[dr.strip().lower()]
+            if v < 0 and direction is Direction.INBOUND:
+                raise _Bad("direction_conflict")
         else:
             raise _Bad("bad_direction")
         units = self.units
@@ -494,6 +501,20 @@ class Ops24xDriver:
         if not got:
             self._counts["blank"] += 1
         out.extend(got)
+
+
+def _conflicts(v: float, direction: Direction | None, signed: bool) -> bool:
+    """Whether a report's ``direction`` contradicts the sign of its speed ``v`` (positive = inbound).
+
+    A negative speed is signed, so it must not be called inbound. A positive one called outbound is a
+    contradiction only in a report that is visibly signed (``signed``: some speed of it is negative):
+    firmware that sends unsigned speeds with a direction beside them is read by that direction. A report
+    that contradicts itself is skipped whole: which vehicle went which way is part of the evidence."""
+    if direction is Direction.INBOUND:
+        return v < 0
+    if direction is Direction.OUTBOUND:
+        return v > 0 and signed
+    return False
 
 
 def _num(x: Any) -> float:

@@ -109,6 +109,29 @@ def test_partial_lines_across_reads_and_crlf_split() -> None:
     assert (r.speed_raw, r.t_mono_ns) == (-4.0, 4)
 
 
+def test_json_direction_beside_a_signed_speed_must_agree_with_it() -> None:
+    """A direction field wins over the sign only where they cannot disagree. Before, one scalar
+    ``direction`` was given to every object of a multi-object report, so ``[12.1, -30.5]`` with
+    ``"inbound"`` made the receding car an approaching one."""
+    lines = (
+        b'{"speed":[12.1,-30.5],"direction":["inbound","outbound"]}\r\n'  # per object, agreeing
+        b'{"speed":[-12.1,-30.5],"direction":"outbound"}\r\n'  # one for all, agreeing
+        b'{"speed":[12.1,30.5],"direction":"outbound"}\r\n'  # unsigned speeds: the field says
+        b'{"speed":"-7.25","direction":"outbound"}\r\n'
+    )
+    d, rs = feed(lines, units="kmh")
+    assert [(r.speed_raw, r.direction) for r in rs] == [
+        (12.1, Direction.INBOUND),
+        (-30.5, Direction.OUTBOUND),
+        (-12.1, Direction.OUTBOUND),
+        (-30.5, Direction.OUTBOUND),
+        (12.1, Direction.OUTBOUND),
+        (30.5, Direction.OUTBOUND),
+        (-7.25, Direction.OUTBOUND),
+    ]
+    assert d.stats["skipped"] == 0
+
+
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
@@ -131,6 +154,11 @@ def test_partial_lines_across_reads_and_crlf_split() -> None:
         (b'{"speed":"\xd9\xa3"}', "bad_number"),
         (b'{"speed":[1,2],"magnitude":[1]}', "mismatched_arrays"),
         (b'{"speed":1,"direction":"sideways"}', "bad_direction"),
+        (b'{"speed":"-12.5","direction":"inbound"}', "direction_conflict"),
+        (b'{"speed":[12.1,-30.5],"direction":"inbound"}', "direction_conflict"),
+        (b'{"speed":[12.1,-30.5],"direction":"outbound"}', "direction_conflict"),
+        (b'{"speed":[12.1,-30.5],"direction":["inbound","inbound"]}', "direction_conflict"),
+        (b'{"unit":"kmph","speed":-9,"direction":"inbound"}', "direction_conflict"),
         (b'{"speed":1,"unit":"furlongs"}', "unknown_unit"),
         (b'"parsecs",1', "unknown_unit"),
         (b'{"speed":1', "bad_json"),
