@@ -186,6 +186,24 @@ def _registry_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry_revoke_key(args: argparse.Namespace) -> int:
+    from device.uplink.registry import Registry
+
+    reg = Registry(args.db, keys={})
+    try:
+        try:
+            stored = reg.revoke_key(args.device, args.key_id, args.reason)
+        except KeyError as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return 2
+        doubts = reg.chain(args.device)["revoked_key_seqs"]
+    finally:
+        reg.close()
+    print(json.dumps({"device_id": args.device, "key_id": args.key_id, "stored_packets": stored,
+                      "stored_seqs": doubts}))  # fmt: skip
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     k = sub.add_parser("keys", help="device signing key (Ed25519)")
     ksub = k.add_subparsers(dest="keys_cmd", required=True)
@@ -231,3 +249,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     re_.add_argument("--out", required=True)
     re_.add_argument("--device-key", action="append", default=[], metavar="DEVICE=PEM")
     re_.set_defaults(func=_registry_export)
+    rk = rsub.add_parser(
+        "revoke-key",
+        help="refuse every packet a device key signed that is not yet stored (a key that may be "
+        "compromised); stored ones stay and are listed",
+    )
+    rk.add_argument("--db", required=True)
+    rk.add_argument("--device", required=True)
+    rk.add_argument("--key-id", required=True, help="32 hex digits (radarcam keys show)")
+    rk.add_argument("--reason", default="", help="recorded with the revocation and in each refusal")
+    rk.set_defaults(func=_registry_revoke_key)

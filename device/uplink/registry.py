@@ -55,11 +55,16 @@ CREATE TABLE IF NOT EXISTS rejections (
 );
 CREATE INDEX IF NOT EXISTS rejections_sha256 ON rejections(sha256);
 """
-_REJECTION_COLUMNS = {  # added to databases written before rejections were de-duplicated
-    "deliveries": "INTEGER NOT NULL DEFAULT 1",
-    "last_received_ns": "INTEGER",
-    "size": "INTEGER",
+_ADDED_COLUMNS = {  # added to databases written by earlier versions
+    "rejections": {  # when rejections were de-duplicated
+        "deliveries": "INTEGER NOT NULL DEFAULT 1",
+        "last_received_ns": "INTEGER",
+        "size": "INTEGER",
+    },
+    "packets": {"key_id": "TEXT"},  # key retirement: which key signed each stored packet
+    "device_keys": {"registered_ns": "INTEGER", "revoked_ns": "INTEGER", "revoked_reason": "TEXT"},
 }
+_INDEXES = "CREATE INDEX IF NOT EXISTS packets_key ON packets(device_id, key_id, seq)"
 REJECTED_BLOB_BYTES = 64 * 1024
 """A rejected packet's bytes are kept up to this (headers, identity, measurement: enough to see what was
 sent); ``size`` keeps the full length and ``sha256`` names the whole packet."""
@@ -83,9 +88,11 @@ class _Db:
             with self.conn.transaction():
                 for stmt in filter(str.strip, _PG_SCHEMA.split(";")):
                     self.conn.execute(stmt)
-                for col, decl in _REJECTION_COLUMNS.items():
-                    decl = decl.replace("INTEGER", "BIGINT")
-                    self.conn.execute(f"ALTER TABLE rejections ADD COLUMN IF NOT EXISTS {col} {decl}")
+                for table, cols in _ADDED_COLUMNS.items():
+                    for col, decl in cols.items():
+                        decl = decl.replace("INTEGER", "BIGINT")
+                        self.conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col} {decl}")
+                self.conn.execute(_INDEXES)
         else:
             path = url.removeprefix("sqlite:///") if url.startswith("sqlite:") else url
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -94,14 +101,16 @@ class _Db:
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA busy_timeout=30000")
             self.conn.executescript(_SQLITE_SCHEMA)
-            have = {r[1] for r in self.conn.execute("PRAGMA table_info(rejections)")}
-            for col, decl in _REJECTION_COLUMNS.items():
-                if col not in have:
-                    try:
-                        self.conn.execute(f"ALTER TABLE rejections ADD COLUMN {col} {decl}")
-                    except sqlite3.OperationalError as exc:  # another instance migrated it just now
-                        if "duplicate column" not in str(exc):
-                            raise
+            for table, cols in _ADDED_COLUMNS.items():
+                have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+                for col, decl in cols.items():
+                    if col not in have:
+                        try:
+                            self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} {decl}")
+                        except sqlite3.OperationalError as exc:  # another instance migrated it just now
+                            if "duplicate column" not in str(exc):
+                                raise
+            self.conn.execute(_INDEXES)
 
     def q(self, sql: str, params: tuple = ()) -> list[tuple]:
         if self.pg:
@@ -188,13 +197,25 @@ class Registry:
                 " ON CONFLICT(device_id) DO UPDATE SET public_pem=excluded.public_pem",
                 (device, pem),
             )
+        now = time.time_ns()
+        current: dict[str, str] = {}
         for device, pem in self.db.q("SELECT device_id, public_pem FROM devices"):  # history of every key
-            kid = key_id_of(parse_public_pem(pem.encode(), source=f"registry key for {device}"))
-            self.db.q(
-                "INSERT INTO device_keys(device_id, key_id, public_pem) VALUES(?, ?, ?)"
-                " ON CONFLICT(device_id, key_id) DO NOTHING",
-                (device, kid, pem),
+            kid = current[device] = key_id_of(
+                parse_public_pem(pem.encode(), source=f"registry key for {device}")
             )
+            self.db.q(  # the first registration's time orders a device's keys (see _key_refusal)
+                "INSERT INTO device_keys(device_id, key_id, public_pem, registered_ns) VALUES(?, ?, ?, ?)"
+                " ON CONFLICT(device_id, key_id) DO NOTHING",
+                (device, kid, pem, now),
+            )
+        # Keys recorded before keys had a registration time: older than any registered since, the
+        # current one newest among them.
+        for device, kid in self.db.q("SELECT device_id, key_id FROM device_keys WHERE registered_ns IS NULL"):
+            self.db.q(
+                "UPDATE device_keys SET registered_ns=? WHERE device_id=? AND key_id=?",
+                (int(current.get(device) == kid), device, kid),
+            )
+        self._backfill_key_ids()
         self.key_history: dict[str, dict[str, Ed25519PublicKey]] = {}
         for device, kid, pem in self.db.q("SELECT device_id, key_id, public_pem FROM device_keys"):
             self.key_history.setdefault(device, {})[kid] = parse_public_pem(
@@ -203,6 +224,72 @@ class Registry:
         stored = {d: parse_public_pem(pem.encode(), source=f"registry key for {d}") for d, pem in
                   self.db.q("SELECT device_id, public_pem FROM devices")}  # fmt: skip
         return stored | given
+
+    def _backfill_key_ids(self, batch: int = 200) -> None:
+        """Packets stored before the key id was kept get it from their own header (once, in batches:
+        the images make rows large). An unreadable one gets "" so it is not read again."""
+        while rows := self.db.q(
+            f"SELECT device_id, seq, data FROM packets WHERE key_id IS NULL LIMIT {batch}"
+        ):
+            for device, seq, data in rows:
+                try:
+                    kid = parse(bytes(data)).kid or ""
+                except PacketError:
+                    kid = ""
+                self.db.q("UPDATE packets SET key_id=? WHERE device_id=? AND seq=?", (kid, device, seq))
+
+    def _successors_first_seq(self, device: str, kid: str) -> tuple[str, int] | None:
+        """The first stored seq signed by a key that replaced ``kid`` (registered after it, or the
+        device's current key), and that key: from there on the device signs with the newer key."""
+        reg = self.db.q("SELECT registered_ns FROM device_keys WHERE device_id=? AND key_id=?", (device, kid))
+        current = key_id_of(self.keys[device]) if device in self.keys else None
+        if not reg or kid == current:
+            return None
+        rows = self.db.q(
+            "SELECT key_id FROM device_keys WHERE device_id=? AND key_id<>? AND (registered_ns>? OR key_id=?)",
+            (device, kid, reg[0][0] or 0, current or ""),
+        )
+        newer = [r[0] for r in rows]
+        if not newer:
+            return None
+        marks = ", ".join("?" * len(newer))
+        rows = self.db.q(
+            f"SELECT key_id, seq FROM packets WHERE device_id=? AND key_id IN ({marks}) ORDER BY seq LIMIT 1",
+            (device, *newer),
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def _key_refusal(self, device: str, kid: str, seq: int) -> str | None:
+        """Why a packet signed by ``kid`` may not be stored: the key was revoked, or it was replaced and
+        ``seq`` is at or past the first packet of its replacement (a re-keyed device signs everything
+        from there with the new key; an old key's unacked packets have lower seqs and still verify).
+        Read inside the store's transaction, so every instance sharing the database applies it at once."""
+        row = self.db.q(
+            "SELECT revoked_ns, revoked_reason FROM device_keys WHERE device_id=? AND key_id=?", (device, kid)
+        )
+        if row and row[0][0] is not None:
+            return f"signed with revoked key {kid}" + (f" ({row[0][1]})" if row[0][1] else "")
+        succ = self._successors_first_seq(device, kid)
+        if succ is not None and seq >= succ[1]:
+            return (
+                f"signed with retired key {kid}: key {succ[0]} signs this device's packets from seq {succ[1]}"
+            )
+        return None
+
+    def revoke_key(self, device: str, kid: str, reason: str = "") -> int:
+        """Refuses every packet ``kid`` signed that is not yet stored (a key that may be compromised).
+        Stored packets stay (evidence is never deleted); :meth:`chain` lists them. Returns their count."""
+        with self._lock:
+            if not self.db.q("SELECT 1 FROM device_keys WHERE device_id=? AND key_id=?", (device, kid)):
+                raise KeyError(f"{device!r} has no registered key {kid!r}")
+            self.db.q(
+                "UPDATE device_keys SET revoked_ns=COALESCE(revoked_ns, ?), revoked_reason=? "
+                "WHERE device_id=? AND key_id=?",
+                (time.time_ns(), reason[:500], device, kid),
+            )
+            return self.db.q("SELECT COUNT(*) FROM packets WHERE device_id=? AND key_id=?", (device, kid))[0][
+                0
+            ]
 
     # ------------------------------------------------------------------ packet handling (no MQTT)
 
@@ -257,7 +344,13 @@ class Registry:
             bad = f"image hash mismatch: {'; '.join(problems)}"
         if bad:
             return {"result": "rejected", "device_id": device, "reason": bad, "seq": seq}
-        return {"result": "ok", "device_id": device, "seq": seq, "payload": payload}
+        return {
+            "result": "ok",
+            "device_id": device,
+            "seq": seq,
+            "payload": payload,
+            "key_id": payload["key_id"],
+        }
 
     def handle(self, topic: str, data: bytes) -> dict[str, Any]:
         """Verify + store one packet; see :meth:`handle_batch`."""
@@ -281,9 +374,9 @@ class Registry:
                         p = c["payload"]
                         res = self._store(
                             c["device_id"], c["seq"], str(p.get("packet_id")), str(p.get("kind")), data,
-                            hashlib.sha256(data).hexdigest(), p["prev_hash"],
+                            hashlib.sha256(data).hexdigest(), p["prev_hash"], c["key_id"],
                         )  # fmt: skip
-                        if res["result"] == "replay":
+                        if res["result"] in ("replay", "refused"):
                             res = {"result": "rejected", "device_id": c["device_id"], "reason": res["reason"],
                                    "seq": c["seq"]}  # fmt: skip
                     if res["result"] == "rejected":
@@ -301,9 +394,18 @@ class Registry:
         return results
 
     def _store(
-        self, device: str, seq: int, packet_id: str, kind: str, data: bytes, digest: str, prev_hash: str
+        self,
+        device: str,
+        seq: int,
+        packet_id: str,
+        kind: str,
+        data: bytes,
+        digest: str,
+        prev_hash: str,
+        key_id: str,
     ) -> dict[str, Any]:
-        """Inside one transaction: duplicate / replay check, insert, and the two chain links it touches."""
+        """Inside one transaction: duplicate / replay / key check, insert, and the two chain links it
+        touches. A duplicate is acked again even if its key was revoked since: it was stored before."""
         row = self.db.q("SELECT sha256 FROM packets WHERE device_id=? AND seq=?", (device, seq))
         if row and row[0][0] == digest:
             self.db.q(
@@ -318,6 +420,8 @@ class Registry:
                 "result": "replay",
                 "reason": f"replay: packet id {packet_id} already stored as seq {other[0][0]}",
             }
+        if refusal := self._key_refusal(device, key_id, seq):
+            return {"result": "refused", "reason": refusal}
         if seq == 1:
             prev_ok: int | None = int(prev_hash == GENESIS_HASH)
         else:
@@ -325,8 +429,20 @@ class Registry:
             prev_ok = int(prev_hash == prev[0][0]) if prev else None
         self.db.q(
             "INSERT INTO packets(device_id, seq, packet_id, kind, data, sha256, prev_hash, prev_ok,"
-            " received_ns, instance) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (device, seq, packet_id, kind, data, digest, prev_hash, prev_ok, time.time_ns(), self.instance),
+            " received_ns, instance, key_id) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                device,
+                seq,
+                packet_id,
+                kind,
+                data,
+                digest,
+                prev_hash,
+                prev_ok,
+                time.time_ns(),
+                self.instance,
+                key_id,
+            ),
         )
         nxt = self.db.q("SELECT prev_hash FROM packets WHERE device_id=? AND seq=?", (device, seq + 1))
         if nxt:
@@ -492,7 +608,22 @@ class Registry:
             "gaps": gaps,
             "broken_links": broken,
             "intact": bool(seqs) and not gaps and not broken and all(r[1] == 1 for r in rows),
+            **self._key_doubts(device_id),
         }
+
+    def _key_doubts(self, device: str) -> dict[str, list[int]]:
+        """Stored packets whose key says they need a second look: signed by a revoked key, or by a
+        replaced key at or past its replacement's first seq (stored before that packet arrived)."""
+        with self._lock:
+            keys = self.db.q("SELECT key_id, revoked_ns FROM device_keys WHERE device_id=?", (device,))
+            revoked = [k for k, r in keys if r is not None]
+            retired: list[int] = []
+            by_key = "SELECT seq FROM packets WHERE device_id=? AND key_id=? AND seq>=?"
+            for kid, _ in keys:
+                if (succ := self._successors_first_seq(device, kid)) is not None:
+                    retired += [r[0] for r in self.db.q(by_key, (device, kid, succ[1]))]
+            by_revoked = [r[0] for kid in revoked for r in self.db.q(by_key, (device, kid, 0))]
+        return {"revoked_key_seqs": sorted(by_revoked), "retired_key_seqs": sorted(retired)}
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

@@ -196,3 +196,94 @@ def test_a_packet_whose_image_bytes_do_not_match_their_hash_is_rejected_not_acke
     assert reg.handle(TOPIC, good)["result"] == "stored"  # the same seq with matching images
     assert [r["sha256"] for r in reg.packets("cam-1")] == [hashlib.sha256(good).hexdigest()]
     reg.close()
+
+
+class _Rekeyed:
+    """A device that signed seqs with ``old`` and, after ``keys init --force``, with ``new``; chained."""
+
+    def __init__(self, tmp_path):
+        from device.uplink.keys import generate_key
+
+        self.old, self.new = generate_key(tmp_path / "old.pem"), generate_key(tmp_path / "new.pem")
+
+    def packet(self, key, seq: int) -> bytes:
+        from device.uplink.packet import seal_bytes
+
+        p = violation_payload(sample_violation(seq), sample_context("cam-1", key.key_id))
+        return seal_bytes(p | {"seq": seq, "prev_hash": "0" * 64}, key)  # links are not what is tested
+
+
+def _rekeyed_registry(tmp_path):
+    """The device registered with its old key, one packet stored, then registered again with the new."""
+    dev = _Rekeyed(tmp_path)
+    reg = Registry(tmp_path / "r.db", keys={"cam-1": dev.old.public_key})
+    dev.first = dev.packet(dev.old, 1)
+    assert reg.handle(TOPIC, dev.first)["result"] == "stored"
+    reg.close()
+    return dev, Registry(tmp_path / "r.db", keys={"cam-1": dev.new.public_key})
+
+
+def test_a_replaced_key_signs_nothing_past_its_replacements_first_packet(tmp_path):
+    """Before, every key a device had ever had verified new packets for ever: whoever held a retired
+    (perhaps stolen) key could add evidence at any fresh seq. Once the new key's first packet (seq 3) is
+    stored, the old key is good only below it: the unacked packets it signed before the re-key."""
+    dev, reg = _rekeyed_registry(tmp_path)
+    assert reg.handle(TOPIC, dev.packet(dev.new, 3))["result"] == "stored"
+    assert reg.handle(TOPIC, dev.packet(dev.old, 2))["result"] == "stored"  # sealed before, delivered late
+    forged = reg.handle(TOPIC, dev.packet(dev.old, 4))
+    assert forged["result"] == "rejected" and f"retired key {dev.old.key_id}" in forged["reason"]
+    assert "from seq 3" in forged["reason"]
+    assert reg.handle(TOPIC, dev.packet(dev.new, 4))["result"] == "stored"  # the seq is still free for it
+    ch = reg.chain("cam-1")
+    assert ch["retired_key_seqs"] == [] and ch["revoked_key_seqs"] == [] and reg.count("cam-1") == 4
+    assert [r["seq"] for r in reg.rejections()] == [4]
+
+
+def test_an_old_key_packet_stored_before_the_new_keys_first_is_flagged_in_the_chain(tmp_path):
+    """Order of arrival cannot always tell: an old-key seq 5 that arrives before the new key's first
+    packet (seq 3) is stored, and the chain report names it once seq 3 shows it came after the re-key."""
+    dev, reg = _rekeyed_registry(tmp_path)
+    assert reg.handle(TOPIC, dev.packet(dev.old, 5))["result"] == "stored"
+    assert reg.chain("cam-1")["retired_key_seqs"] == []
+    assert reg.handle(TOPIC, dev.packet(dev.new, 3))["result"] == "stored"
+    assert reg.chain("cam-1")["retired_key_seqs"] == [5]
+
+
+def test_a_revoked_key_is_refused_by_every_instance_and_its_stored_packets_are_listed(tmp_path):
+    from device.cli import main
+
+    dev, reg = _rekeyed_registry(tmp_path)
+    other = Registry(tmp_path / "r.db", keys={"cam-1": dev.new.public_key})  # a second instance, same db
+    args = ["registry", "revoke-key", "--db", str(tmp_path / "r.db"), "--device", "cam-1"]
+    assert main([*args, "--key-id", "0" * 32]) == 2  # not a key of this device: nothing changes
+    assert main([*args, "--key-id", dev.old.key_id, "--reason", "unit stolen 2026-11-30"]) == 0
+    for r in (reg, other):
+        res = r.handle(TOPIC, dev.packet(dev.old, 2))
+        assert (
+            res["result"] == "rejected" and "revoked key" in res["reason"] and "unit stolen" in res["reason"]
+        )
+    assert reg.handle(TOPIC, dev.first)["result"] == "duplicate"  # stored before the revocation: acked again
+    assert reg.chain("cam-1")["revoked_key_seqs"] == [1] and reg.count("cam-1") == 1
+    assert other.handle(TOPIC, dev.packet(dev.new, 2))["result"] == "stored"
+
+
+def test_a_database_written_before_key_ids_were_kept_is_migrated(tmp_path):
+    """Rows of an older registry have no key id and keys no registration time: the first start reads the
+    key id from each stored packet, so the retirement rule sees the packets stored before it."""
+    dev, reg = _rekeyed_registry(tmp_path)
+    assert reg.handle(TOPIC, dev.packet(dev.new, 3))["result"] == "stored"
+    reg.close()
+    db = sqlite3.connect(tmp_path / "r.db")
+    db.execute("DROP INDEX packets_key")
+    db.execute("ALTER TABLE packets DROP COLUMN key_id")
+    for col in ("registered_ns", "revoked_ns", "revoked_reason"):
+        db.execute(f"ALTER TABLE device_keys DROP COLUMN {col}")
+    db.commit()
+    db.close()
+    reg = Registry(tmp_path / "r.db", keys={"cam-1": dev.new.public_key})
+    forged = reg.handle(TOPIC, dev.packet(dev.old, 4))
+    assert forged["result"] == "rejected" and "retired key" in forged["reason"]
+    rows = (
+        sqlite3.connect(tmp_path / "r.db").execute("SELECT seq, key_id FROM packets ORDER BY seq").fetchall()
+    )
+    assert rows == [(1, dev.old.key_id), (3, dev.new.key_id)]
