@@ -51,6 +51,8 @@ class SyncState:
     ref_time_ns: int | None = None
     """UTC of the source's last measurement (chrony's "Ref time"), when the source says: after a step of
     the clock, only a measurement made since says anything about the new time."""
+    over_max_error: bool = False
+    """The source called itself synchronised but its error bound exceeds ``clock.max_error_ms``."""
 
 
 class ClockSourceError(RuntimeError):
@@ -374,6 +376,7 @@ class ClockMonitor:
             state = replace(
                 state,
                 synchronized=False,
+                over_max_error=True,
                 detail=f"{state.detail}; max error {state.max_error_ns} ns above {limit_ns} ns",
             )
         utc, mono = self._pair()

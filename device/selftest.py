@@ -12,10 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from device.config import UPLINK_FILES_DIR, Config
 from device.credentials import CredentialError, read_uplink_password
+
+if TYPE_CHECKING:
+    from device.clock import SyncState
 
 
 @dataclass(frozen=True)
@@ -94,20 +97,23 @@ def check_camera_standalone(cfg: Config, seconds: float = 2.0) -> tuple[bool, st
     return ok, f"{fps:.1f} fps of {cfg.camera.fps:g} configured", fix
 
 
-def check_clock(cfg: Config) -> tuple[bool, str, str]:
+def check_clock(cfg: Config, reader: Callable[[], SyncState] | None = None) -> tuple[bool, str, str]:
     from device.clock import ClockMonitor
 
-    mon = ClockMonitor(cfg.clock)
-    mon.refresh()
+    mon = ClockMonitor(cfg.clock, reader=reader)
+    state = mon.refresh()
     s = mon.stamp()
     detail = f"source {s.source}, synchronised={s.synchronized}"
     if s.max_error_ns is not None:
         detail += f", max error {s.max_error_ns / 1e6:.1f} ms"
-    return (
-        s.synchronized,
-        detail,
-        "check NTP (chronyc sources) or the GPS/PPS receiver; packets say so meanwhile",
-    )
+    hint = "check NTP (chronyc sources) or the GPS/PPS receiver; packets say so meanwhile"
+    if state.method == "adjtimex" and state.over_max_error:
+        hint = (
+            "no chrony: the kernel's error bound (set by systemd-timesyncd) grows 0.5 ms a second between "
+            "polls, so the clock reads unsynchronised most of the time; install chrony (apt install chrony, "
+            "or systemd/install.sh without --without-chrony)"
+        )
+    return s.synchronized, detail, hint
 
 
 def check_disk(cfg: Config, min_free_mb: float = 500.0) -> tuple[bool, str, str]:

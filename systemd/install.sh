@@ -12,7 +12,9 @@
 #   --no-apt              skip Debian packages (already installed / offline)
 #   --no-venv             skip the virtualenv and pip install (files, users and units only)
 #   --no-start            enable the units but do not (re)start them
-#   --with-chrony         install chrony (recommended: gives packets a clock error bound)
+#   --without-chrony      do not install chrony (installed by default: with only systemd-timesyncd
+#                         the kernel's error bound grows 0.5 ms a second between polls, so packets
+#                         read "unsynchronised" most of the time; --with-chrony is still accepted)
 #   --with-mqtt-tools     install mosquitto-clients (mosquitto_sub for broker troubleshooting)
 #   --root DIR            install into an image mounted at DIR (offline: implies --no-start;
 #                         needs --no-venv because a venv cannot be moved)
@@ -28,7 +30,7 @@ DRY_RUN=0
 NO_APT=0
 NO_VENV=0
 NO_START=0
-WITH_CHRONY=0
+WITH_CHRONY=1
 WITH_MQTT_TOOLS=0
 RADARCAM_BIN=""
 
@@ -41,6 +43,7 @@ while [ $# -gt 0 ]; do
     --no-venv) NO_VENV=1 ;;
     --no-start) NO_START=1 ;;
     --with-chrony) WITH_CHRONY=1 ;;
+    --without-chrony) WITH_CHRONY=0 ;;
     --with-mqtt-tools) WITH_MQTT_TOOLS=1 ;;
     --root) ROOT=${2:?--root needs a directory}; shift ;;
     --prefix) PREFIX=${2:?--prefix needs a directory}; shift ;;

@@ -124,3 +124,20 @@ def test_a_key_others_may_read_fails_the_key_check_with_the_chmod(tmp_path):
     os.chmod(key, 0o644)
     ok, detail, fix = check_key(cfg)
     assert not ok and "mode 0644" in detail and fix == f"chmod 600 {key}"
+
+
+def test_a_kernel_clock_past_its_error_bound_names_chrony_as_the_fix():
+    """With only systemd-timesyncd the kernel's bound grows 0.5 ms/s between polls: the clock reads
+    unsynchronised most of the time, and the fix is chrony, not "check NTP"."""
+    from device.clock import SyncState
+    from device.selftest import check_clock
+
+    cfg = cfgmod.Config()
+    kernel = SyncState(True, "ntp", "adjtimex", offset_ns=0, max_error_ns=600_000_000)
+    ok, detail, fix = check_clock(cfg, reader=lambda: kernel)
+    assert not ok and "max error 600.0 ms" in detail and "install chrony" in fix
+    chrony = SyncState(True, "ntp", "chrony", offset_ns=0, max_error_ns=600_000_000)
+    ok, _, fix = check_clock(cfg, reader=lambda: chrony)
+    assert not ok and "chrony" not in fix.split(";")[0].replace("chronyc", "")
+    ok, _, _ = check_clock(cfg, reader=lambda: SyncState(True, "ntp", "adjtimex", 0, 2_000_000))
+    assert ok

@@ -37,7 +37,7 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path):
     prefix = tmp_path / "opt" / "radarcam"
     watched = [Path(p) for p in ("/etc/radarcam", "/etc/systemd/system/radarcam.service", "/etc/sysusers.d")]
     before = {p: p.exists() and p.stat().st_mtime_ns for p in watched}
-    out = sh("--dry-run", "--prefix", str(prefix), "--with-chrony").stdout
+    out = sh("--dry-run", "--prefix", str(prefix)).stdout
     assert {p: p.exists() and p.stat().st_mtime_ns for p in watched} == before
     assert not prefix.exists() and not (tmp_path / "opt").exists()
     # Packages: only missing ones are listed, so look for the install command and the flag.
@@ -59,6 +59,11 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path):
     apt_lines = [ln for ln in out.splitlines() if "apt-get install" in ln]
     assert all("--no-install-recommends" in ln for ln in apt_lines)
     assert apt_lines or "Debian packages: all present" in out
+    # chrony by default (with timesyncd alone packets read "unsynchronised" most of the time)
+    installed = subprocess.run(["dpkg", "-s", "chrony"], capture_output=True).returncode == 0
+    assert installed or any(" chrony" in ln for ln in apt_lines)
+    without = sh("--dry-run", "--prefix", str(prefix), "--without-chrony").stdout
+    assert not any(" chrony" in ln for ln in without.splitlines() if "apt-get install" in ln)
     for line in out.splitlines():
         assert line.startswith(("[dry-run] ", "radarcam-install: ", "  ")), line
     assert "setup code" in out  # the console hint
