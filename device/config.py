@@ -483,6 +483,52 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
+    def _class_limits_can_apply(self) -> Config:
+        """The unit does not classify vehicles: every one is judged as ``default_vehicle_class``, so a
+        limit for any other class would be shown in the console and never applied."""
+        default = self.enforcement.default_vehicle_class
+        for lane in self.site.lanes:
+            other = sorted(set(lane.class_limits_kmh) - {default})
+            if other:
+                raise ValueError(
+                    f"lane {lane.id}: class_limits_kmh for {', '.join(other)} would never apply: the unit "
+                    f"does not classify vehicles (each is judged as enforcement.default_vehicle_class = "
+                    f"{default!r})"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _tolerance_override_is_lawful(self) -> Config:
+        """An override may deduct more than a verified schedule's tolerance (a type approval may ask
+        for it), never less; and a faster car must never be retained at a lower speed than a slower one
+        (the step at the threshold: ``fixed_kmh >= threshold_kmh * percent / 100``)."""
+        t = self.enforcement.tolerance
+        if t is None:
+            return self
+        if t.fixed_kmh < t.threshold_kmh * t.percent / 100:
+            raise ValueError(
+                f"enforcement.tolerance: {t.fixed_kmh:g} km/h up to {t.threshold_kmh:g} km/h and "
+                f"{t.percent:g} % above retains a car just above {t.threshold_kmh:g} km/h at a lower speed "
+                f"than one at it; fixed_kmh must be at least {t.threshold_kmh * t.percent / 100:g}"
+            )
+        from device.jurisdictions import load_jurisdiction
+
+        j = load_jurisdiction(self.site.jurisdiction)
+        if not j.verified:
+            return self
+        own = j.tolerance
+        edges = {own.threshold_kmh, t.threshold_kmh}
+        speeds = sorted({x / 2 for x in range(0, 2001)} | edges | {e + 1e-6 for e in edges})
+        for v in speeds:
+            if (t.fixed_kmh if v <= t.threshold_kmh else v * t.percent / 100) < own.deduction_kmh(v) - 1e-9:
+                raise ValueError(
+                    f"enforcement.tolerance deducts less than the {j.code} schedule's own tolerance at "
+                    f"{v:g} km/h ({own.fixed_kmh:g} km/h up to {own.threshold_kmh:g} km/h, {own.percent:g} % "
+                    f"above: {j.source}); an override may only be more lenient"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _uplink_never_reads_the_key(self) -> Config:
         """The uplink's files go to (or authenticate with) a remote host: none may be the signing key or
         lie beside it, whoever wrote the setting (the console can set these paths)."""

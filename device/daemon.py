@@ -44,7 +44,7 @@ from device.clock import ClockMonitor
 from device.config import Config
 from device.enforcement import Enforcer
 from device.health import Heartbeats, cpu_temperature_c, disk_free, watchdog_tick
-from device.model import Direction, Frame, Pass, PlateRead, Reading, Violation
+from device.model import Decision, Direction, Frame, Pass, PlateRead, Reading, Violation
 from device.sdnotify import Notifier
 from device.sensors.radar import make_driver
 from device.sensors.serial_reader import RadarReader
@@ -360,12 +360,17 @@ class Daemon:
         for p in self.tracker.close():
             self._on_pass(p)
 
-    def _on_pass(self, p: Pass) -> None:
-        when = datetime.fromtimestamp(self.clock.utc_for_mono(p.end_mono_ns) / 1e9, UTC)  # time windows
+    def _decide(self, p: Pass) -> tuple[Decision, PacketContext]:
+        """The decision and the settings its packet states, from one config. The limit is the one in
+        force when the speed was measured (the peak reading), not when the pass ended: a car measured at
+        07:29:58 is not judged by a school window that opened while it was still in the beam."""
+        when = datetime.fromtimestamp(self.clock.utc_for_mono(p.peak_mono_ns) / 1e9, UTC)
         trusted = self.clock.stamp().synchronized  # an untrusted clock must not select a lower window limit
-        with self._cfg_lock:  # the decision and the settings its packet states, from one config
-            d = self.enforcer.decide(p, when=when, time_trusted=trusted)
-            context = self.ctx
+        with self._cfg_lock:
+            return self.enforcer.decide(p, when=when, time_trusted=trusted), self.ctx
+
+    def _on_pass(self, p: Pass) -> None:
+        d, context = self._decide(p)
         self.counters["passes"] += 1
         self.stats.add(p, d)
         self.recent_passes.appendleft(

@@ -28,12 +28,13 @@ Invalid passes (plausibility failed) are never violations unless ``enforce_inval
 from __future__ import annotations
 
 import math
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from device.config import Config, EnforcementConfig, LaneConfig, RadarCalibration, SiteConfig
 from device.jurisdictions import Jurisdiction, JurisdictionError, Tolerance, load_jurisdiction
 from device.model import Decision, Pass
+from device.speeds import format_kmh
 
 __all__ = ["Decision", "Enforcer", "Jurisdiction", "JurisdictionError", "load_jurisdiction"]
 
@@ -43,6 +44,17 @@ _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 def _minutes(hhmm: str) -> int:
     h, m = hhmm.split(":")
     return int(h) * 60 + int(m)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _excess(x: float) -> str:
+    """The excess as the reason states it: truncated like the data bar's speeds, so the text never
+    rounds into the next band (19.996 is "19.996", not "20.00" beside the band for under 20), and a
+    positive excess is never written as 0."""
+    s = format_kmh(x)
+    return repr(x) if x > 0 and s == "0" else s
 
 
 NEVER_ENFORCED = frozenset({"near_alias_limit", "step_after_silence", "stall_continuation", "two_targets"})
@@ -74,6 +86,9 @@ class Enforcer:
             if enforcement.tolerance is not None
             else self.jurisdiction.tolerance
         )
+        self.tolerance_rule = self.tolerance.model_dump() | {
+            "source": "site" if enforcement.tolerance is not None else "jurisdiction"
+        }
         self.tz = ZoneInfo(site.timezone)
         self.beam_half_angle_deg = beam_half_angle_deg
         self.correction_angle_deg = (
@@ -155,11 +170,14 @@ class Enforcer:
         when: datetime | None = None,
         time_trusted: bool = True,
     ) -> Decision:
-        """``time_trusted``: whether ``when`` comes from a synchronised clock (see step 1)."""
+        """``when``: the instant of the measurement (the daemon passes the peak reading's time: a
+        school window that opens while the car is still in the beam does not apply to a speed measured
+        before it); ``time_trusted``: whether it comes from a synchronised clock (see step 1)."""
         vclass = vehicle_class or self.cfg.default_vehicle_class
         when = when or datetime.now(UTC)
         if when.tzinfo is None:
             raise ValueError("decide(when=...) needs an aware datetime")
+        at_ns = (when - _EPOCH) // timedelta(microseconds=1) * 1000
         lane, refusal = self._lane(p)
         measured = p.peak_kmh
         corrected = measured * self.calibration_factor * self.cosine_factor
@@ -182,6 +200,9 @@ class Enforcer:
             verified_schedule=j.verified,
             schedule_source=j.source,
             schedule_sha256=j.table_sha256,
+            tolerance_rule=dict(self.tolerance_rule),
+            vehicle_class_source="given" if vehicle_class else "default",
+            limit_at_utc_ns=at_ns,
         )
         if lane is None:
             return Decision(
@@ -219,7 +240,7 @@ class Enforcer:
         if band is None:
             return Decision(
                 violation=False,
-                reason=f"excess {excess:.2f} km/h below the first {j.code} band ({how} limit {limit:g} km/h{note})",
+                reason=f"excess {format_kmh(excess)} km/h below the first {j.code} band ({how} limit {limit:g} km/h{note})",
                 **base,
             )
         return Decision(
@@ -231,7 +252,7 @@ class Enforcer:
             points=band.points,
             settleable=band.settleable,
             reason=(
-                f"{how} limit {limit:g} km/h{note}, excess {excess:.2f} km/h -> {band.id}"
+                f"{how} limit {limit:g} km/h{note}, excess {_excess(excess)} km/h -> {band.id}"
                 + (f" ({band.note})" if band.note else "")
                 + ("" if j.verified else " [UNVERIFIED schedule]")
             ),

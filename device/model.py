@@ -120,6 +120,16 @@ class Decision:
     never overstates; 0 (no correction) when the beam width is unknown."""
     beam_half_angle_deg: float | None = None
     """The radar's azimuth half beam width used for that angle (None: unknown, no correction)."""
+    tolerance_rule: dict[str, Any] | None = None
+    """The rule ``tolerance_kmh`` came from: ``fixed_kmh``, ``threshold_kmh``, ``percent`` and ``source``
+    (``jurisdiction``: the schedule's own; ``site``: the enforcement config's override), so a registry can
+    recompute it without the config."""
+    vehicle_class_source: str = "default"
+    """``default``: ``vehicle_class`` is the site's default class (the unit does not classify vehicles);
+    ``given``: a classifier said so."""
+    limit_at_utc_ns: int | None = None
+    """The instant the limit (its time windows) and the calibration's validity were judged at: the peak
+    reading's time, the measurement the fine rests on."""
 
 
 FrameLayout: TypeAlias = Literal["bgr", "yuv420"]

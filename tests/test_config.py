@@ -146,6 +146,37 @@ def test_explicit_sample_rate_must_reach_the_limit(tmp_path):
         cfgmod.load(write(tmp_path, f'[radar]\nsample_rate = "SX"\n{truck}'))
 
 
+def test_class_limits_that_nothing_can_apply_are_refused(tmp_path):
+    """The unit does not classify vehicles: a truck limit was accepted (and offered by the console) and
+    never applied, every truck judged as a car."""
+    lane = '[[site.lanes]]\nid = "1"\nlimit_kmh = 100\nclass_limits_kmh = {truck = 80}\n'
+    with pytest.raises(cfgmod.ConfigError, match="class_limits_kmh for truck would never apply"):
+        cfgmod.load(write(tmp_path, lane))
+    trucks_only = f'[enforcement]\ndefault_vehicle_class = "truck"\n{lane}'  # a lane for trucks alone
+    assert cfgmod.load(write(tmp_path, trucks_only)).site.lanes[0].class_limits_kmh == {"truck": 80.0}
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "jurisdiction", "error"),
+    [
+        ("fixed_kmh = 0\npercent = 0", "MA", "less than the MA schedule's own tolerance at 0 km/h"),
+        ("percent = 2", "MA", "less than the MA schedule's own tolerance at 100"),
+        ("fixed_kmh = 2\npercent = 5", "MA", "fixed_kmh must be at least 5"),
+        ("fixed_kmh = 0\npercent = 0", "EG", None),  # a stub schedule: its tolerance is not the law's
+        ("fixed_kmh = 5\npercent = 4", "MA", None),  # more lenient everywhere
+    ],
+)
+def test_a_tolerance_override_is_never_below_the_law_nor_retains_a_faster_car_lower(
+    tmp_path, tolerance, jurisdiction, error
+):
+    text = f'[site]\njurisdiction = "{jurisdiction}"\n[enforcement.tolerance]\n{tolerance}\n'
+    if error is None:
+        assert cfgmod.load(write(tmp_path, text)).enforcement.tolerance is not None
+    else:
+        with pytest.raises(cfgmod.ConfigError, match=error):
+            cfgmod.load(write(tmp_path, text))
+
+
 @pytest.mark.parametrize(
     "text",
     ["[tracker]\nmax_spread_kmh = nan\n", "[tracker]\nmax_accel_mps2 = inf\n", "[radar]\nbaudrate = -5\n"],

@@ -14,10 +14,11 @@ import datetime as dt
 import functools
 import subprocess
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from device.speeds import format_kmh
 
 if TYPE_CHECKING:
     from device.model import Frame
@@ -116,13 +117,6 @@ def format_utc(utc_ns: int) -> str:
     secs, rem = divmod(utc_ns, 1_000_000_000)
     t = dt.datetime.fromtimestamp(secs, tz=dt.UTC)
     return f"{t:%Y-%m-%d %H:%M:%S}.{rem // 1_000_000:03d} UTC"
-
-
-def format_kmh(v: float) -> str:
-    """Up to 3 decimals, truncated (never rounded up: 89.9996 is ``89.999``, not ``90``), trailing zeros
-    dropped: ``87.336``, ``60``. Truncates the shortest repr, so 1.005 stays ``1.005``."""
-    d = Decimal(repr(float(v))).quantize(Decimal("0.001"), rounding=ROUND_DOWN)
-    return f"{d:f}".rstrip("0").rstrip(".")
 
 
 def bar_lines(bar: DataBar, frame_no: int | None = None) -> tuple[str, str, str]:

@@ -48,7 +48,6 @@ from .auth import (
 from .httpd import Request, Response
 from .settings import (
     DAYS,
-    VEHICLE_CLASSES,
     ConfigEditor,
     FieldError,
     StaleForm,
@@ -538,9 +537,6 @@ class ConsoleApp:
             v[p + "limit_kmh"] = f"{lane.limit_kmh:g}"
             v[p + "roi"] = ",".join(f"{x:g}" for x in lane.roi) if lane.roi else ""
             v[p + "windows"] = windows_text([w.model_dump() for w in lane.windows])
-            for c in VEHICLE_CLASSES:
-                lim = lane.class_limits_kmh.get(c)
-                v[f"{p}class_limits_kmh.{c}"] = f"{lim:g}" if lim is not None else ""
         return v
 
     @staticmethod
@@ -580,7 +576,6 @@ class ConsoleApp:
             errors=kw.pop("errors", {}),
             n_lanes=len(cfg.site.lanes),
             base_version=self.editor.version(data),
-            classes=VEHICLE_CLASSES,
             days=DAYS,
             angle=angle,
             cos_reads=cosine_reading(100.0, angle),

@@ -28,7 +28,6 @@ from device import config as cfgmod
 
 from .audit import AuditLog, AuditRecord, diff, utc_now
 
-VEHICLE_CLASSES = ("car", "truck", "bus", "motorcycle")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _CTRL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -257,7 +256,6 @@ LANE_FIELDS: dict[str, Callable[[str], Any]] = {
     "roi": _roi,
     "windows": _windows,
     "delete": _bool,
-    **{f"class_limits_kmh.{c}": _float(0, 300, optional=True) for c in VEHICLE_CLASSES},
 }
 
 
@@ -369,16 +367,7 @@ def _patch_lanes(lanes: list[dict[str, Any]], patch: dict[int, dict[str, Any]]) 
         for k, v in p.items():
             if k == "delete":
                 continue
-            if k.startswith("class_limits_kmh."):
-                cls = lane.setdefault("class_limits_kmh", {})
-                c = k.split(".", 1)[1]
-                if v is None:
-                    cls.pop(c, None)
-                else:
-                    cls[c] = v
-                if not cls:
-                    lane.pop("class_limits_kmh")
-            elif v is None:
+            if v is None:
                 lane.pop(k, None)
             else:
                 lane[k] = v

@@ -80,7 +80,6 @@ def test_apply_form_lanes_add_delete_and_windows() -> None:
     raw = {"site": {"lanes": [{"id": "1", "limit_kmh": 60.0}, {"id": "2", "limit_kmh": 80.0}]}}
     form = {
         "site.lanes.0.limit_kmh": "50",
-        "site.lanes.0.class_limits_kmh.truck": "40",
         "site.lanes.0.windows": "mon,fri 07:00-09:00 30\n* 22:00-24:00 40",
         "site.lanes.1.delete": "1",
         "site.lanes.2.id": "3",
@@ -90,7 +89,10 @@ def test_apply_form_lanes_add_delete_and_windows() -> None:
     new = apply_form(raw, form, site_fields())
     cfg = cfgmod.parse(new)
     assert [lane.id for lane in cfg.site.lanes] == ["1", "3"]
-    assert cfg.site.lanes[0].class_limits_kmh == {"truck": 40.0}
+    assert cfg.site.lanes[0].class_limits_kmh == {}  # no classifier: the console offers no class limits
+    with pytest.raises(FieldError) as exc:
+        apply_form(raw, {"site.lanes.0.class_limits_kmh.truck": "40"}, site_fields())
+    assert "site.lanes.0.class_limits_kmh.truck" in exc.value.errors
     assert windows_text([w.model_dump() for w in cfg.site.lanes[0].windows]) == form["site.lanes.0.windows"]
     assert raw["site"]["lanes"][0]["limit_kmh"] == 60.0  # the input dict is not modified
     # the empty "add a lane" row is ignored

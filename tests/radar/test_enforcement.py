@@ -397,3 +397,34 @@ def test_pass_lane_of_the_other_direction_is_refused() -> None:
     assert d.reason == "not enforced: lane 1 carries outbound traffic, the pass is inbound"
     # the matching lane id and direction is used as before
     assert e.lane_for(make_pass(80.0, lane="2")).id == "2"
+
+
+def test_the_reason_never_rounds_the_excess_into_the_next_band() -> None:
+    """Before, ``{excess:.2f}`` wrote 19.996 as "20.00" beside the band for under 20, and a positive
+    excess under 0.005 as "0.00" on a fined vehicle; the reason is signed text a court reads."""
+    e = Enforcer(site("MA", 60.0), EnforcementConfig())
+    for measured in (82.996, 92.9996, 63.004, 63.0004):
+        d = e.decide(make_pass(measured), when=NOON)
+        assert d.violation, measured
+        printed = d.reason.split("excess ")[1].split(" km/h")[0]
+        band = load_jurisdiction("MA").band_for(float(printed))
+        assert 0 < float(printed) <= d.excess_kmh and band is not None and band.id == d.rule_id, (
+            measured,
+            printed,
+        )
+
+
+def test_the_decision_names_its_tolerance_rule_and_that_the_class_is_the_default() -> None:
+    d = Enforcer(site("MA", 60.0), EnforcementConfig()).decide(make_pass(70.0), when=NOON)
+    assert d.tolerance_rule == {
+        "fixed_kmh": 3.0,
+        "threshold_kmh": 100.0,
+        "percent": 3.0,
+        "source": "jurisdiction",
+    }
+    assert d.vehicle_class == "car" and d.vehicle_class_source == "default"
+    assert d.limit_at_utc_ns == 1_772_625_600_000_000_000  # NOON, exactly
+    override = EnforcementConfig(tolerance=ToleranceConfig(fixed_kmh=5, threshold_kmh=100, percent=5))
+    d = Enforcer(site("MA", 60.0), override).decide(make_pass(70.0), vehicle_class="truck", when=NOON)
+    assert d.tolerance_rule == {"fixed_kmh": 5.0, "threshold_kmh": 100.0, "percent": 5.0, "source": "site"}
+    assert d.tolerance_kmh == 5.0 and d.vehicle_class_source == "given"
