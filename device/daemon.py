@@ -898,6 +898,9 @@ class Daemon:
                 tracker.set_lanes(running.site.lanes)  # a pass must meet the lanes it is decided with
             if (evidence := getattr(self, "evidence", None)) is not None:
                 evidence.set_config(running)  # the images' data bar shows the site now in force
+        if self._radar_rate_falls_short(running):
+            log.warning("the new limits need a faster radar sampling rate: restart to apply it")
+            restart = sorted({*restart, "radar"})
         self.restart_required = restart
         seq = self._seal_event(
             "config_changed",
@@ -913,6 +916,19 @@ class Daemon:
         )
         log.info("config reloaded: %s -> %s sections=%s", old_hash[:12], self.config_hash[:12], changed)
         return {"config_hash": self.config_hash, "event_seq": seq, "restart_required": self.restart_required}
+
+    def _radar_rate_falls_short(self, cfg: Config) -> bool:
+        """With ``sample_rate = "auto"`` the radar's rate was chosen at start for the highest limit then;
+        a limit raised live may need a faster one (a car past the rate's maximum aliases into the other
+        direction at a wrong speed), which only a restart sets: flagged, not silently kept."""
+        radar = getattr(self, "radar", None)
+        if radar is None or cfg.radar.driver != "ops24x" or cfg.radar.sample_rate != "auto":
+            return False
+        from device.sensors.ops24x import max_speed_kmh, pick_sample_rate, required_max_speed_kmh
+
+        return required_max_speed_kmh(max_limit_kmh(cfg)) > max_speed_kmh(
+            pick_sample_rate(radar.max_limit_kmh)
+        )
 
     MAX_AUDIT_RECORDS = 200
     MAX_AUDIT_RECORD_BYTES = 4096

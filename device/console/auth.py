@@ -213,7 +213,14 @@ class SessionStore:
 
 
 def csrf_ok(expected: str | None, got: str | None) -> bool:
-    return bool(expected) and bool(got) and hmac.compare_digest(str(expected), str(got))
+    """Constant-time, on bytes: ``compare_digest`` raises on non-ASCII ``str`` (anyone could send one)."""
+    return (
+        bool(expected)
+        and bool(got)
+        and hmac.compare_digest(
+            str(expected).encode("utf-8", "surrogateescape"), str(got).encode("utf-8", "surrogateescape")
+        )
+    )
 
 
 @dataclass

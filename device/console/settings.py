@@ -136,6 +136,8 @@ def _timezone(v: str) -> str:
 
 def _host(v: str) -> str:
     v = v.strip()
+    if _CTRL.search(v) or "%" in v:  # ip_address() takes anything as an IPv6 zone id ("fe80::1%...")
+        raise ValueError("not a host name or IP address (no zone ids or control characters)")
     try:
         ipaddress.ip_address(v)
         return v
@@ -180,8 +182,8 @@ def _path(allowed: list[Path], keep: str | None = None) -> Callable[[str], str |
             raise ValueError("must be an absolute path")
         if ".." in p.parts or "." in v.split("/")[1:]:
             raise ValueError("'..' and '.' components are not allowed")
-        if not any(p == PurePosixPath(a) or PurePosixPath(a) in p.parents for a in allowed):
-            raise ValueError("must be under " + " or ".join(str(a) for a in allowed))
+        if not any(PurePosixPath(a) in p.parents for a in allowed):  # a file in it, never the folder
+            raise ValueError("must be under " + " or ".join(str(a) for a in allowed) + " (a file in it)")
         return str(p)
 
     return conv
@@ -403,7 +405,10 @@ class ConfigEditor:
 
     def read(self) -> tuple[bytes, dict[str, Any], cfgmod.Config]:
         data = self.path.read_bytes()
-        raw = tomllib.loads(data.decode("utf-8"))
+        try:  # a file broken by hand gets the console's config-error page, not "400 bad request"
+            raw = tomllib.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise cfgmod.ConfigError(f"{self.path}: not valid UTF-8 TOML: {exc}") from None
         return data, raw, cfgmod.parse(raw, source=str(self.path))
 
     @staticmethod

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import socket
 import ssl
@@ -33,6 +34,12 @@ from typing import Any
 from device.config import DeviceConfig, UplinkConfig
 from device.uplink import topics
 from device.uplink.outbox import Outbox
+
+log = logging.getLogger("radarcam.uplink")
+
+SETUP_RETRY_S = 30.0
+"""How often an uplink that could not be set up (a missing or refused password or TLS file) tries again:
+a technician's fix takes effect without a restart."""
 
 _UNSUPPORTED_PROTOCOL = (1, 132)  # 3.1.1 "unacceptable protocol version", 5 "unsupported protocol version"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -131,6 +138,9 @@ class UplinkClient:
         self.last_error: str | None = None
         self._client = None
         self._thread: threading.Thread | None = None
+        self.setup_error: str | None = None
+        self.setup_retry_s = SETUP_RETRY_S
+        self._next_setup = 0.0
 
     # ------------------------------------------------------------------ paho client
 
@@ -456,6 +466,10 @@ class UplinkClient:
             self._wake.wait(0.25)
             self._wake.clear()
             try:
+                if self._client is None:
+                    if time.monotonic() >= self._next_setup:
+                        self._set_up()
+                    continue
                 if self._fallback:
                     self._fallback = False
                     self._switch_to_311()
@@ -473,17 +487,35 @@ class UplinkClient:
         self.protocol = "mqttv311"
         old.loop_stop()
         old.disconnect()
-        self._client = self._build()
-        self._client.loop_start()
+        self._client = None
+        self._set_up()
 
     # ------------------------------------------------------------------ public API
 
+    def _set_up(self) -> bool:
+        """Builds and starts the MQTT client. A file it needs that is missing or refused (the password
+        file, a TLS file) leaves the uplink down, said in :meth:`health` and retried every
+        ``SETUP_RETRY_S``: it never stops the daemon, which goes on sealing evidence into the outbox."""
+        try:
+            c = self._build()
+        except (OSError, ValueError) as exc:  # CredentialError is a ValueError; ssl errors are OSErrors
+            self.setup_error = f"{type(exc).__name__}: {exc}"
+            self.last_error = f"uplink cannot start: {self.setup_error}"
+            self._next_setup = time.monotonic() + self.setup_retry_s
+            log.error("uplink cannot start (retried every %.0f s): %s", self.setup_retry_s, self.setup_error)
+            return False
+        if self.setup_error is not None:
+            log.warning("uplink set up after: %s", self.setup_error)
+        self.setup_error = None
+        self._client = c
+        c.loop_start()
+        return True
+
     def start(self) -> None:
         self._stop.clear()
-        self._client = self._build()
         if self.outbox is not None:
             self._load_backoff()
-        self._client.loop_start()
+        self._set_up()
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self._thread.start()
 
@@ -520,6 +552,7 @@ class UplinkClient:
             stuck = list(self._backoff[oldest]) if oldest is not None else None
             backoff = len(self._backoff)
         return {
+            **({"state": "fault", "setup_error": self.setup_error} if self.setup_error else {}),
             "connected": self._connected,
             "protocol": self.protocol,
             "broker": f"{self.cfg.host}:{self.cfg.port}",

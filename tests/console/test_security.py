@@ -181,7 +181,7 @@ def test_csrf_missing_or_wrong_refused(env) -> None:
     c = _setup(env)
     before = env.config_path.read_bytes()
     form = _site_form(c, **{"site.lanes.0.limit_kmh": "50"})
-    for bad in (None, "", "wrong-token", form["csrf"][:-1]):
+    for bad in (None, "", "wrong-token", form["csrf"][:-1], "é" + form["csrf"][1:]):  # non-ASCII: was a 500
         f = dict(form)
         if bad is None:
             del f["csrf"]
@@ -194,6 +194,10 @@ def test_csrf_missing_or_wrong_refused(env) -> None:
     assert status == 403 and env.daemon.triggers == 0
     status, _, _ = c.request("POST", "/api/test_trigger", headers={"X-CSRF-Token": "nope"})
     assert status == 403 and env.daemon.triggers == 0
+    anonymous = env.client()  # hmac.compare_digest raised TypeError on a non-ASCII str: a 500 per request
+    anonymous.get("/login")  # a session cookie, as a browser would have
+    status, _, _ = anonymous.post("/login", {"csrf": "é" * 8, "username": "x", "password": "y" * 12})
+    assert status == 403
     # a cross-site form post carries a foreign Origin: refused even with a token
     status, _, _ = c.post("/site", form, headers={"Origin": "https://evil.example"})
     assert status == 403
@@ -485,6 +489,15 @@ def test_broken_config_file_is_reported_not_overwritten(env) -> None:
     assert c.get("/aim")[0] == 500
     assert env.config_path.read_text() == '[site]\nmount_angle_deg = "steep"\n'
     assert c.get("/dashboard")[0] == 200  # the rest of the console keeps working
+    for broken in (
+        b"[site\nbroken",
+        b'[site]\nname = "\xff"\n',
+    ):  # not TOML; not UTF-8: was "400 bad request"
+        env.config_path.write_bytes(broken)
+        for page in ("/site", "/uplink", "/aim"):
+            status, _, body = c.get(page)
+            assert status == 500 and "TOML" in body, (broken, page)
+        assert env.config_path.read_bytes() == broken
 
 
 def test_partial_or_hostile_daemon_data_is_rendered_safely(env) -> None:

@@ -30,3 +30,18 @@ def test_an_unchanged_path_outside_the_allowed_folder_stays(env) -> None:
     inside = env.etc / "mqtt-password"
     status, _, _ = _post(c, **{"uplink.password_file": str(inside)})
     assert status == 303 and env.config().uplink.password_file == inside
+
+
+def test_the_allowed_folder_itself_and_zone_ids_are_refused(env) -> None:
+    """Before, the folder itself passed as a password file (and a host with an IPv6 zone id carried any
+    control or bidi character into the config, the audit and the sealed event)."""
+    c = env.setup()
+    before = env.config_path.read_bytes()
+    for value in (str(env.etc), str(env.etc) + "/"):
+        status, _, body = _post(c, **{"uplink.username": "cam-1", "uplink.password_file": value})
+        assert status == 422 and 'data-field="uplink.password_file"' in body and "a file in it" in body
+    status, _, body = _post(c, **{"uplink.host": "fe80::1%\u202e\nINFO forged line"})
+    assert status == 422 and 'data-field="uplink.host"' in body
+    assert env.config_path.read_bytes() == before
+    status, _, _ = _post(c, **{"uplink.host": "fe80::1"})
+    assert status == 303 and env.config().uplink.host == "fe80::1"

@@ -132,6 +132,30 @@ def test_reload_runs_only_the_live_sections_and_packets_say_what_runs(harness):
     assert '"another-device"' not in body["new_config_json"]
 
 
+def test_a_live_limit_raise_past_the_radars_sampling_rate_asks_for_a_restart(harness):
+    """``sample_rate = "auto"`` picks the rate at start for the highest limit; a lane raised live to
+    120 km/h needs a faster one (a 250 km/h car would alias), so the reload flags the radar instead of
+    reporting nothing to restart. A change the rate still covers flags nothing."""
+    from device import config as cfgmod
+
+    h = harness()
+    d = h.start()
+    started = cfgmod.load(h.config_path)
+
+    def with_limit(kmh: float):
+        lanes = [lane.model_copy(update={"limit_kmh": kmh}) for lane in started.site.lanes]
+        return started.model_copy(update={"site": started.site.model_copy(update={"lanes": lanes})})
+
+    cfgmod.save(with_limit(max(ln.limit_kmh for ln in started.site.lanes) - 10), h.config_path)
+    assert d.reload(audit=[])["restart_required"] == []
+    cfgmod.save(with_limit(120.0), h.config_path)
+    res = d.reload(audit=[])
+    assert res["restart_required"] == ["radar"] and d.enforcer.site.lanes[0].limit_kmh == 120.0
+    assert verify(d.outbox.get(res["event_seq"]).data, h.key.public_key)["body"]["restart_required"] == [
+        "radar"
+    ]
+
+
 class GatedReader:
     """The real plate reader, held at its first read until the test lets it go: a violation decided
     and waiting for its evidence, for as long as the test needs."""

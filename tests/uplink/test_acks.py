@@ -217,3 +217,31 @@ def test_refusing_puback_leaves_the_row_pending_and_backs_off(acl_broker, rig, t
     rig.client(username=rig.device, password_file=tmp_path / "dev.pw")
     rig.assert_delivered(2, reg)  # the restart retried them once: kept, never skipped
     assert rig.outbox.backoff() == {}
+
+
+def test_a_missing_password_file_leaves_the_uplink_down_and_retried_not_the_daemon_stopped(
+    acl_broker, rig, tmp_path
+):
+    """Before, UplinkClient.start() raised on a password file that did not exist (a console save of a
+    path not yet created), the daemon exited and systemd restarted it into the same error: no
+    enforcement at all. Now the uplink says why it is down and sets itself up once the file is there."""
+    from device.uplink.mqtt import UplinkClient
+
+    rig.broker = acl_broker
+    pw = tmp_path / "later.pw"
+    c = UplinkClient(
+        rig.cfg(username=rig.device, password_file=pw, ack_timeout_s=1.0), rig.device, rig.outbox
+    )
+    c.setup_retry_s = 0.5
+    rig.clients.append(c)
+    c.start()  # does not raise
+    h = c.health()
+    assert h["state"] == "fault" and "later.pw" in h["setup_error"] and not h["connected"]
+    rig.seal(2)  # evidence goes on being sealed meanwhile
+    pw.write_text(USERS[rig.device] + "\n")
+    pw.chmod(0o600)
+    wait_for(
+        lambda: c.health().get("state") is None and c.connected, 10, "the uplink set up once the file exists"
+    )
+    reg = rig.registry(username="registry", password=USERS["registry"])
+    rig.assert_delivered(2, reg)
