@@ -419,17 +419,22 @@ class Daemon:
             )
 
     def _pin(self, p: Pass) -> tuple[TriggerWindow | None, int | None]:
-        """The violation's frames kept at decision (outbound ones have their snapshot), unless
-        ``PIN_BACKLOG`` violations already wait for evidence: then none (and the backlog, for the record),
-        so a stalled evidence thread costs images, never the memory every queued violation lives in."""
-        if p.direction is Direction.OUTBOUND:
-            return None, None
+        """The violation's frames kept at decision: an outbound pass's early snapshot (taken out of the
+        snapshots, whose expiry must not reach a violation still queued), else the trigger window the
+        ring holds now. None (and the backlog, for the record) when ``PIN_BACKLOG`` violations already
+        wait for evidence, so a stalled evidence thread costs images, never the memory every queued
+        violation lives in."""
         backlog = self._candidates.qsize()
-        if backlog < PIN_BACKLOG:
-            return self.evidence.pin(p), None
-        self.counters["frames_not_pinned"] += 1
-        log.warning("%d violations wait for evidence: pass %s keeps no frames of its own", backlog, p.pass_id)
-        return None, backlog
+        if backlog >= PIN_BACKLOG:
+            self.snapshots.release(p)  # an outbound pass's snapshot goes too
+            self.counters["frames_not_pinned"] += 1
+            log.warning(
+                "%d violations wait for evidence: pass %s keeps no frames of its own", backlog, p.pass_id
+            )
+            return None, backlog
+        if p.direction is Direction.OUTBOUND:
+            return self.snapshots.take(p), None
+        return self.evidence.pin(p), None
 
     def _evidence_loop(self) -> None:
         while True:

@@ -38,7 +38,9 @@ class Candidate:
     decided_mono_ns: int
     clock: ClockStamp
     pinned: TriggerWindow | None = None
-    """The trigger window's frames the ring held at decision time: see :meth:`EvidenceBuilder.pin`."""
+    """The trigger window's frames the ring held at decision time (:meth:`EvidenceBuilder.pin`); for an
+    outbound pass, its early snapshot, taken out of :class:`EarlySnapshots` at decision so that their
+    expiry cannot take it from a violation still waiting for its evidence."""
     unpinned_backlog: int | None = None
     """Set when no frames were pinned because this many violations were already waiting for evidence."""
     context: PacketContext | None = None
@@ -133,9 +135,18 @@ class EarlySnapshots:
         self._armed: list[tuple[int, int]] = []  # (pass start, trigger)
         self._snaps: dict[int, TriggerWindow] = {}  # by pass start
         self._lock = threading.Lock()
+        self._report_t: int | None = None  # the report (one line's objects share its time) being read
+        self._report_dirs: set[Direction | None] = set()
 
     def on_reading(self, r: Reading) -> None:
-        if r.direction is not Direction.OUTBOUND or r.obj_index != 0:
+        """Arms on the strongest outbound object of each report, as the tracker follows it: not object 0
+        of the report, which is the stronger of both directions (an outbound car beside a truck coming
+        in is object 1 for its whole pass, and got no snapshot)."""
+        if r.t_mono_ns != self._report_t:
+            self._report_t, self._report_dirs = r.t_mono_ns, set()
+        strongest = r.direction not in self._report_dirs
+        self._report_dirs.add(r.direction)
+        if r.direction is not Direction.OUTBOUND or not strongest:
             return
         last = self._last_reading_ns
         self._last_reading_ns = r.t_mono_ns
@@ -230,10 +241,12 @@ class EvidenceBuilder:
         exist yet when the pass was decided); and the whole window's frame period (None: that of the
         frames returned)."""
         cam = self._cfg.camera
-        if p.direction is Direction.OUTBOUND and self._snapshots is not None:
-            snap = self._snapshots.take(p)
+        if p.direction is Direction.OUTBOUND:
+            # its snapshot, taken into the candidate at decision (else still with the snapshots)
+            snap = pinned if pinned is not None else (self._snapshots.take(p) if self._snapshots else None)
             if snap is not None:
                 return snap.t_ns, snap.kept, len(snap.seen), period_of_times([t for _, t in snap.seen])
+            pinned = None
         t = trigger_ns(p, cam.capture_offset_m, p.median_kmh, cam.rear_plate_offset_m)
         t1 = t + cam.post_trigger_ms * 1_000_000
         period = 1_000_000_000 // max(cam.fps, 1)

@@ -1,7 +1,8 @@
 """OpenCV ``VideoCapture`` backend: USB cameras (V4L2 index or /dev path), RTSP/HTTP streams, video files.
 
-Timestamps: ``Frame.t_mono_ns`` is ``time.monotonic_ns()`` taken right after ``grab()`` returns, i.e.
-when the frame reached this process. That is later than the exposure by the transport latency (USB:
+Timestamps: ``Frame.t_mono_ns`` is ``time.monotonic_ns()`` taken right after ``grab()`` returns and
+before ``retrieve()`` decodes it (MJPEG/RTSP decoding takes tens of ms), i.e. when the frame reached this
+process. That is later than the exposure by the transport latency (USB:
 one frame or less; RTSP: often 100-500 ms, the reason an IP camera is a poor evidence camera unless the
 latency is measured and configured out). For a video file (replay), frames are stamped on a virtual
 clock: start time + frame index / file fps, paced in real time when
@@ -68,6 +69,8 @@ class OpenCVCamera:
         self._loop_base = 0
         self._pending: tuple[int, np.ndarray] | None = None
         self._stop = threading.Event()
+        self._exposure_us: int | None = None
+        """The exposure the driver confirmed (V4L2 devices only); None: not set, or not known."""
 
     # -- open / close -----------------------------------------------------------------------------
     def _open(self) -> None:
@@ -88,6 +91,10 @@ class OpenCVCamera:
             if self.cfg.exposure_us > 0:
                 cap.set(cv2.CAP_PROP_AUTO_EXPOSURE, 1)  # V4L2: 1 = manual
                 cap.set(cv2.CAP_PROP_EXPOSURE, self.cfg.exposure_us / 100.0)  # V4L2 unit: 100 us
+                # What the frames say is what the driver reports back, not what was asked for: a
+                # camera without manual exposure ignores the request.
+                got = cap.get(cv2.CAP_PROP_EXPOSURE)
+                self._exposure_us = round(got * 100) if got and got > 0 else None
         if self.kind == "file":
             # a reopened file continues where it stopped (a recording that is still growing, or was
             # restored): same frame index, same virtual clock, so timestamps never go backwards
@@ -144,19 +151,20 @@ class OpenCVCamera:
             return None
         if self.kind == "file":
             return self._read_file()
-        image = self._grab(self._cap)
-        t = time.monotonic_ns()  # as close to grab() as we can get: see the module docstring
+        image, t = self._grab(self._cap)
         if image is None:
             self._lost(f"read failed on {self.cfg.source!r} after frame {self._frame_no - 1}")
             return None
         return self._emit(self._frame_no, t, image)
 
     @staticmethod
-    def _grab(cap: Any) -> np.ndarray | None:
+    def _grab(cap: Any) -> tuple[np.ndarray | None, int]:
+        """The decoded frame and the time its grab() returned (before the decode: see the docstring)."""
         if not cap.grab():
-            return None
+            return None, time.monotonic_ns()
+        t = time.monotonic_ns()
         ok, image = cap.retrieve()
-        return image if ok and image is not None else None
+        return (image if ok and image is not None else None), t
 
     def _read_file(self) -> Frame | None:
         """Replays with one frame of look-ahead: a file cut mid-frame decodes its last, torn frame
@@ -166,7 +174,7 @@ class OpenCVCamera:
 
         cap = self._cap
         while True:
-            image = self._grab(cap)
+            image, _ = self._grab(cap)  # a file's frames are stamped on its virtual clock
             if image is None:
                 pending, self._pending = self._pending, None
                 if self._file_end(cap):
@@ -227,7 +235,7 @@ class OpenCVCamera:
             t_mono_ns=t,
             frame_no=frame_no,
             image=image,
-            exposure_us=self.cfg.exposure_us or None,
+            exposure_us=self._exposure_us,
             analogue_gain=None,
             source=f"opencv:{self.cfg.source}",
             layout=layout,

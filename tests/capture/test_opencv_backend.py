@@ -193,3 +193,51 @@ def test_grey_and_four_channel_sources_give_bgr_frames(monkeypatch, layout, chan
     assert f is not None and f.layout == layout and f.size == (160, 120)
     assert f.bgr().shape == (120, 160, 3) and f.gray().shape == (120, 160)
     assert _index(f.bgr()) == _index(f.gray()) == 13
+
+
+class _SlowDecode(_FakeCapture):
+    """A USB MJPEG camera whose decode (retrieve) takes 40 ms, and whose driver takes no manual
+    exposure (reads back 0) or takes it (reads back what was set, in V4L2's 100 us units)."""
+
+    def __init__(self, image: np.ndarray, exposure: float = 0.0) -> None:
+        super().__init__(image)
+        self.exposure, self.grabbed_at = exposure, 0
+
+    def get(self, prop) -> float:
+        return self.exposure if prop == cv2.CAP_PROP_EXPOSURE else 0.0
+
+    def grab(self) -> bool:
+        self.grabbed_at = time.monotonic_ns()
+        return True
+
+    def retrieve(self):
+        time.sleep(0.04)
+        return super().retrieve()
+
+
+@pytest.mark.parametrize(("read_back", "expected"), [(0.0, None), (10.0, 1000)])
+def test_frames_are_stamped_at_grab_and_say_only_the_exposure_the_driver_confirmed(
+    monkeypatch, read_back, expected
+):
+    """Before, the stamp came after the 40 ms decode (every frame that much late), and every OpenCV
+    frame (an RTSP stream's too) said exposure_us = the configured 1000 though nothing had set it."""
+    fake = _SlowDecode(_frame(3), exposure=read_back)
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *a, **k: fake)
+    cam = OpenCVCamera(
+        CameraConfig(backend="opencv", source="0", width=160, height=120, fps=FPS, exposure_us=1000)
+    )
+    cam.start()
+    try:
+        f = cam.read(0.5)
+    finally:
+        cam.stop()
+    assert f is not None and abs(f.t_mono_ns - fake.grabbed_at) < 5_000_000  # not 40 ms later
+    assert f.exposure_us == expected
+
+
+def test_a_stream_or_file_never_claims_an_exposure(video):
+    cam = OpenCVCamera(cfg_for(video, exposure_us=1000), realtime=False)
+    cam.start()
+    frames = read_all(cam)
+    cam.stop()
+    assert frames and all(f.exposure_us is None for f in frames)

@@ -13,7 +13,14 @@ from device.capture.evidence import EvidenceError, select_frames
 from device.capture.ring import FrameRing
 from device.config import Config
 from device.model import ClockStamp, Decision, Direction, Frame, Pass, PlateRead, Reading
-from device.violations import Candidate, EarlySnapshots, EvidenceBuilder, evidence_candidates, trigger_ns
+from device.violations import (
+    Candidate,
+    EarlySnapshots,
+    EvidenceBuilder,
+    TriggerWindow,
+    evidence_candidates,
+    trigger_ns,
+)
 
 
 class SlowReader:
@@ -345,3 +352,52 @@ def test_pinned_choice_bounds_the_trigger_frame_by_the_whole_windows_frame_perio
         b.close()
     assert v.extra["evidence_problem"] is None
     assert [i.frame_no for i in v.images] == [f.frame_no for f in expected[: cfg.camera.evidence_frames]]
+
+
+def test_an_outbound_car_that_is_not_the_reports_first_object_is_snapshotted():
+    """Before, only object 0 of a report armed a snapshot; object 0 is the strongest of both directions,
+    so an outbound car beside a truck coming in (object 1 all along) got none and its violation had no
+    images ("camera lost?") though the camera was fine."""
+    cfg = Config()
+    period = 1_000_000_000 // 30
+    t0 = 10**12
+    ring = FrameRing(3.0, 30.0)
+    snaps = EarlySnapshots(ring, cfg, cfg.tracker.gap_ms * 1_000_000)
+    for k in range(4):  # four reports: the truck (inbound, strongest) first, the car second
+        t = t0 + k * 50_000_000
+        snaps.on_reading(Reading(t, 50.0, Direction.INBOUND, obj_index=0))
+        snaps.on_reading(Reading(t, 90.0, Direction.OUTBOUND, obj_index=1))
+        snaps.on_reading(Reading(t, 40.0, Direction.OUTBOUND, obj_index=2))  # a weaker echo: not armed
+    for f in _textured_frames(90, t0, period):
+        ring.push(f)
+        snaps.poll(f.t_mono_ns)
+    p = Pass("p", t0, t0 + 3 * 10**9, Direction.OUTBOUND, (), 90, t0, 90, 0.5, lane="1")
+    w = snaps.take(p)
+    cam = cfg.camera
+    assert w is not None and w.kept
+    assert w.t_ns == t0 + int((cam.capture_offset_m + cam.rear_plate_offset_m) / (90 / 3.6) * 1e9)
+
+
+def test_an_outbound_snapshot_taken_at_decision_outlives_the_snapshots_expiry():
+    """Before, the snapshot stayed with EarlySnapshots until the evidence thread reached the violation;
+    a later outbound car's snapshot expired it after max_pass_s + 2 s, so a violation that waited behind
+    another's plate read lost all its images. Taken into the candidate at decision, it is kept."""
+    from device.daemon import Daemon
+
+    cfg, ring, snaps, window, trigger, p = _outbound(False)
+    daemon = Daemon(cfg)
+    daemon.ring, daemon.snapshots = ring, snaps  # the parts start() would build
+    pinned, backlog = daemon._pin(p)
+    assert isinstance(pinned, TriggerWindow) and backlog is None
+    late = p.start_mono_ns + 20 * 10**9  # a second outbound car, 20 s later
+    snaps.on_reading(Reading(late, 60.0, Direction.OUTBOUND))
+    snaps.poll(late + 10 * 10**9)
+    b = EvidenceBuilder(cfg, ring, None, on_late_plate=lambda *a: None, snapshots=snaps)
+    d = Decision(True, "MA", "1", "car", 50.0, 60.0, 1.0, 0.0, 60.0, 3.0, 57.0, 7.0)
+    try:
+        clock = ClockStamp(1_700_000_000_000_000_000, p.end_mono_ns, True, "ntp")
+        v = b.build(Candidate(p, d, p.end_mono_ns, clock, pinned))
+    finally:
+        b.close()
+    assert v.extra["evidence_problem"] is None and v.images
+    assert v.extra["trigger_mono_ns"] == trigger and v.extra["frames_in_window"] == len(window)

@@ -179,13 +179,14 @@ def test_a_long_evidence_backlog_stops_pinning_frames_but_keeps_the_violation():
     from device.capture.ring import FrameRing
     from device.daemon import PIN_BACKLOG, Daemon
     from device.model import ClockStamp, Decision, Direction, Pass
-    from device.violations import Candidate, EvidenceBuilder, TriggerWindow
+    from device.violations import Candidate, EarlySnapshots, EvidenceBuilder, TriggerWindow
 
     cfg = cfgmod.Config()
     cfg.anpr.enabled = False
     d = Daemon(cfg)
     d.ring = FrameRing(cfg.camera.ring_seconds, cfg.camera.fps)  # the parts start() would build
     d.evidence = b = EvidenceBuilder(cfg, d.ring, None, on_late_plate=lambda *a: None)
+    d.snapshots = EarlySnapshots(d.ring, cfg, cfg.tracker.gap_ms * 1_000_000)
     end = time.monotonic_ns()
     p = Pass("p", end - 10**9, end, Direction.INBOUND, (), 90.0, end - 2 * 10**8, 90.0, 0.5, lane="1")
     for _ in range(PIN_BACKLOG - 1):
@@ -196,7 +197,8 @@ def test_a_long_evidence_backlog_stops_pinning_frames_but_keeps_the_violation():
     assert d._pin(p) == (None, PIN_BACKLOG)
     assert d.counters["frames_not_pinned"] == 1
     out = Pass("q", end - 10**9, end, Direction.OUTBOUND, (), 90.0, end - 2 * 10**8, 90.0, 0.5, lane="1")
-    assert d._pin(out) == (None, None)  # outbound vehicles have their own (bounded) snapshots
+    assert d._pin(out) == (None, PIN_BACKLOG)  # nor its snapshot (none here): released, not queued
+    assert d.counters["frames_not_pinned"] == 2
 
     dec = Decision(True, "MA", "1", "car", 60.0, 90.0, 1.0, 0.0, 90.0, 3.0, 87.0, 27.0)
     try:
