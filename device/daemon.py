@@ -203,6 +203,7 @@ class Daemon:
         self.counters = {
             "readings": 0,
             "readings_dropped": 0,
+            "readings_failed": 0,  # the tracker raised on them: skipped, the stage goes on (status fault)
             "passes": 0,
             "violations": 0,
             "sealed": 0,
@@ -344,8 +345,16 @@ class Daemon:
                     batch.append(self._readings.get_nowait())
             passes: list[Pass] = []
             for r in batch:
-                self.snapshots.on_reading(r)
-                passes += self.tracker.push(r)
+                try:
+                    self.snapshots.on_reading(r)
+                    passes += self.tracker.push(r)
+                except Exception:  # one reading must not stop the stage, and every open pass with it
+                    self.counters["readings_failed"] += 1
+                    if (
+                        self.counters["readings_failed"] in (1, 10, 100)
+                        or not self.counters["readings_failed"] % 1000
+                    ):
+                        log.exception("reading skipped (%d so far): %r", self.counters["readings_failed"], r)
             if batch:
                 r = batch[-1]
                 self.counters["readings"] += len(batch)
@@ -970,6 +979,8 @@ class Daemon:
             bad.append("outbox")
         if self.counters["violations_dropped"] or self.counters["events_dropped"]:
             bad.append("records_lost")  # until the next restart, as for a corrupt outbox
+        if self.counters["readings_failed"]:
+            bad.append("measure")  # a reading the tracker could not take: a defect, said until a restart
         degraded = [n for n, c in components.items() if c.get("state") == "degraded"]
         stamp = self.clock.stamp()
         state = "fault" if (stale or bad) else ("degraded" if degraded or not stamp.synchronized else "ok")

@@ -34,6 +34,9 @@ TO_KMH: dict[str, float] = {"mps": 3.6, "kmh": 1.0, "mph": 1.609344, "fps": 1.09
 
 MAX_KMH = 1000.0
 """Faster than any sampling rate of the module can report: a corrupted number, not a vehicle."""
+MAX_SENSOR_TIME_S = 1e9
+"""The module's ``OT`` clock counts seconds since power-on: a time below 0 or past about 31 years is a
+corrupted number (``1e300`` is finite, and its differences overflowed the tracker's arithmetic)."""
 
 #: every unit spelling the module uses (units replies, OU output, JSON ``unit``) -> canonical name.
 UNIT_ALIASES: dict[str, str] = {
@@ -433,6 +436,8 @@ class Ops24xDriver:
             or (tm is not None and sensor_time - sensor_time != 0.0)
         ):
             raise _Bad("non_finite")
+        if tm is not None and not 0.0 <= sensor_time <= MAX_SENSOR_TIME_S:  # type: ignore[operator]
+            raise _Bad("out_of_range")
         if v == 0.0:
             self._counts["blank"] += 1
             return
@@ -477,6 +482,8 @@ class Ops24xDriver:
             for v in (*speeds, *mags, sensor_time):
                 if v is not None and v - v != 0.0:
                     raise _Bad("non_finite")
+        if sensor_time is not None and not 0.0 <= sensor_time <= MAX_SENSOR_TIME_S:
+            raise _Bad("out_of_range")
         k = TO_KMH[unit]
         got = []
         append = got.append

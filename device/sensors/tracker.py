@@ -48,9 +48,12 @@ from device.model import Direction, Pass, Reading
 
 _MIN_ACCEL_DT_NS = 50_000_000
 
-SILENCE_PERIODS = 2.5
-"""A silence inside a pass longer than this many report periods (median interval between its
-measurements) is a place where another vehicle may have taken over the measurement."""
+SILENCE_PERIODS = 1.5
+"""A silence inside a pass longer than this many report periods (the lower quartile of the intervals
+between its measurements: dropped reports lengthen the median, which let a 150 ms silence between two
+cars pass at 50 ms reports) is a place where another vehicle may have taken over the measurement. One
+dropped report is such a silence too: across it a car's own speed changes by less than the tolerance
+unless it brakes harder than about 8 m/s2."""
 STEP_KMH = 3.0
 STEP_PERCENT = 3.0
 """Across such a silence a speed change above ``max(STEP_KMH, STEP_PERCENT % of the higher speed)``
@@ -64,11 +67,16 @@ _NO_GAP = -1
 
 def _dt_ns(prev: Reading, r: Reading) -> int:
     """Time from ``prev`` to ``r``: on the module clock when both carry it, else on host receive time.
-    A module clock running backwards (power cycle) returns ``_NO_GAP``: treat as an unbounded gap."""
+    A module clock running backwards (power cycle), or a difference no clock can have (garbage such as
+    ``1e300`` passed the parser as a finite time), returns ``_NO_GAP``: treat as an unbounded gap."""
     if prev.sensor_time is not None and r.sensor_time is not None:
-        d = round((r.sensor_time - prev.sensor_time) * 1e9)
-        return d if d >= 0 else _NO_GAP
+        d = (r.sensor_time - prev.sensor_time) * 1e9
+        return round(d) if 0 <= d <= _MAX_SENSOR_DT_NS else _NO_GAP
     return r.t_mono_ns - prev.t_mono_ns
+
+
+_MAX_SENSOR_DT_NS = 1e18
+"""About 32 years: a larger (or non-finite) module-clock difference is garbage, not a gap to round."""
 
 
 @dataclass
@@ -222,7 +230,7 @@ def _step_after_silence(prim: list[Reading]) -> bool:
     positive = [d for d in dts if d > 0]
     if not positive:
         return False
-    period = statistics.median_low(positive)  # few readings: the shorter interval, not a mean
+    period = sorted(positive)[len(positive) // 4]  # the report period, which dropped reports only lengthen
     for (a, b), dt in zip(itertools.pairwise(prim), dts, strict=True):
         if dt > SILENCE_PERIODS * period:
             step = abs(b.speed_kmh - a.speed_kmh)

@@ -46,6 +46,29 @@ def test_ready_then_watchdog_stops_when_a_stage_hangs(harness, wait):
     wait(lambda: len(watchdog_pings(h)) > n, 10, "watchdog pings to resume")
 
 
+def test_a_reading_the_tracker_cannot_take_is_skipped_not_the_stage(harness, wait):
+    """Before, an exception in the tracker (an overflow on a garbage module time) left the measuring
+    thread: stage dead, watchdog restart, every open pass lost. Now the reading is skipped and counted,
+    the status says fault, and the stage goes on measuring."""
+    h = harness()
+    d = h.start()
+    wait(lambda: d.counters["readings"] > 0, 20, "readings")
+    real_push, failed = d.tracker.push, []
+
+    def push_failing_once(r):
+        if not failed:
+            failed.append(r)
+            raise OverflowError("cannot convert float infinity to integer")
+        return real_push(r)
+
+    d.tracker.push = push_failing_once
+    wait(lambda: failed, 10, "a reading to fail")
+    n = d.counters["readings"]
+    wait(lambda: d.counters["readings"] > n + 20, 20, "readings after the failure")
+    assert d.counters["readings_failed"] == 1 and "measure" not in d.heartbeats.stale()
+    assert d.status()["state"] == "fault"
+
+
 def test_camera_lost_violation_still_recorded_without_images(harness, wait):
     from device.sim.scenario import generate
 

@@ -154,6 +154,9 @@ def test_json_direction_beside_a_signed_speed_must_agree_with_it() -> None:
         (b'{"speed":"\xd9\xa3"}', "bad_number"),
         (b'{"speed":[1,2],"magnitude":[1]}', "mismatched_arrays"),
         (b'{"speed":1,"direction":"sideways"}', "bad_direction"),
+        (b"1e300,70", "out_of_range"),  # a module time no clock can have (OT layout: time,speed)
+        (b'{"time":1e300,"speed":70}', "out_of_range"),
+        (b'{"time":"-5","speed":[70,-40]}', "out_of_range"),
         (b'{"speed":"-12.5","direction":"inbound"}', "direction_conflict"),
         (b'{"speed":[12.1,-30.5],"direction":"inbound"}', "direction_conflict"),
         (b'{"speed":[12.1,-30.5],"direction":"outbound"}', "direction_conflict"),

@@ -206,6 +206,34 @@ def test_a_dropout_without_a_speed_step_keeps_the_pass_valid() -> None:
     assert p.invalid_reasons == ("step_after_silence",)
 
 
+def test_a_short_silence_between_two_cars_with_a_step_above_the_tolerance_is_caught() -> None:
+    """Before, a silence had to exceed 2.5 median periods: car A at 59 km/h, 120 ms of silence at 50 ms
+    reports, car B at 64 was one valid pass, and with dropped reports lengthening the median even a
+    150 ms silence passed. The photo (outbound: the pass start) shows A; the peak is B's."""
+    a = [st_reading(i * 50, 10.0 + i * 0.05, 59.0) for i in range(8)]
+    b = [st_reading(350 + 120 + i * 50, 10.0 + (350 + 120 + i * 50) / 1000, 64.0) for i in range(8)]
+    [p] = run(a + b)
+    assert p.invalid_reasons == ("step_after_silence",)
+    # dropped reports (every other one of A's missing) do not widen what counts as a silence
+    sparse = [r for i, r in enumerate(a) if i % 2 == 0 or i > 5]
+    late = [st_reading(350 + 150 + i * 50, 10.0 + (350 + 150 + i * 50) / 1000, 64.3) for i in range(8)]
+    [p] = run(sparse + late)
+    assert p.invalid_reasons == ("step_after_silence",)
+    # one car across one dropped report, braking within what cars do: still valid
+    car = [st_reading(i * 50, 10.0 + i * 0.05, 70.0 - 0.2 * i) for i in range(20) if i != 9]
+    [p] = run(car)
+    assert p.valid, p.invalid_reasons
+
+
+def test_a_module_time_no_clock_can_have_does_not_crash_the_tracker() -> None:
+    """``1e300`` is a finite number: its difference times 1e9 overflowed and round() raised, which
+    killed the measuring stage (the watchdog restarted the daemon, open passes lost)."""
+    rs = [st_reading(0, 1e300, 70.0), st_reading(50, 137.4, 70.0), st_reading(100, -1e300, 70.0)]
+    rs += [st_reading(150 + i * 50, 137.5 + i * 0.05, 70.0) for i in range(6)]
+    passes = run(rs)
+    assert sum(p.count for p in passes) == len(rs)
+
+
 # ---------------------------------------------------------------- host stalls
 
 
