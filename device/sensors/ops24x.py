@@ -220,8 +220,9 @@ class Ops24xDriver:
     @property
     def stats(self) -> dict[str, int]:
         out = dict(self._counts)
-        out["skipped"] = sum(self._skips.values())
-        for k, v in self._skips.items():
+        skips = dict(self._skips)  # one C-level copy: the reader thread may add a reason meanwhile
+        out["skipped"] = sum(skips.values())
+        for k, v in skips.items():
             out[f"skipped_{k}"] = v
         return out
 
