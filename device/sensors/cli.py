@@ -7,6 +7,7 @@ import json
 import queue
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 
@@ -59,6 +60,10 @@ def _monitor(args: argparse.Namespace) -> int:
     reader = RadarReader(radar, make_driver(radar), q.put_nowait, max_limit_kmh=max_limit)
     tracker = PassTracker(cfg.tracker, cfg.site.lanes)
     enforcer = Enforcer.for_config(cfg)
+    from device.clock import ClockMonitor
+
+    # As the daemon decides: time windows only on a synchronised clock, at the peak reading's time.
+    trusted = ClockMonitor(cfg.clock).refresh().synchronized
     reader.start()
     print(f"monitoring {radar.port} (Ctrl-C to stop)", flush=True)
     end = time.monotonic() + args.seconds if args.seconds else None
@@ -66,7 +71,8 @@ def _monitor(args: argparse.Namespace) -> int:
 
     def show(passes: list) -> None:
         for p in passes:
-            d = enforcer.decide(p)
+            at = datetime.now(UTC) - timedelta(microseconds=(time.monotonic_ns() - p.peak_mono_ns) / 1000)
+            d = enforcer.decide(p, when=at, time_trusted=trusted)
             print(
                 json.dumps(
                     {
@@ -102,7 +108,8 @@ def _monitor(args: argparse.Namespace) -> int:
                         flush=True,
                     )
                 show(tracker.push(r))
-            show(tracker.flush(time.monotonic_ns()))
+            if q.empty():  # readings still queued (slow printing) must not look like a silence
+                show(tracker.flush(time.monotonic_ns()))
             h = reader.health()
             state = (h["state"], h["reason"])
             if state != last_state:
