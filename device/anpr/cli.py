@@ -63,8 +63,12 @@ def _read(args: argparse.Namespace) -> int:
             updates["threads"] = args.threads
         if args.min_confidence is not None:
             updates["min_confidence"] = args.min_confidence
-        if updates:
-            cfg = cfg.model_copy(update=updates)
+        if updates:  # validated like the file (model_copy would take --min-confidence -1 as given)
+            try:
+                cfg = type(cfg).model_validate(cfg.model_dump() | updates)
+            except ValueError as exc:
+                print(f"radarcam anpr: bad option: {exc}", file=sys.stderr)
+                return 2
         reader = PlateReader(cfg, models_dir=Path(args.models_dir) if args.models_dir else None)
     except (CardError, ValueError, OSError, RuntimeError) as exc:
         print(f"radarcam anpr: cannot load models: {exc}", file=sys.stderr)

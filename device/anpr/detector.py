@@ -20,6 +20,10 @@ class Detection:
     score: float
 
 
+DETECTOR_CHANNELS = ("heat", "dx", "dy", "log_w", "log_h")
+"""The output channel order :meth:`PlateDetector.detect` decodes."""
+
+
 class PlateDetector:
     def __init__(self, path: Path, *, threads: int = 2):
         self.card: ModelCard = load_card(path)
@@ -32,7 +36,13 @@ class PlateDetector:
                 f"{path}: this runtime feeds detectors letterboxed grey frames (card: {inp.color}, "
                 f"{inp.channels} channel(s), resize {inp.resize!r})"
             )
-        self.model = Model(path, threads=threads)
+        if list(self.spec.channels) != list(DETECTOR_CHANNELS):
+            # decoded in this order only: another order would swap x/y offsets or width/height silently
+            raise CardError(
+                f"{path}: this runtime decodes detector outputs as {list(DETECTOR_CHANNELS)} "
+                f"(card: {list(self.spec.channels)})"
+            )
+        self.model = Model(path, threads=threads, sha256=self.card.sha256)
         self.path = Path(path)
         shape = tuple(self.model.inputs[0].shape)
         if shape[1:3] != (inp.height, inp.width) or (len(shape) > 3 and shape[3] != inp.channels):

@@ -91,21 +91,20 @@ def parse(tokens: list[Token], country: str) -> tuple[str, tuple[float, ...]] | 
     kinds = "".join(k for k, _ in runs)
     text: str | None = None
     confs: list[Token] = []
+    one_row = len({t.row for t in tokens}) <= 1
     if country == "MA":
-        if kinds == "dad" and len(runs[1][1]) == 1:
+        if kinds == "dad" and len(runs[1][1]) == 1 and one_row:  # a one-line plate is read on one row
             d, a, r = (ts for _, ts in runs)
             text, confs = f"{_s(d)}-{_s(a)}-{_s(r)}", d + a + r
         elif kinds == "ad" and len(runs[0][1]) == 1:
+            # Two lines: letter and region on top, the serial below, each on its own row. A letter and
+            # digits all on one row is not one: it is a one-line plate whose serial was not read (hidden,
+            # dirty), and splitting its region into "serial" and "region" invented a plate (6-ي-42 read
+            # as 2-ي-4 at 0.96; the split never served a real two-line read on the development sets).
             a, dd = runs[0][1], runs[1][1]
             top = [t for t in dd if t.row == 0]
             bottom = [t for t in dd if t.row == 1]
-            if not (top and bottom) and len(dd) >= 2 and dd[0].step >= 0:
-                # Both lines emitted from one row of steps: the region (top right) and the serial
-                # (bottom) are separated by the widest jump in emitting position.
-                ks = [k for k in (1, 2) if k < len(dd)]
-                k = max(ks, key=lambda k: dd[k].step - dd[k - 1].step)
-                top, bottom = dd[:k], dd[k:]
-            if top and bottom:
+            if top and bottom and a[0].row == 0:
                 text, confs = f"{_s(bottom)}-{_s(a)}-{_s(top)}", bottom + a + top
     elif country == "SA":
         cands: list[tuple[str, list[Token]]] = []
@@ -131,7 +130,7 @@ def parse(tokens: list[Token], country: str) -> tuple[str, tuple[float, ...]] | 
             text, confs = f"{_s(d)}-{_s(a)[::-1]}", d + a[::-1]
     elif country == "MR":
         m = re.fullmatch(r"(\d{4})([A-Z]{2})(\d{2})", _s(tokens))
-        if m:
+        if m and one_row:
             text, confs = "-".join(m.groups()), tokens
     if text is None or not is_valid(text, country):
         return None

@@ -39,7 +39,11 @@ class PlateOcr:
         if self.card.task != "ocr" or self.card.ocr is None:
             raise CardError(f"{path}: not an OCR model card")
         self.spec = self.card.ocr
-        self.model = Model(path, threads=threads)
+        if self.card.input.resize != "stretch":  # the crop is stretched to the input (see _prepare)
+            raise CardError(
+                f"{path}: this runtime feeds OCR models stretched crops (card: resize {self.card.input.resize!r})"
+            )
+        self.model = Model(path, threads=threads, sha256=self.card.sha256)
         self.path = Path(path)
         shape = self.model.inputs[0].shape
         inp = self.card.input

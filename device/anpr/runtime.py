@@ -6,12 +6,15 @@ packet says exactly what produced the plate read.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from device.anpr.card import CardError
 
 _BACKENDS = (
     ("ai_edge_litert.interpreter", "ai-edge-litert"),
@@ -59,13 +62,25 @@ class TensorIO:
 class Model:
     """One loaded .tflite with quantisation-aware input/output helpers."""
 
-    def __init__(self, path: Path, *, threads: int = 2, preferred: tuple[str, ...] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        threads: int = 2,
+        preferred: tuple[str, ...] | None = None,
+        sha256: str | None = None,
+    ):
+        """``sha256``: the card's; the interpreter is built from the very bytes hashed, so the hash a
+        packet names is that of the model that ran (opening the file again could read a replaced one)."""
         cls, self.backend = interpreter_class(preferred)
         self.path = Path(path)
+        data = self.path.read_bytes()
+        if sha256 is not None and (actual := hashlib.sha256(data).hexdigest()) != sha256:
+            raise CardError(f"{self.path}: sha256 {actual} does not match its card ({sha256})")
         try:
-            self.interp = cls(model_path=str(self.path), num_threads=threads)
+            self.interp = cls(model_content=data, num_threads=threads)
         except TypeError:  # very old tflite-runtime without num_threads
-            self.interp = cls(model_path=str(self.path))
+            self.interp = cls(model_content=data)
         self.interp.allocate_tensors()
         self.inputs = [self._io(d) for d in self.interp.get_input_details()]
         self.outputs = [self._io(d) for d in self.interp.get_output_details()]

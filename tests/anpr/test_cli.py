@@ -94,3 +94,18 @@ def test_no_plate_gives_null_text(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     row = json.loads(p.stdout)
     assert row["text"] is None and row["text_latin"] is None and row["country"] is None
+
+
+def test_options_out_of_range_are_refused_like_the_config_file(tmp_path: Path) -> None:
+    """Before, ``--min-confidence -1`` (every read reported, however unsure) and ``--threads 100`` went
+    through unchecked: the options were copied into the config without its validation."""
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((48, 160, 3), 90, np.uint8))
+    for flag in (["--min-confidence", "-1"], ["--min-confidence", "5"], ["--threads", "100"]):
+        p = subprocess.run(
+            [sys.executable, "-m", "device.cli", "anpr", "read", "--crop", *flag, str(blank)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert p.returncode == 2 and "bad option" in p.stderr and not p.stdout, (flag, p.stderr)

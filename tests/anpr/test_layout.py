@@ -64,3 +64,22 @@ def test_layouts_reject_wrong_shapes() -> None:
     assert parse(_tokens("123AB12"), "MR") is None  # 3 serial digits
     assert parse(_tokens("12ب"), "EG") is None  # EG needs 3-4 digits, 2-3 letters
     assert parse(_tokens("12-ب-95".replace("-", "")), "MA") is None  # region above 89
+
+
+def test_a_one_line_read_is_never_split_into_an_invented_two_line_plate() -> None:
+    """A Moroccan one-line plate whose serial is hidden reads as letter + region on one row. Before, its
+    region was split at the widest gap between emitting positions into a serial and a region:
+    6-ي-42 became 2-ي-4 at 0.96, and three frames agreed on it."""
+    hidden = [Token("ي", 0, 0.99, 40), Token("4", 0, 0.99, 44), Token("2", 0, 0.99, 52)]
+    assert parse(hidden, "MA") is None
+    real = [
+        Token("ي", 0, 0.99, 40),
+        Token("4", 0, 0.99, 44),
+        Token("2", 0, 0.99, 46),
+        Token("6", 1, 0.99, 70),
+    ]
+    assert parse(real, "MA")[0] == "6-ي-42"  # a two-line read: serial on the second row
+    # a one-line plate's characters are all on one row: a stray digit on the other is not its region
+    assert parse(_tokens("12345ي67", top_len=7), "MA") is None
+    assert parse(_tokens("12345ي67"), "MA")[0] == "12345-ي-67"
+    assert parse(_tokens("1234AB07", top_len=7), "MR") is None

@@ -119,6 +119,29 @@ def test_detector_card_that_does_not_fit_the_model_is_refused(
         PlateReader(AnprConfig(detector_model=dst), models_dir=reader.ocr_path.parent)
 
 
+@pytest.mark.parametrize(
+    ("kind", "section", "change", "match"),
+    [
+        ("det", "detector", {"channels": ["heat", "dy", "dx", "log_h", "log_w"]}, "decodes detector outputs"),
+        ("ocr", "input", {"resize": "letterbox"}, "stretched crops"),
+    ],
+)
+def test_card_settings_the_runtime_would_ignore_are_refused(
+    reader: PlateReader, tmp_path: Path, kind: str, section: str, change: dict, match: str
+) -> None:
+    """Before, a deployer's detector with another output order loaded and had its x/y offsets and
+    width/height swapped silently; an OCR card asking for letterboxed crops was fed stretched ones."""
+    src = reader.det_path if kind == "det" else reader.ocr_path
+    dst = tmp_path / src.name
+    shutil.copy(src, dst)
+    card = json.loads(src.with_suffix(".json").read_text(encoding="utf-8"))
+    card[section] |= change
+    dst.with_suffix(".json").write_text(json.dumps(card), encoding="utf-8")
+    given = {"detector_model": dst} if kind == "det" else {"ocr_model": dst}
+    with pytest.raises(CardError, match=match):
+        PlateReader(AnprConfig(**given), models_dir=reader.ocr_path.parent)
+
+
 def test_low_confidence_gives_no_text(reader: PlateReader) -> None:
     noise = np.random.default_rng(0).integers(0, 255, (48, 160, 3), dtype=np.uint8)
     read = reader.read_crop(noise, country="MA")
@@ -178,3 +201,16 @@ def test_lane_region_keeps_the_plate_of_the_car_in_the_lane(reader: PlateReader)
         if checked >= 6:
             break
     assert checked >= 6
+
+
+def test_the_interpreter_runs_the_bytes_that_were_hashed(reader: PlateReader, tmp_path: Path) -> None:
+    """The card check hashed the file, then the interpreter opened it again by path: a file replaced in
+    between ran under the old hash. The model is now built from the hashed bytes themselves."""
+    from device.anpr.card import file_sha256
+    from device.anpr.runtime import Model
+
+    good = file_sha256(reader.ocr_path)
+    m = Model(reader.ocr_path, threads=1, sha256=good)
+    assert m.inputs and m.outputs
+    with pytest.raises(CardError, match="does not match its card"):
+        Model(reader.ocr_path, threads=1, sha256="0" * 64)
