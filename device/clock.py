@@ -317,6 +317,8 @@ class ClockMonitor:
         self._state = SyncState(False, "unknown", "none", detail="not read yet")
         self._last_refresh_mono: int | None = None
         self._base_offset: int | None = None
+        self._published: tuple[SyncState, int | None] = (self._state, None)
+        """``(_state, _base_offset)`` as one immutable pair, for :meth:`stamp` (no lock on the hot path)."""
         self._jumps = 0
         # (mono, source's ref time) at the refresh that saw the last step not yet vouched for
         self._stepped_at: tuple[int, int | None] | None = None
@@ -338,8 +340,9 @@ class ClockMonitor:
         of ``utc - mono``) makes this stamp unsynchronised at once: evidence must not claim a trusted
         time in the seconds before the background refresh reports the jump."""
         utc, mono = self._pair()
-        st = self._state  # one attribute read: a consistent (immutable) snapshot without the lock
-        base = self._base_offset
+        # One attribute read of both: read apart, a stamp between refresh()'s two writes could pair the
+        # old, synchronised state with the new base offset and miss the step it had just seen.
+        st, base = self._published
         stepped = base is not None and abs(utc - mono - base) > self._cfg.jump_threshold_ms * 1_000_000
         return ClockStamp(
             utc_ns=utc,
@@ -394,6 +397,7 @@ class ClockMonitor:
             self._base_offset = offset
             state = self._after_step(state, mono)
             self._state = state
+            self._published = (state, offset)
             self._last_refresh_mono = mono
         if jump is not None:
             log.warning("clock jump: utc-mono moved by %d ns", jump[1] - jump[0])

@@ -227,6 +227,11 @@ class Daemon:
         self._tamper_sealed_at = float("-inf")
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._reload_lock = threading.Lock()  # SIGHUP (supervisor) and the console (control thread)
+        # Set by signal handlers, read by the supervisor: a handler runs between two bytecodes of the main
+        # thread, which may hold an Event's lock inside wait(); Event.set() there would deadlock.
+        self._signalled_stop = False
+        self._signalled_reload = False
         self._readings: queue.Queue[Reading] = queue.Queue(READINGS_QUEUE)
         self._candidates: queue.Queue[Candidate | None] = queue.Queue(CANDIDATE_QUEUE)
         self._amendments: queue.Queue[tuple[Violation, PlateRead | None, Frame | None]] = queue.Queue()
@@ -721,9 +726,17 @@ class Daemon:
         return run
 
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
-        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
-        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        """Plain flags, taken up by the supervisor within one tick (0.5 s): see ``_signalled_stop``."""
+
+        def stop(*_: object) -> None:
+            self._signalled_stop = True
+
+        def reload(*_: object) -> None:
+            self._signalled_reload = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -742,7 +755,12 @@ class Daemon:
         interval = self.notifier.watchdog_interval_s() or 10.0
         next_status = 0.0
         next_stats = time.monotonic() + self.cfg.uplink.stats_interval_s
-        while not self._stop.wait(min(0.5, interval / 3)):
+        while not self._signalled_stop and not self._stop.wait(min(0.5, interval / 3)):
+            if self._signalled_stop:
+                break
+            if self._signalled_reload:
+                self._signalled_reload = False
+                self._reload.set()
             if self._reload.is_set():
                 self._reload.clear()
                 self.notifier.reloading()
@@ -751,24 +769,31 @@ class Daemon:
                 except cfgmod.ConfigError as exc:  # the running config stays in force
                     log.error("reload refused: %s", exc)
                     self._seal_event("config_rejected", {"error": str(exc)[:2000]})
-                self.notifier.ready()
+                except Exception as exc:  # a defect: said and sealed, and the supervisor (the watchdog) lives
+                    log.exception("reload failed")
+                    self._seal_event("config_rejected", {"error": f"reload failed: {exc!r}"[:2000]})
+                finally:
+                    self.notifier.ready()
             watchdog_tick(self.heartbeats, self.notifier)  # WATCHDOG=1 only while every stage is alive
             self._watch_clock_sync()
             self._flush_tamper()
             self._retry_unsealed(time.monotonic() + RETRY_TURN_S)  # the watchdog must not wait for a backlog
             now = time.monotonic()
-            if now >= next_status:
-                next_status = now + STATUS_EVERY_S
-                st = self.status()
-                if self.uplink is not None:
-                    self.uplink.publish_status(st)
-                if self.gpio is not None:
-                    self.gpio.set_status(st["state"])
-            if now >= next_stats:
-                next_stats = now + self.cfg.uplink.stats_interval_s
-                snap = self.stats.snapshot(self.clock.stamp().utc_ns)
-                if self.uplink is not None:
-                    self.uplink.publish_stats(snap)
+            try:  # reporting must never take down the loop that pings the watchdog
+                if now >= next_status:
+                    next_status = now + STATUS_EVERY_S
+                    st = self.status()
+                    if self.uplink is not None:
+                        self.uplink.publish_status(st)
+                    if self.gpio is not None:
+                        self.gpio.set_status(st["state"])
+                if now >= next_stats:
+                    next_stats = now + self.cfg.uplink.stats_interval_s
+                    snap = self.stats.snapshot(self.clock.stamp().utc_ns)
+                    if self.uplink is not None:
+                        self.uplink.publish_stats(snap)
+            except Exception:
+                log.exception("status report failed")
 
     def stop(self, timeout_s: float = 8.0) -> None:
         """Drain: measurement first (close open passes), then evidence, then one last attempt to seal what
@@ -883,6 +908,11 @@ class Daemon:
         both: ``new_config_*`` is what now runs, ``file_config_hash`` what the file asks for."""
         if self.config_path is None:
             raise StartupError("no config file to reload")
+        with self._reload_lock:  # one at a time: an older read of the file must not be swapped in last
+            return self._reload_now(audit)
+
+    def _reload_now(self, audit: list[dict] | None) -> dict:
+        assert self.config_path is not None
         new = cfgmod.load(self.config_path)  # ConfigError propagates: the old config stays in force
         changed = [
             s

@@ -52,6 +52,8 @@ class Heartbeats:
         self._last_ns: dict[str, int | None] = {}
         self._beats: dict[str, int] = {}
         self._probes: dict[str, Probe] = {}
+        self.reported_stale: list[str] = []
+        """What :func:`watchdog_tick` last told systemd was stalled: a recovery sets the status back."""
 
     def register(self, stage: str, max_silence_s: float, probe: Probe | None = None) -> None:
         """(Re)registers a stage. Its silence starts counting now, so a stage that never starts is caught."""
@@ -142,8 +144,11 @@ def watchdog_tick(heartbeats: Heartbeats, notifier: object) -> list[str]:
     stale = heartbeats.stale()
     if not stale:
         notifier.watchdog()  # type: ignore[attr-defined]
-    else:
+        if heartbeats.reported_stale:  # `systemctl status` must not keep saying "stalled" once it is over
+            notifier.status("running")  # type: ignore[attr-defined]
+    elif stale != heartbeats.reported_stale:
         notifier.status("stalled: " + ", ".join(stale))  # type: ignore[attr-defined]
+    heartbeats.reported_stale = stale
     return stale
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -167,9 +168,17 @@ class RadarReader(threading.Thread):
         self._set(state="stopped")
 
     def _backoff(self) -> bool:
-        """Waits the current delay, then doubles it (to ``reconnect_max_s``); True when stopped."""
-        if self._stop_evt.wait(self._backoff_s):
-            return True
+        """Waits the current delay, then doubles it (to ``reconnect_max_s``); True when stopped.
+
+        Beats while it waits: waiting on purpose is this thread working. The watchdog is for a hung
+        thread; a radar unplugged for a minute made the stage look hung for most of each 30 s delay,
+        systemd restarted the daemon over and over and, after ``StartLimitBurst``, gave up on it."""
+        slices = max(1, math.ceil(self._backoff_s))  # about a second each
+        for _ in range(slices):
+            self.heartbeat_ns = time.monotonic_ns()
+            if self._stop_evt.wait(self._backoff_s / slices):
+                return True
+        self.heartbeat_ns = time.monotonic_ns()
         self._backoff_s = min(self._backoff_s * 2, self.cfg.reconnect_max_s)
         return False
 

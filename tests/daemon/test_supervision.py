@@ -354,3 +354,60 @@ def test_gpio_that_cannot_start_leaves_enforcement_running(harness, wait):
     assert st["components"]["gpio"]["state"] == "fault" and st["components"]["gpio"]["error"]
     assert st["state"] == "fault"
     wait(lambda: d.counters["readings"] > 0, 30, "radar readings while GPIO is down")
+
+
+def test_a_signal_that_lands_while_the_main_thread_holds_an_events_lock_does_not_deadlock():
+    """Before, the handlers called Event.set(), which takes the Event's lock; a signal arriving while
+    the main thread held it (inside _stop.wait(), _reload.clear()) blocked for ever: SIGTERM ended in
+    SIGKILL without a drain, SIGHUP stopped the watchdog pings. Run in a child with a deadline."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal\n"
+        "from device.config import Config\n"
+        "from device.daemon import Daemon\n"
+        "d = Daemon(Config())\n"
+        "d.install_signal_handlers()\n"
+        "with d._reload._cond:\n"
+        "    os.kill(os.getpid(), signal.SIGHUP)\n"
+        "    sum(range(1000))  # a few bytecodes: the handler runs here, lock held\n"
+        "with d._stop._cond:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    sum(range(1000))\n"
+        "assert d._signalled_reload and d._signalled_stop\n"
+        "print('ok')\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+
+
+def test_sighup_reloads_and_sigterm_stops_through_the_supervisor(harness, wait):
+    """The handlers only set flags: the supervisor takes them up within a tick (reload sealed as a
+    config_changed event from SIGHUP; SIGTERM drains and seals the shutdown event)."""
+    import os
+    import signal
+
+    from device import config as cfgmod
+
+    h = harness()
+    d = h.start()
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        d.install_signal_handlers()
+        cfg = cfgmod.load(h.config_path)
+        lanes = [lane.model_copy(update={"limit_kmh": lane.limit_kmh - 5}) for lane in cfg.site.lanes]
+        cfgmod.save(
+            cfg.model_copy(update={"site": cfg.site.model_copy(update={"lanes": lanes})}), h.config_path
+        )
+        old_hash = d.config_hash
+        os.kill(os.getpid(), signal.SIGHUP)
+        wait(lambda: d.config_hash != old_hash, 10, "the SIGHUP reload")
+        assert d.config_hash == cfgmod.config_hash(cfgmod.load(h.config_path))
+        os.kill(os.getpid(), signal.SIGTERM)
+        h.supervisor.join(15)
+        assert not h.supervisor.is_alive()
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+    _assert_stopped_with_shutdown_event(h)

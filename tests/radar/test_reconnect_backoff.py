@@ -96,3 +96,26 @@ def test_session_that_delivered_lines_resets_the_backoff(caplog) -> None:
     assert reader.driver.stats["lines"] >= 10  # the init commands came back as lines
     assert reader._stop_evt.waits[:3] == [0.05, 0.05, 0.05]
     assert len([r for r in caplog.records if "lost" in r.getMessage()]) >= 3
+
+
+def test_a_radar_that_stays_away_does_not_look_like_a_hung_thread() -> None:
+    """Before, the reader beat once per open attempt: during a 30 s delay the radar stage was stale
+    for 25 s, the watchdog stopped, and systemd restarted the daemon every cycle (then gave up after
+    StartLimitBurst). Waiting is beating."""
+    cfg = RadarConfig(port="loop://", units="kmh", reconnect_min_s=3.0, reconnect_max_s=3.0)
+
+    class Absent(RadarReader):
+        def _port(self) -> serial.Serial:
+            raise serial.SerialException("could not open port /dev/radar: No such file or directory")
+
+    r = Absent(cfg, make_driver(cfg), lambda _r: None, max_limit_kmh=60.0)
+    r.start()
+    try:
+        ages = []
+        for _ in range(6):
+            time.sleep(0.5)
+            ages.append((time.monotonic_ns() - r.heartbeat_ns) / 1e9)
+        assert r.health()["state"] == "down"
+    finally:
+        r.stop()
+    assert max(ages) < 1.6, ages  # within the 5 s the daemon allows the stage, at any moment

@@ -113,6 +113,11 @@ def test_watchdog_tick_pings_only_while_everything_is_alive(tmp_path):
         clk.advance(6.0)
         assert watchdog_tick(hb, n) == ["radar"]
         assert sock.recv(100) == b"STATUS=stalled: radar"  # and no WATCHDOG=1: systemd restarts us
+        assert watchdog_tick(hb, n) == ["radar"]  # said once, not every tick
+        hb.beat("radar")
+        assert watchdog_tick(hb, n) == []
+        assert sock.recv(100) == b"WATCHDOG=1"
+        assert sock.recv(100) == b"STATUS=running"  # before, "stalled: radar" stayed in systemctl status
     sock.close()
 
 

@@ -120,12 +120,20 @@ def test_daemon_unit_contract():
     assert set(words(u, "Service", "SupplementaryGroups")) >= {"dialout", "video", "gpio"}
     assert values(u, "Service", "LoadCredential") == ["signing-key:/etc/radarcam/keys/signing-key.pem"]
     allowed = {v.split()[0] for v in values(u, "Service", "DeviceAllow")}
-    assert {"/dev/radar", "char-ttyACM", "char-ttyAMA", "char-video4linux", "char-media"} <= allowed
+    assert {
+        "/dev/radar",
+        "char-ttyACM",
+        "char-ttyAMA",
+        "char-ttyS",
+        "char-video4linux",
+        "char-media",
+    } <= allowed
     assert {"char-gpiochip", "char-dma_heap"} <= allowed
     assert svc["DevicePolicy"] == "closed"
-    # adjtimex must stay allowed: device/clock.py reads the kernel's sync state with it.
+    # the kernel's sync state must stay readable (device/clock.py): glibc's adjtimex() is the
+    # clock_adjtime syscall (clock_adjtime64 on 32-bit)
     filters = values(u, "Service", "SystemCallFilter")
-    assert "adjtimex" in filters[0].split() and "@system-service" in filters[0].split()
+    assert {"adjtimex", "clock_adjtime", "clock_adjtime64", "@system-service"} <= set(filters[0].split())
     assert not any("@privileged" in f or "@clock" in f for f in filters[1:])
     assert svc.get("ProtectClock", "no") == "no"
     assert set(svc["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"}
@@ -150,3 +158,21 @@ def test_console_cannot_reach_the_signing_key():
         assert not any(path.lstrip("-").startswith(h) for h in hidden), path
     assert csvc["CapabilityBoundingSet"] == "" and csvc["NoNewPrivileges"] == "yes"
     assert "radarcam" not in words(console, "Service", "SupplementaryGroups")
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_the_syscall_the_clock_fallback_really_makes_is_allowed(tmp_path):
+    """The filter once allowed only ``adjtimex`` while glibc issues ``clock_adjtime``: under the unit's
+    seccomp filter the kernel fallback failed with EPERM. Trace what the reader really calls."""
+    import sys
+
+    log = tmp_path / "trace"
+    subprocess.run(
+        ["strace", "-f", "-o", str(log), "-e", "trace=adjtimex,clock_adjtime", sys.executable, "-c",
+         "from device.clock import read_adjtimex; read_adjtimex()"],
+        check=True, capture_output=True, cwd=SYSTEMD_DIR.parent, timeout=60,
+    )  # fmt: skip
+    called = set(re.findall(r"\b(adjtimex|clock_adjtime(?:64)?)\(", log.read_text()))
+    assert called, "the reader made no adjtime-family call"
+    u = parse_unit(SYSTEMD_DIR / "radarcam.service")
+    assert called <= set(values(u, "Service", "SystemCallFilter")[0].split())
