@@ -67,7 +67,15 @@ JUMP_HOLD_S = 1024.0
 """After a step of the clock, a source that gives no measurement time is not trusted for this long
 (chrony's longest default poll): its cached "synchronised" predates the step."""
 
-_REFCLOCK_SOURCES = {"GPS": "gps", "NMEA": "gps", "GNSS": "gps", "PPS": "pps", "RTC": "rtc", "PHC": "pps"}
+_REFCLOCK_SOURCES = {
+    "GPS": "gps", "NMEA": "gps", "GNSS": "gps", "SHM": "gps", "SOC": "gps",  # SHM / SOC: gpsd's feeds
+    "PPS": "pps", "PHC": "pps", "RTC": "rtc",
+}  # fmt: skip
+"""chrony reference-clock names (``refclock ... refid NAME``, default the driver name plus a digit) by
+their letters; an NTP server is never looked up here, whatever its address spells in ASCII."""
+_LEAP_SYNCED = frozenset({"Normal", "Insert second", "Delete second"})
+"""chrony's leap states of a synchronised clock; "Not synchronised" and anything else (an "Invalid"
+state, a string of a newer chrony) is not one."""
 
 
 def parse_chronyc_tracking(text: str) -> SyncState:
@@ -98,13 +106,18 @@ def parse_chronyc_tracking(text: str) -> SyncState:
     max_error_s = abs(correction_s) + root_delay_s / 2 + root_dispersion_s
     # 127.127.1.1 is chrony's "local stratum N": the machine serving its own free-running clock.
     local = ref_id == LOCAL_REFID
-    synced = leap != "Not synchronised" and ref_id != 0 and not local and 0 < stratum < 16
+    synced = leap in _LEAP_SYNCED and ref_id != 0 and not local and 0 < stratum < 16
     if not synced:
         source = "none"
+    elif stratum == 1 and not any(c in name for c in ".:"):
+        # A reference clock: chrony names it by its ref id ("PPS0", "GPS", "SHM0"); a server is named by
+        # its address or host name, so a server at 78.77.69.65 (ASCII "NMEA") is not taken for a GPS.
+        label = name.strip().upper()
+        if label == fields[0].strip().upper():  # printed as the ref id's hex: its ASCII is the name
+            label = ref_id.to_bytes(4, "big").rstrip(b"\0").decode("ascii", "replace").upper()
+        source = _REFCLOCK_SOURCES.get(label.rstrip("0123456789"), "unknown")
     else:
-        # Reference clocks have ASCII ref ids ("GPS", "PPS"); chrony prints that name in field 2.
-        refid_ascii = ref_id.to_bytes(4, "big").rstrip(b"\0").decode("ascii", "replace").upper()
-        source = _REFCLOCK_SOURCES.get(name.strip().upper(), _REFCLOCK_SOURCES.get(refid_ascii, "ntp"))
+        source = "ntp"
     return SyncState(
         synchronized=synced,
         source=source,

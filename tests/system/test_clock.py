@@ -65,6 +65,19 @@ def test_chronyc_synchronised_ntp_with_error_bound_from_the_fields():
 def test_chronyc_reference_clocks_are_named():
     assert parse_chronyc_tracking(CHRONY_GPS).source == "gps"
     assert parse_chronyc_tracking(CHRONY_PPS_BY_REFID).source == "pps"
+    # chrony's default refids are the driver name plus a digit (PPS0, SHM0 for gpsd); before, they
+    # were labelled "ntp", and a server whose address spells "NMEA" in ASCII (78.77.69.65) "gps"
+    f = fields(CHRONY_GPS)
+    for refid, name, source in (
+        ("50505330", "PPS0", "pps"),
+        ("53484D30", "SHM0", "gps"),
+        ("4E4D4541", "78.77.69.65", "ntp"),
+        ("58595A30", "XYZ0", "unknown"),
+    ):
+        line = ",".join([refid, name, *f[2:]])
+        assert parse_chronyc_tracking(line).source == source, name
+    # a leap state other than chrony's synchronised ones is not synchronised
+    assert not parse_chronyc_tracking(",".join([*f[:13], "Invalid"])).synchronized
 
 
 def test_chronyc_not_synchronised():
