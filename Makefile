@@ -11,7 +11,7 @@ install:
 	@scripts/bootstrap.sh
 
 demo: install
-	$(PY) -m device.cli demo $(DEMO_ARGS)
+	@$(PY) -m device.cli demo $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -62,7 +62,10 @@ def _register_config(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="radarcam", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="radarcam",
+        description="Roadside speed-enforcement unit: radar, camera, plate reading, signed evidence, uplink.",
+    )
     parser.add_argument("--version", action="version", version=f"radarcam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _register_config(sub)

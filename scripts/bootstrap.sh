@@ -3,6 +3,8 @@
 # Debian packages (when missing and run as root), then a virtualenv with the project and its dev extras.
 # Idempotent: cheap when everything is already there.
 set -euo pipefail
+# All of its output goes to stderr: stdout belongs to what make runs next (make demo DEMO_ARGS=--json).
+exec 1>&2
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}

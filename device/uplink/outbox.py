@@ -294,7 +294,11 @@ class Outbox:
                 except Exception:
                     info["unreadable"] += 1
                     continue
-                if row is None or row[6] == ACKED:
+                if row is None:
+                    continue
+                if row[6] == ACKED:  # the registry has it: not copied, but its seq is taken (never reused)
+                    if head is None or seq > head[0]:
+                        head = seq, str(row[4])
                     continue
                 data = bytes(row[3])
                 if hashlib.sha256(data).hexdigest() != row[4] or len(data) != row[5]:
@@ -388,7 +392,7 @@ class Outbox:
                 raise
             self.disk_full = True
             self.last_error = f"disk full while sealing: {exc}"
-            self._make_room()
+            self._make_room(disk_full=True)
             try:
                 sealed = self._seal_tx(fit_to_size(fitted, self.degraded_max_bytes, images_only=True), kind)
             except sqlite3.Error as exc2:
@@ -400,11 +404,19 @@ class Outbox:
             self.disk_full = False
         return sealed
 
-    def _make_room(self) -> None:
+    def _make_room(self, *, disk_full: bool = False) -> None:
         """Retention as an attempt only: on a full disk its own DELETE/COMMIT fails too, and that must
-        not replace the sealing error (the caller then raises :class:`OutboxFull`)."""
+        not replace the sealing error (the caller then raises :class:`OutboxFull`). ``disk_full``: the
+        oldest acked rows go whatever their age (the registry has them; a new violation has nowhere
+        else to go), 50 at a time; the pages they free are reused by the next write."""
         try:
             self.retention()
+            if disk_full:
+                with self._lock, self._tx(self._db):
+                    self._db.execute(
+                        "DELETE FROM packets WHERE seq IN (SELECT seq FROM packets WHERE state='acked'"
+                        " ORDER BY seq LIMIT 50)"
+                    )
         except sqlite3.Error as exc:
             self.last_error = f"retention could not free space: {exc}"
 

@@ -285,6 +285,11 @@ def parse(data: bytes) -> CoseSign1:
         raise PacketError("protected header lacks the 16-byte key id (kid)")
     if headers.get(HDR_CTY) != CONTENT_TYPE:
         raise PacketError(f"content type {headers.get(HDR_CTY)!r} is not {CONTENT_TYPE}")
+    if cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, payload, sig])) != data:
+        # The signature covers the header and payload bytes, not the envelope around them: a re-framed
+        # copy (tag 18 as d8 12, an indefinite-length array, a longer length prefix) verifies with
+        # another sha256, and stored first it would turn the genuine packet into a "replay".
+        raise PacketError("COSE_Sign1 envelope is not in the one encoding the device writes")
     return CoseSign1(protected, headers, payload, sig)
 
 
@@ -364,6 +369,12 @@ def _reencode(jpeg: bytes, quality: int, scale: float) -> tuple[bytes, int, int]
     return out, img.shape[1], img.shape[0]
 
 
+def _omitted(im: dict[str, Any], why: str) -> dict[str, Any]:
+    """An image left out: no bytes, the camera JPEG's sha256 (not that of a re-encode it went through)."""
+    kept = {k: v for k, v in im.items() if k not in ("jpeg", "original_sha256", "reencoded")}
+    return kept | {"jpeg": None, "sha256": im.get("original_sha256", im["sha256"]), "omitted": why}
+
+
 def fit_to_size(payload: dict[str, Any], max_bytes: int, *, images_only: bool = False) -> dict[str, Any]:
     """Lowers JPEG quality (then resolution) until the packet fits; the measurement is never touched.
 
@@ -388,18 +399,24 @@ def fit_to_size(payload: dict[str, Any], max_bytes: int, *, images_only: bool = 
     ]
     for quality, scale in steps:
         new_images = []
-        for im in images:
+        for i, im in enumerate(images):
             if im.get("jpeg") is None:  # left out by an earlier fit: stays so, in its place
                 new_images.append(im)
                 continue
-            jpeg, w, h = _reencode(im["jpeg"], quality, scale)
+            try:
+                jpeg, w, h = _reencode(im["jpeg"], quality, scale)
+            except PacketError as exc:  # cannot be shrunk (a torn JPEG): left out, never the measurement
+                images[i] = _omitted(im, str(exc))
+                new_images.append(images[i])
+                continue
+            prior = (im.get("reencoded") or {}).get("scale", 1.0)  # shrunk before (the normal cap's fit)
             new_images.append(
                 {
                     **im,
                     "jpeg": jpeg,
                     "sha256": hashlib.sha256(jpeg).hexdigest(),
                     "original_sha256": im.get("original_sha256", im["sha256"]),
-                    "reencoded": {"quality": quality, "scale": scale},
+                    "reencoded": {"quality": quality, "scale": prior * scale},
                     "width": w,
                     "height": h,
                 }
@@ -407,12 +424,7 @@ def fit_to_size(payload: dict[str, Any], max_bytes: int, *, images_only: bool = 
         candidate = {**payload, "images": new_images}
         if encoded_size(candidate) <= max_bytes:
             return candidate
-    omitted = [
-        im
-        if im.get("jpeg") is None
-        else {k: v for k, v in im.items() if k != "jpeg"} | {"jpeg": None, "omitted": "packet size cap"}
-        for im in images
-    ]
+    omitted = [im if im.get("jpeg") is None else _omitted(im, "packet size cap") for im in images]
     candidate = {**payload, "images": omitted}
     if encoded_size(candidate) <= max_bytes or images_only:
         return candidate

@@ -126,6 +126,21 @@ def test_disk_full_degrades_then_raises_without_losing_pending(key, tmp_path):
     _chain_ok(ob, key, kept)
 
 
+def test_a_full_disk_frees_acked_rows_whatever_their_age_before_refusing(key, tmp_path):
+    """Before, retention freed acked rows only past retention_days or over the quota: with the disk full
+    and 20 acked rows under quota, the next violation was refused (OutboxFull) and nothing deleted."""
+    ob = Outbox(tmp_path / "o.db", key)
+    for i in range(20):
+        ob.seal(_payload(key, i, image_bytes=20_000))
+    ob.mark_acked(list(range(1, 21)))
+    pages = ob._db.execute("PRAGMA page_count").fetchone()[0]
+    ob._db.execute(f"PRAGMA max_page_count={pages + 2}")  # the file may hardly grow: a full disk
+    sealed = [ob.seal(_payload(key, 100 + i, image_bytes=20_000)) for i in range(10)]  # no OutboxFull
+    assert [s.seq for s in sealed] == list(range(21, 31))
+    assert all(ob.state(s.seq) == "pending" for s in sealed)
+    assert ob.stats()["acked"] < 20  # the oldest acked rows made room
+
+
 def test_corrupt_database_is_moved_aside_not_deleted(key, tmp_path):
     path = tmp_path / "o.db"
     path.write_bytes(b"this is not an sqlite database" * 200)
@@ -154,6 +169,30 @@ def test_corrupt_page_keeps_seq_when_head_is_readable(key, tmp_path):
     ob = Outbox(path, key)
     assert ob.stats()["corrupt_moved_to"]
     assert ob.seal(_payload(key, 9)).seq == 4  # never reused
+
+
+@pytest.mark.parametrize("acked", [{1, 2, 3, 4, 5}, {1, 3, 4, 5}])
+def test_a_rebuilt_outbox_never_reuses_the_seq_of_an_acked_row(key, tmp_path, acked):
+    """With the meta table unreadable, the head was taken from the newest *unacked* readable row: all
+    acked gave seq 1 again, and 2 pending of 5 gave seq 3. The registry holds those seqs: every new
+    violation would have been refused as a replay for ever."""
+    path = tmp_path / "o.db"
+    ob = Outbox(path, key)
+    sealed = [ob.seal(_payload(key, i, image_bytes=2_000)) for i in range(5)]
+    ob.mark_acked(sorted(acked))
+    ob._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    ob.close()
+    raw = bytearray(path.read_bytes())
+    with sqlite3.connect(path) as db:
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        rootpage = db.execute("SELECT rootpage FROM sqlite_master WHERE name='meta'").fetchone()[0]
+    raw[(rootpage - 1) * page : (rootpage - 1) * page + 64] = b"\xff" * 64  # the meta table only
+    path.write_bytes(bytes(raw))
+    ob = Outbox(path, key)
+    assert ob.stats()["corrupt_moved_to"]
+    nxt = ob.seal(_payload(key, 9))
+    assert nxt.seq == 6 and verify(nxt.data, key)["prev_hash"] == sealed[-1].sha256
+    assert [r.seq for r in ob.next_unacked(10)] == [*sorted({1, 2, 3, 4, 5} - acked), 6]
 
 
 def test_concurrent_seal_and_ack_threads(key, tmp_path):

@@ -175,6 +175,41 @@ def test_fit_to_size_again_keeps_left_out_images_and_shrinks_the_rest(key):
     assert all(im["reencoded"] for im in f["images"][1:])
 
 
+def test_a_jpeg_that_cannot_be_shrunk_is_left_out_not_the_violation(key):
+    """Before, a torn camera JPEG (cut to half its length) made fit_to_size raise: the violation was
+    kept in memory, retried for ever and lost at shutdown. It is left out, with its hash and why."""
+    v = violation_payload(sample_violation(4, image_bytes=120_000), sample_context("d", key.key_id))
+    torn = v["images"][0]["jpeg"][: len(v["images"][0]["jpeg"]) // 2]
+    v["images"][0] = v["images"][0] | {"jpeg": torn, "sha256": hashlib.sha256(torn).hexdigest()}
+    cap = encoded_size(v) * 2 // 3
+    f = fit_to_size(v, cap)
+    assert encoded_size(f) <= cap and f["measurement"] == v["measurement"]
+    first = f["images"][0]
+    assert (
+        first["jpeg"] is None
+        and "decodable" in first["omitted"]
+        and first["sha256"] == v["images"][0]["sha256"]
+    )
+    assert all(im["reencoded"] for im in f["images"][1:])
+
+
+def test_a_second_fit_records_the_scale_of_the_camera_frame_and_omits_with_the_originals_hash(key):
+    """Fitted once to 0.75 and again under the quota's cap: ``reencoded.scale`` said the last step's
+    scale (0.5) though the image was 0.375 of the frame; an image then left out kept the hash of a
+    discarded re-encode instead of the camera's."""
+    v = violation_payload(sample_violation(5, image_bytes=120_000), sample_context("d", key.key_id))
+    originals = [im["sha256"] for im in v["images"]]
+    once = fit_to_size(v, encoded_size(v) // 4)
+    twice = fit_to_size(once, encoded_size(once) * 2 // 3)
+    for a, b in zip(once["images"], twice["images"], strict=True):
+        if b.get("jpeg") is not None and a.get("reencoded") and b["reencoded"] is not a["reencoded"]:
+            assert b["reencoded"]["scale"] <= a["reencoded"]["scale"]
+            assert b["width"] <= a["width"]
+    gone = fit_to_size(once, 1, images_only=True)
+    assert [im["sha256"] for im in gone["images"]] == originals
+    assert all(im["jpeg"] is None and "reencoded" not in im for im in gone["images"])
+
+
 def test_events(key):
     ctx = sample_context("dev-1", key.key_id)
     v = sample_violation(1)
@@ -214,7 +249,17 @@ def test_verify_refuses_rewrapped_packets(key):
             {1: -8, 3: CONTENT_TYPE, 4: kid}, cbor2.dumps(payload | {"key_id": "00" * 16})
         ),
     }
+    # The same items, framed differently: each verified, with its own sha256 (the reviewer's cases).
+    assert good[0] == 0xD2 and good[1] == 0x84  # tag 18 in one byte, a definite 4-item array
+    bad["tag 18 as d8 12"] = b"\xd8\x12" + good[1:]
+    bad["indefinite-length array"] = good[:1] + b"\x9f" + good[2:] + b"\xff"
+    sig_at = good.rindex(b"\x58\x40" + sig)
+    bad["longer signature length"] = good[:sig_at] + b"\x59\x00\x40" + sig
+    bad["indefinite-length unprotected map"] = good.replace(
+        b"\xa0" + cbor2.dumps(body), b"\xbf\xff" + cbor2.dumps(body), 1
+    )
     for name, data in bad.items():
+        assert data != good, name
         with pytest.raises(PacketError):
             verify(data, key.public_key)
             pytest.fail(f"accepted: {name}")
