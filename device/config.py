@@ -352,6 +352,17 @@ class TlsConfig(_Section):
     key_file: Path | None = None
     insecure_skip_verify: bool = False
 
+    @model_validator(mode="after")
+    def _files_mean_tls(self) -> TlsConfig:
+        """Files set with ``enabled`` left false connected in plain text, the password included."""
+        given = [n for n in ("ca_file", "cert_file", "key_file") if getattr(self, n) is not None]
+        if given and not self.enabled:
+            raise ValueError(
+                f"tls: {', '.join(given)} set but enabled = false: the uplink would connect in plain text "
+                "(set enabled = true, or remove them)"
+            )
+        return self
+
 
 class UplinkConfig(_Section):
     enabled: bool = True

@@ -195,6 +195,7 @@ def test_uplink_files_never_point_at_the_signing_key(tmp_path, field):
     (keys / "signing-key.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
     (tmp_path / "link.pem").symlink_to(keys / "signing-key.pem")
     section, _, key = ("uplink." + field).rpartition(".")
+    key = f"enabled = true\n{key}" if section == "uplink.tls" else key  # TLS files mean TLS on
     for target in (keys / "signing-key.pem", keys / "other.pem", tmp_path / "link.pem"):
         text = f'[device]\nkey_path = "{keys / "signing-key.pem"}"\n[{section}]\n{key} = "{target}"\n'
         with pytest.raises(cfgmod.ConfigError, match="must never read the signing key"):
@@ -207,6 +208,15 @@ def test_uplink_files_never_point_at_the_signing_key(tmp_path, field):
         f'[device]\nkey_path = "{keys / "signing-key.pem"}"\n[{section}]\n{key} = "{tmp_path / "mqtt.pem"}"\n'
     )
     assert cfgmod.load(write(tmp_path, ok))
+
+
+def test_tls_files_without_tls_enabled_are_refused(tmp_path):
+    """Before, ``[uplink.tls]`` with a CA file but ``enabled`` left false connected in plain text,
+    password included, and nothing said so."""
+    text = '[uplink.tls]\nca_file = "/etc/radarcam/mqtt/ca.pem"\n'
+    with pytest.raises(cfgmod.ConfigError, match="enabled = false: the uplink would connect in plain text"):
+        cfgmod.load(write(tmp_path, text))
+    assert cfgmod.load(write(tmp_path, text.replace("]\n", "]\nenabled = true\n", 1))).uplink.tls.enabled
 
 
 @pytest.mark.parametrize(

@@ -146,6 +146,10 @@ def _registry_run(args: argparse.Namespace) -> int:
         print("radarcam: no device keys (--device-key DEVICE=PEM or --keys-dir)", file=sys.stderr)
         return 2
     tls = None
+    if (args.cert or args.key) and not args.ca:  # they were ignored: plain text, certificate unused
+        print("radarcam: --cert/--key need --ca (TLS); without it the registry would connect in plain text",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if args.ca:
         tls = TlsConfig(enabled=True, ca_file=args.ca, cert_file=args.cert, key_file=args.key)
     password = None

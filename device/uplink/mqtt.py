@@ -139,6 +139,8 @@ class UplinkClient:
         self._client = None
         self._thread: threading.Thread | None = None
         self.setup_error: str | None = None
+        self.ack_subscription: str | None = None
+        """``ok`` or ``refused: ...`` once the broker answered the ack subscription."""
         self.setup_retry_s = SETUP_RETRY_S
         self._next_setup = 0.0
 
@@ -194,6 +196,7 @@ class UplinkClient:
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         self._props_cose = self._props_json = None
         if v5:
             self._props_cose = Properties(PacketTypes.PUBLISH)
@@ -233,6 +236,16 @@ class UplinkClient:
         )
         self._claim_json_mid(info.mid)
         self._wake.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        """A refused ack subscription (a broker ACL without the device's ack topic) means nothing will
+        ever be acked: said in health, not left to look like a slow registry."""
+        refused = [str(rc) for rc in reason_codes if getattr(rc, "is_failure", False)]
+        self.ack_subscription = f"refused: {', '.join(refused)}" if refused else "ok"
+        if refused:
+            self.last_error = (
+                f"broker refused the ack subscription on {self._ack_topic}: {', '.join(refused)}"
+            )
 
     def _on_connect_fail(self, client, userdata) -> None:
         self.connect_failures += 1
@@ -487,6 +500,10 @@ class UplinkClient:
         self.protocol = "mqttv311"
         old.loop_stop()
         old.disconnect()
+        with self._lock:  # message ids belong to a client: the new one counts from 1 again
+            self._mids.clear()
+            self._early_mids.clear()
+            self._inflight.clear()
         self._client = None
         self._set_up()
 
@@ -554,6 +571,7 @@ class UplinkClient:
         return {
             **({"state": "fault", "setup_error": self.setup_error} if self.setup_error else {}),
             "connected": self._connected,
+            "ack_subscription": self.ack_subscription,
             "protocol": self.protocol,
             "broker": f"{self.cfg.host}:{self.cfg.port}",
             "tls": self.cfg.tls.enabled,

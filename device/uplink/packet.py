@@ -324,6 +324,9 @@ def image_problems(payload: dict[str, Any]) -> list[str]:
     the match: a verifier must check both)."""
     out = []
     for i, im in enumerate(payload.get("images") or []):
+        if not isinstance(im, dict):
+            out.append(f"image {i} is not a map")
+            continue
         data = im.get("jpeg")
         if data is None:  # left out by the size cap: only its hash travels
             continue

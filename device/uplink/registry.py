@@ -336,10 +336,14 @@ class Registry:
         bad = None
         if payload.get("device_id") != device:
             bad = f"signed device_id {payload.get('device_id')!r} != topic"
-        elif not isinstance(seq, int) or seq < 1 or not isinstance(payload.get("prev_hash"), str):
+        elif (
+            not isinstance(seq, int) or not 1 <= seq < 2**63 or not isinstance(payload.get("prev_hash"), str)
+        ):
             bad, seq = "missing or invalid seq / prev_hash", None
         elif (payload.get("kind") == "violation") != (leaf == topics.VIOLATION):
             bad = f"kind {payload.get('kind')!r} published on {leaf!r}"
+        elif not isinstance(payload.get("images", []), list):
+            bad = "images is not a list"
         elif problems := image_problems(payload):  # signed claims that the bytes do not bear out
             bad = f"image hash mismatch: {'; '.join(problems)}"
         if bad:

@@ -404,6 +404,7 @@ def test_tls_paths_must_stay_in_allowed_dirs(env) -> None:
             {
                 "csrf": c.token(html),
                 "_base_version": c.token(html, "_base_version"),
+                "uplink.tls.enabled": "1",
                 "uplink.tls.ca_file": bad,
             },
         )
@@ -414,6 +415,7 @@ def test_tls_paths_must_stay_in_allowed_dirs(env) -> None:
         {
             "csrf": c.token(html),
             "_base_version": c.token(html, "_base_version"),
+            "uplink.tls.enabled": "1",
             "uplink.tls.ca_file": ok_path,
         },
     )

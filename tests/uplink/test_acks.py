@@ -208,6 +208,8 @@ def test_refusing_puback_leaves_the_row_pending_and_backs_off(acl_broker, rig, t
     assert "PUBACK 0x87 Not authorized" in h["last_error"], h["last_error"]
     assert h["backoff"] == 2 and h["oldest_stuck_seq"] == 1 and "0x87" in h["oldest_stuck_error"]
     assert h["oldest_stuck_retry_in_s"] > 20  # 30 s (the ack timeout) after a first failure
+    # mosquitto grants the subscription and filters what it delivers (the read ACL): SUBACK says ok
+    assert h["ack_subscription"] == "ok"
     assert {s: n for s, (n, _t, _e) in rig.outbox.backoff().items()} == {1: 1, 2: 1}
     published = c.published
     c.stop()
@@ -245,3 +247,17 @@ def test_a_missing_password_file_leaves_the_uplink_down_and_retried_not_the_daem
     )
     reg = rig.registry(username="registry", password=USERS["registry"])
     rig.assert_delivered(2, reg)
+
+
+def test_a_broker_that_refuses_the_ack_subscription_is_said_in_health(rig):
+    """Brokers that apply the ACL at SUBSCRIBE (not mosquitto, which filters at delivery) answer with a
+    failing SUBACK: nothing would ever be acked, and health says why instead of looking like a slow
+    registry. Paho's own reason codes, as its network thread hands them to the callback."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    c = rig.client()
+    wait_for(lambda: c.health()["ack_subscription"] == "ok", 10, "the ack subscription granted")
+    c._on_subscribe(None, None, 1, [ReasonCode(PacketTypes.SUBACK, "Not authorized")], None)
+    h = c.health()
+    assert h["ack_subscription"] == "refused: Not authorized" and "ack subscription" in h["last_error"]

@@ -287,3 +287,33 @@ def test_a_database_written_before_key_ids_were_kept_is_migrated(tmp_path):
         sqlite3.connect(tmp_path / "r.db").execute("SELECT seq, key_id FROM packets ORDER BY seq").fetchall()
     )
     assert rows == [(1, dev.old.key_id), (3, dev.new.key_id)]
+
+
+def test_a_malformed_signed_packet_is_rejected_alone_not_with_its_whole_batch(tmp_path, key):
+    """Before, a signed packet whose images were not a list of maps, or whose seq did not fit SQLite's
+    integer, raised inside handle_batch: the transaction rolled back and every message of the batch
+    (other devices' too) went unacked."""
+    from device.uplink.packet import seal_bytes
+
+    reg = Registry(tmp_path / "r.db", keys={"cam-1": key.public_key})
+    base = violation_payload(sample_violation(1, image_bytes=500), sample_context("cam-1", key.key_id))
+    good = seal_bytes(base | {"seq": 1, "prev_hash": "0" * 64}, key)
+    odd = [
+        seal_bytes(base | {"packet_id": "a", "seq": 2, "prev_hash": "0" * 64, "images": "x"}, key),
+        seal_bytes(base | {"packet_id": "b", "seq": 3, "prev_hash": "0" * 64, "images": [1]}, key),
+        seal_bytes(base | {"packet_id": "c", "seq": 2**63, "prev_hash": "0" * 64}, key),
+    ]
+    results = reg.handle_batch([(TOPIC, d) for d in [*odd, good]])
+    assert [r["result"] for r in results] == ["rejected", "rejected", "rejected", "stored"]
+    assert reg.count("cam-1") == 1
+
+
+def test_registry_command_refuses_a_client_certificate_without_tls(tmp_path, key):
+    """``--cert/--key`` without ``--ca`` were ignored: the registry connected in plain text."""
+    from device.cli import main
+    from device.uplink.keys import public_pem
+
+    (tmp_path / "dev.pub.pem").write_text(public_pem(key.public_key))
+    rc = main(["registry", "run", "--db", str(tmp_path / "r.db"), "--device-key", f"cam-1={tmp_path / 'dev.pub.pem'}",
+               "--cert", str(tmp_path / "c.pem"), "--key", str(tmp_path / "k.pem")])  # fmt: skip
+    assert rc == 2
