@@ -348,6 +348,7 @@ class EvidenceBuilder:
             frames = [*frames[: max(1, len(frames) - 1)], plate_frame]
         bar = self._bar(vid, p, cand.decision, cand.clock, t, site)
         images: list = []
+        failed: list[str] = []
         if frames:
             try:
                 images = build_evidence(
@@ -361,10 +362,14 @@ class EvidenceBuilder:
                         else None
                     ),
                     quality=cfg.camera.jpeg_quality,
+                    problems=failed,
                 )
             except Exception as exc:  # rendering/encoding failed: the measurement is still sealed
                 log.exception("evidence images failed for violation %s", vid)
                 evidence_problem = f"evidence images failed: {type(exc).__name__}: {exc}"
+            if failed:  # some images made, some not: each named (the trigger frame may be among them)
+                log.error("evidence images of violation %s left out: %s", vid, "; ".join(failed))
+                evidence_problem = "evidence images left out: " + "; ".join(failed)
         violation = Violation(
             violation_id=vid,
             pass_=p,

@@ -217,39 +217,66 @@ def build_evidence(
     clock: Callable[[int], int],
     plate_box: BoxSource = None,
     quality: int = 90,
+    problems: list[str] | None = None,
 ) -> list[EvidenceImage]:
     """One ``overview`` JPEG per frame (frame + data bar) and, when a plate box is known, one ``plate``
     close-up from the frame where the plate region is sharpest.
 
     The bar of each overview shows *that frame's* UTC capture time (``clock(frame.t_mono_ns)``); the
     trigger's time stays in ``bar.utc_ns`` inside the COM metadata.
+
+    A frame whose image cannot be made is left out and named in ``problems`` (when given): one bad
+    frame must not cost the others. Only when no overview at all can be made does it raise.
     """
     if not frames:
         raise EvidenceError("no frames to build evidence from")
     out: list[EvidenceImage] = []
+    failed: list[str] = []
     best: tuple[float, Frame, Box, np.ndarray] | None = None  # the sharpest plate: its crop, not its frame
     for frame in frames:
-        w, h = frame.size
-        t_utc = clock(frame.t_mono_ns)
-        fbar = DataBar(**{**asdict(bar), "utc_ns": t_utc})
-        bar_img = render_databar(fbar, w, frame_no=frame.frame_no)
-        composed = compose(frame, bar_img)
-        img = composed[:h]
-        jpeg = encode_jpeg(composed, quality, comment=_comment("overview", frame, t_utc, fbar, None))
-        out.append(
-            EvidenceImage("overview", jpeg, frame.t_mono_ns, t_utc, frame.frame_no, w, composed.shape[0])
-        )
-        box = _box_for(plate_box, frame)
-        cb = crop_box(box, img.shape) if box is not None and _clip(box, img.shape) is not None else None
-        if cb is not None:
-            s = sharpness(luma_plane(frame), box)
-            if best is None or s > best[0]:
-                x, y, cw, ch = cb
-                best = (s, frame, cb, img[y : y + ch, x : x + cw].copy())
-        del composed, img  # before the next frame's array is made: one full-size image alive, not two
+        try:
+            best = _overview(frame, bar, clock, plate_box, quality, out, best)
+        except Exception as exc:
+            failed.append(f"frame {frame.frame_no}: {type(exc).__name__}: {exc}")
+    if not out:
+        raise EvidenceError("no evidence image could be made: " + "; ".join(failed))
     if best is not None:
         _, frame, cb, crop = best
         t_utc = clock(frame.t_mono_ns)
-        jpeg = encode_jpeg(crop, quality, comment=_comment("plate", frame, t_utc, bar, cb))
-        out.append(EvidenceImage("plate", jpeg, frame.t_mono_ns, t_utc, frame.frame_no, cb[2], cb[3]))
+        try:
+            jpeg = encode_jpeg(crop, quality, comment=_comment("plate", frame, t_utc, bar, cb))
+            out.append(EvidenceImage("plate", jpeg, frame.t_mono_ns, t_utc, frame.frame_no, cb[2], cb[3]))
+        except Exception as exc:
+            failed.append(f"plate close-up of frame {frame.frame_no}: {type(exc).__name__}: {exc}")
+    if problems is not None:
+        problems.extend(failed)
     return out
+
+
+def _overview(
+    frame: Frame,
+    bar: DataBar,
+    clock: Callable[[int], int],
+    plate_box: BoxSource,
+    quality: int,
+    out: list[EvidenceImage],
+    best: tuple[float, Frame, Box, np.ndarray] | None,
+) -> tuple[float, Frame, Box, np.ndarray] | None:
+    """Appends ``frame``'s overview to ``out``; returns the sharpest plate crop so far."""
+    w, h = frame.size
+    t_utc = clock(frame.t_mono_ns)
+    fbar = DataBar(**{**asdict(bar), "utc_ns": t_utc})
+    bar_img = render_databar(fbar, w, frame_no=frame.frame_no)
+    composed = compose(frame, bar_img)
+    img = composed[:h]
+    jpeg = encode_jpeg(composed, quality, comment=_comment("overview", frame, t_utc, fbar, None))
+    out.append(EvidenceImage("overview", jpeg, frame.t_mono_ns, t_utc, frame.frame_no, w, composed.shape[0]))
+    box = _box_for(plate_box, frame)
+    cb = crop_box(box, img.shape) if box is not None and _clip(box, img.shape) is not None else None
+    if cb is not None:
+        s = sharpness(luma_plane(frame), box)
+        if best is None or s > best[0]:
+            x, y, cw, ch = cb
+            best = (s, frame, cb, img[y : y + ch, x : x + cw].copy())
+    del composed, img  # before the next frame's array is made: one full-size image alive, not two
+    return best

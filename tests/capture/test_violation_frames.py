@@ -178,6 +178,34 @@ def test_images_that_cannot_be_built_leave_a_violation_without_images(monkeypatc
     assert v.decision.violation and v.extra["frames_in_window"] > 0
 
 
+def test_one_frame_whose_image_fails_costs_that_image_not_the_others(monkeypatch):
+    """Before, one exception in any frame (or in the plate close-up) threw away every image already
+    made: the violation was sealed with none. Now that frame is left out and named."""
+    import device.capture.evidence as evidence
+
+    real = evidence.render_databar
+    bad_frame: list[int] = []
+
+    def fails_once(bar, width, frame_no=None):
+        if not bad_frame:
+            bad_frame.append(frame_no)
+            raise OSError("cannot open resource: DejaVuSans.ttf")
+        return real(bar, width, frame_no=frame_no)
+
+    monkeypatch.setattr(evidence, "render_databar", fails_once)
+    cfg = Config()
+    cfg.anpr.enabled = False
+    ring = _ring_with([np.full((48, 64, 3), i, np.uint8) for i in range(60)])
+    b = EvidenceBuilder(cfg, ring, None, on_late_plate=lambda *a: None)
+    try:
+        c = _candidate(time.monotonic_ns() - 600_000_000)
+        v = b.build(Candidate(c.pass_, c.decision, c.decided_mono_ns, c.clock, b.pin(c.pass_)))
+    finally:
+        b.close()
+    assert v.images and all(im.frame_no != bad_frame[0] for im in v.images)
+    assert f"frame {bad_frame[0]}: OSError" in v.extra["evidence_problem"]
+
+
 def test_plate_is_read_in_the_lane_region_over_the_configured_countries():
     """The reader gets the violation's lane region (so the next lane's car cannot lend its plate) and
     no forced country (the configured list applies: a foreign car at a border is read as one)."""
