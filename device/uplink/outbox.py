@@ -373,10 +373,20 @@ class Outbox:
 
     # ------------------------------------------------------------------ sealing
 
-    def seal(self, payload: dict[str, Any], *, kind: str = "violation") -> Sealed:
-        """Assigns seq + prev_hash, signs and commits in one transaction. Returns only once durable."""
+    def seal(self, payload: dict[str, Any], *, kind: str | None = None) -> Sealed:
+        """Assigns seq + prev_hash, signs and commits in one transaction. Returns only once durable.
+
+        ``kind`` (which topic the row goes out on) is the payload's own ``kind``; a caller that names
+        another is refused: an event sent on the violation topic would be rejected by the registry for
+        ever (it checks the signed kind against the topic)."""
         if "packet_id" not in payload:
             raise PacketError("payload has no packet_id")
+        own = payload.get("kind")
+        if own not in ("violation", "event"):
+            raise PacketError(f"payload kind {own!r} is neither 'violation' nor 'event'")
+        if kind is not None and kind != own:
+            raise PacketError(f"sealed as {kind!r} but the payload says {own!r}")
+        kind = own
         fitted = fit_to_size(payload, self.max_packet_bytes)
         self.quota_exceeded = False
         if self._over_quota():

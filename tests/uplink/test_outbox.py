@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from device.uplink.outbox import GENESIS_HASH, Outbox, OutboxFull
-from device.uplink.packet import event_payload, verify, violation_payload
+from device.uplink.packet import PacketError, event_payload, verify, violation_payload
 from device.uplink.sample import sample_context, sample_violation
 
 
@@ -193,6 +193,20 @@ def test_a_rebuilt_outbox_never_reuses_the_seq_of_an_acked_row(key, tmp_path, ac
     nxt = ob.seal(_payload(key, 9))
     assert nxt.seq == 6 and verify(nxt.data, key)["prev_hash"] == sealed[-1].sha256
     assert [r.seq for r in ob.next_unacked(10)] == [*sorted({1, 2, 3, 4, 5} - acked), 6]
+
+
+def test_the_row_goes_out_as_the_kind_its_payload_says(key, tmp_path):
+    """The topic came from a separate argument defaulting to "violation": an event sealed without it
+    went out on the violation topic and was refused by the registry for ever."""
+    ob = Outbox(tmp_path / "o.db", key)
+    ctx = sample_context("dev", key.key_id)
+    ev = event_payload("startup", {"firmware": "x"}, ctx, sample_violation(1).clock)
+    assert ob.seal(ev).kind == "event"
+    assert ob.seal(_payload(key, 1)).kind == "violation"
+    ev2 = event_payload("startup", {"firmware": "y"}, ctx, sample_violation(2).clock)
+    with pytest.raises(PacketError, match="payload says 'event'"):
+        ob.seal(ev2, kind="violation")
+    assert ob.stats()["last_seq"] == 2  # the refused one took no seq
 
 
 def test_concurrent_seal_and_ack_threads(key, tmp_path):
