@@ -169,6 +169,7 @@ class Registry:
         self.host, self.port, self.tls, self.group = host, port, tls, group
         self.username, self.password = username, password  # the broker ACL's registry user (docs/packet.md)
         self.keys = self._remember_keys(load_keys(keys))
+        self._current_kid = {d: key_id_of(k) for d, k in self.keys.items()}  # per packet: not re-hashed
         self.prefix = topic_prefix
         self.instance = instance or f"registry-{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
@@ -241,9 +242,11 @@ class Registry:
     def _successors_first_seq(self, device: str, kid: str) -> tuple[str, int] | None:
         """The first stored seq signed by a key that replaced ``kid`` (registered after it, or the
         device's current key), and that key: from there on the device signs with the newer key."""
+        current = self._current_kid.get(device)
+        if kid == current:
+            return None
         reg = self.db.q("SELECT registered_ns FROM device_keys WHERE device_id=? AND key_id=?", (device, kid))
-        current = key_id_of(self.keys[device]) if device in self.keys else None
-        if not reg or kid == current:
+        if not reg:
             return None
         rows = self.db.q(
             "SELECT key_id FROM device_keys WHERE device_id=? AND key_id<>? AND (registered_ns>? OR key_id=?)",
@@ -269,6 +272,8 @@ class Registry:
         )
         if row and row[0][0] is not None:
             return f"signed with revoked key {kid}" + (f" ({row[0][1]})" if row[0][1] else "")
+        if kid == self._current_kid.get(device):  # the common case: one query per packet
+            return None
         succ = self._successors_first_seq(device, kid)
         if succ is not None and seq >= succ[1]:
             return (
