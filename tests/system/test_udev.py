@@ -51,8 +51,9 @@ def parse_rules(text: str) -> list[list[tuple[str, str | None, str, str]]]:
     return rules
 
 
-def evaluate(rules, device: dict[str, str]) -> dict[str, object]:
-    """Applies the rules to one device (ENV{} = udev properties, plus ACTION/SUBSYSTEM/KERNEL)."""
+def evaluate(rules, device: dict[str, str], files: frozenset[str] = frozenset()) -> dict[str, object]:
+    """Applies the rules to one device (ENV{} = udev properties, plus ACTION/SUBSYSTEM/KERNEL);
+    ``TEST`` matches the paths in ``files`` (those that exist on the simulated host)."""
     env = dict(device)
     result: dict[str, object] = {"SYMLINK": [], "TAG": []}
     i = 0
@@ -65,6 +66,8 @@ def evaluate(rules, device: dict[str, str]) -> dict[str, object]:
                 continue
             actual = env.get(attr) if key == "ENV" else device.get(key)
             hit = actual is not None and any(fnmatch.fnmatchcase(actual, p) for p in value.split("|"))
+            if key == "TEST":
+                hit = value in files
             if hit != (op == "=="):
                 matched = False
                 break
@@ -132,6 +135,18 @@ def test_radar_gets_dev_radar_for_dialout(rules, device):
 def test_other_devices_are_left_alone(rules, device):
     r = evaluate(rules, device)
     assert r["SYMLINK"] == [] and "GROUP" not in r
+
+
+def test_a_sites_own_pin_replaces_the_generic_matches(rules):
+    """With /etc/udev/rules.d/98-radarcam-local.rules in place (the radar pinned by serial number), a
+    GNSS receiver that is also an STM32 CDC device no longer gets /dev/radar from the generic rule.
+    Before, the docs said to delete the generic lines from the installed file, which install.sh
+    rewrote on its next run."""
+    gnss = {**OPS243_ST, "KERNEL": "ttyACM2", "ID_SERIAL_SHORT": "GNSS0001"}
+    local = frozenset({"/etc/udev/rules.d/98-radarcam-local.rules"})
+    assert evaluate(rules, gnss)["SYMLINK"] == ["radar"]  # the conflict the pin is for
+    assert evaluate(rules, gnss, local)["SYMLINK"] == []
+    assert evaluate(rules, OPS243_INFINEON, local)["SYMLINK"] == []  # the pin file names the radar itself
 
 
 def test_parser_rejects_broken_rules():
