@@ -327,11 +327,14 @@ class ClockMonitor:
         self._mono = mono_ns
         self._on_jump = on_jump
         self._lock = threading.Lock()
-        self._state = SyncState(False, "unknown", "none", detail="not read yet")
         self._last_refresh_mono: int | None = None
-        self._base_offset: int | None = None
-        self._published: tuple[SyncState, int | None] = (self._state, None)
-        """``(_state, _base_offset)`` as one immutable pair, for :meth:`stamp` (no lock on the hot path)."""
+        self._published: tuple[SyncState, int | None] = (
+            SyncState(False, "unknown", "none", detail="not read yet"),
+            None,
+        )
+        """(sync state, ``utc - mono`` when it was read): one immutable pair, written once per refresh, so
+        :meth:`stamp` reads both without the lock. Read apart, a stamp between two writes could pair the
+        old, synchronised state with the new base offset and miss the step it had just seen."""
         self._jumps = 0
         # (mono, source's ref time) at the refresh that saw the last step not yet vouched for
         self._stepped_at: tuple[int, int | None] | None = None
@@ -353,8 +356,6 @@ class ClockMonitor:
         of ``utc - mono``) makes this stamp unsynchronised at once: evidence must not claim a trusted
         time in the seconds before the background refresh reports the jump."""
         utc, mono = self._pair()
-        # One attribute read of both: read apart, a stamp between refresh()'s two writes could pair the
-        # old, synchronised state with the new base offset and miss the step it had just seen.
         st, base = self._published
         stepped = base is not None and abs(utc - mono - base) > self._cfg.jump_threshold_ms * 1_000_000
         return ClockStamp(
@@ -373,7 +374,7 @@ class ClockMonitor:
 
     @property
     def state(self) -> SyncState:
-        return self._state
+        return self._published[0]
 
     @property
     def jumps(self) -> int:
@@ -400,16 +401,15 @@ class ClockMonitor:
         jump: tuple[int, int] | None = None
         with self._lock:
             threshold_ns = self._cfg.jump_threshold_ms * 1_000_000
-            if self._base_offset is not None and abs(offset - self._base_offset) > threshold_ns:
-                jump = (self._base_offset, offset)
+            base = self._published[1]
+            if base is not None and abs(offset - base) > threshold_ns:
+                jump = (base, offset)
                 self._jumps += 1
                 ref = state.ref_time_ns if state.ref_time_ns is not None else self._last_ref_time
                 self._stepped_at = (mono, ref)
             if state.ref_time_ns is not None:
                 self._last_ref_time = state.ref_time_ns
-            self._base_offset = offset
             state = self._after_step(state, mono)
-            self._state = state
             self._published = (state, offset)
             self._last_refresh_mono = mono
         if jump is not None:
@@ -482,7 +482,7 @@ class ClockMonitor:
 
     def status(self) -> dict[str, object]:
         """For the retained ``status`` JSON."""
-        st = self._state
+        st = self._published[0]
         return {
             "synchronized": st.synchronized,
             "source": st.source,

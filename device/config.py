@@ -522,16 +522,16 @@ class Config(_Section):
                 f"{t.percent:g} % above retains a car just above {t.threshold_kmh:g} km/h at a lower speed "
                 f"than one at it; fixed_kmh must be at least {t.threshold_kmh * t.percent / 100:g}"
             )
-        from device.jurisdictions import load_jurisdiction
+        from device.jurisdictions import Tolerance, load_jurisdiction
 
         j = load_jurisdiction(self.site.jurisdiction)
         if not j.verified:
             return self
-        own = j.tolerance
+        own, override = j.tolerance, Tolerance(**t.model_dump())  # the rule the enforcer will apply
         edges = {own.threshold_kmh, t.threshold_kmh}
         speeds = sorted({x / 2 for x in range(0, 2001)} | edges | {e + 1e-6 for e in edges})
         for v in speeds:
-            if (t.fixed_kmh if v <= t.threshold_kmh else v * t.percent / 100) < own.deduction_kmh(v) - 1e-9:
+            if override.deduction_kmh(v) < own.deduction_kmh(v) - 1e-9:
                 raise ValueError(
                     f"enforcement.tolerance deducts less than the {j.code} schedule's own tolerance at "
                     f"{v:g} km/h ({own.fixed_kmh:g} km/h up to {own.threshold_kmh:g} km/h, {own.percent:g} % "

@@ -156,6 +156,19 @@ def test_a_failing_plate_read_costs_the_plate_not_the_violation():
     assert v.decision.violation and v.pass_.peak_kmh == 90.0
 
 
+def _violation_without_anpr():
+    """A violation built from 60 frames in a ring, with no plate reader (the images alone)."""
+    cfg = Config()
+    cfg.anpr.enabled = False
+    ring = _ring_with([np.full((48, 64, 3), i, np.uint8) for i in range(60)])
+    b = EvidenceBuilder(cfg, ring, None, on_late_plate=lambda *a: None)
+    try:
+        c = _candidate(time.monotonic_ns() - 600_000_000)
+        return b.build(Candidate(c.pass_, c.decision, c.decided_mono_ns, c.clock, b.pin(c.pass_)))
+    finally:
+        b.close()
+
+
 def test_images_that_cannot_be_built_leave_a_violation_without_images(monkeypatch):
     """Rendering or encoding failing (injected here: the data bar's font gone from the disk) must not lose
     the measurement: the violation is sealed without images and says why."""
@@ -165,15 +178,7 @@ def test_images_that_cannot_be_built_leave_a_violation_without_images(monkeypatc
         raise OSError("cannot open resource: DejaVuSans.ttf")
 
     monkeypatch.setattr(violations, "build_evidence", no_font)
-    cfg = Config()
-    cfg.anpr.enabled = False
-    ring = _ring_with([np.full((48, 64, 3), i, np.uint8) for i in range(60)])
-    b = EvidenceBuilder(cfg, ring, None, on_late_plate=lambda *a: None)
-    try:
-        c = _candidate(time.monotonic_ns() - 600_000_000)
-        v = b.build(Candidate(c.pass_, c.decision, c.decided_mono_ns, c.clock, b.pin(c.pass_)))
-    finally:
-        b.close()
+    v = _violation_without_anpr()
     assert v.images == () and "evidence images failed: OSError" in v.extra["evidence_problem"]
     assert v.decision.violation and v.extra["frames_in_window"] > 0
 
@@ -193,15 +198,7 @@ def test_one_frame_whose_image_fails_costs_that_image_not_the_others(monkeypatch
         return real(bar, width, frame_no=frame_no)
 
     monkeypatch.setattr(evidence, "render_databar", fails_once)
-    cfg = Config()
-    cfg.anpr.enabled = False
-    ring = _ring_with([np.full((48, 64, 3), i, np.uint8) for i in range(60)])
-    b = EvidenceBuilder(cfg, ring, None, on_late_plate=lambda *a: None)
-    try:
-        c = _candidate(time.monotonic_ns() - 600_000_000)
-        v = b.build(Candidate(c.pass_, c.decision, c.decided_mono_ns, c.clock, b.pin(c.pass_)))
-    finally:
-        b.close()
+    v = _violation_without_anpr()
     assert v.images and all(im.frame_no != bad_frame[0] for im in v.images)
     assert f"frame {bad_frame[0]}: OSError" in v.extra["evidence_problem"]
 

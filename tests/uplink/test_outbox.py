@@ -152,20 +152,25 @@ def test_corrupt_database_is_moved_aside_not_deleted(key, tmp_path):
     assert ob.seal(_payload(key)).seq == 1
 
 
-def test_corrupt_page_keeps_seq_when_head_is_readable(key, tmp_path):
-    path = tmp_path / "o.db"
-    ob = Outbox(path, key)
-    for i in range(3):
-        ob.seal(_payload(key, i, image_bytes=20_000))
+def _damage_root_page(ob: Outbox, path: Path, table: str) -> None:
+    """Closes ``ob`` (its log checkpointed into the file) and overwrites the start of ``table``'s root page."""
     ob._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     ob.close()
     raw = bytearray(path.read_bytes())
     with sqlite3.connect(path) as db:
         page = db.execute("PRAGMA page_size").fetchone()[0]
-        rootpage = db.execute("SELECT rootpage FROM sqlite_master WHERE name='packets'").fetchone()[0]
+        rootpage = db.execute("SELECT rootpage FROM sqlite_master WHERE name=?", (table,)).fetchone()[0]
     root = (rootpage - 1) * page
-    raw[root : root + 64] = b"\xff" * 64  # damage the packets table's root page, not the meta table
+    raw[root : root + 64] = b"\xff" * 64
     path.write_bytes(bytes(raw))
+
+
+def test_corrupt_page_keeps_seq_when_head_is_readable(key, tmp_path):
+    path = tmp_path / "o.db"
+    ob = Outbox(path, key)
+    for i in range(3):
+        ob.seal(_payload(key, i, image_bytes=20_000))
+    _damage_root_page(ob, path, "packets")  # not the meta table
     ob = Outbox(path, key)
     assert ob.stats()["corrupt_moved_to"]
     assert ob.seal(_payload(key, 9)).seq == 4  # never reused
@@ -180,14 +185,7 @@ def test_a_rebuilt_outbox_never_reuses_the_seq_of_an_acked_row(key, tmp_path, ac
     ob = Outbox(path, key)
     sealed = [ob.seal(_payload(key, i, image_bytes=2_000)) for i in range(5)]
     ob.mark_acked(sorted(acked))
-    ob._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    ob.close()
-    raw = bytearray(path.read_bytes())
-    with sqlite3.connect(path) as db:
-        page = db.execute("PRAGMA page_size").fetchone()[0]
-        rootpage = db.execute("SELECT rootpage FROM sqlite_master WHERE name='meta'").fetchone()[0]
-    raw[(rootpage - 1) * page : (rootpage - 1) * page + 64] = b"\xff" * 64  # the meta table only
-    path.write_bytes(bytes(raw))
+    _damage_root_page(ob, path, "meta")  # the meta table only
     ob = Outbox(path, key)
     assert ob.stats()["corrupt_moved_to"]
     nxt = ob.seal(_payload(key, 9))
